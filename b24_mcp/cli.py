@@ -1,0 +1,78 @@
+"""The `b24-mcp` command: serve over stdio (against a portal or the sandbox), run the demo, read the journal.
+
+Imports are deferred to the branch that needs them: the stdio server's cold start is a measured figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from b24_mcp import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="b24-mcp",
+        description="MCP server that previews and deletes Bitrix24 CRM items (crm.item.delete). "
+        "Without a command it serves MCP over stdio.",
+    )
+    parser.add_argument("--version", action="version", version=f"b24-mcp {__version__}")
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="serve against a built-in emulated portal with demo data (no credentials, nothing real is touched)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("demo", help="a scripted walk-through against the sandbox, printed as a transcript")
+    journal = commands.add_parser("journal", help="show the audit journal's recent entries (newest last)")
+    journal.add_argument("--json", action="store_true", help="print the raw JSON lines")
+    journal.add_argument("-n", "--limit", type=int, default=20, help="how many entries (default 20)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `b24-mcp` console script."""
+    args = _parser().parse_args(argv)
+    from b24_mcp.settings import SettingsError, load_settings
+
+    try:
+        if args.command == "demo":
+            from b24_mcp.demo import run_demo
+
+            return run_demo()
+        settings = load_settings()
+        if args.command == "journal":
+            from b24_mcp.journal import print_journal
+
+            return print_journal(settings.audit_log, limit=args.limit, as_json=args.json)
+        return _serve(settings, sandbox=args.sandbox)
+    except SettingsError as exc:
+        for line in exc.lines:
+            print(f"b24-mcp: {line}", file=sys.stderr)
+        return 2
+
+
+def _serve(settings: Any, *, sandbox: bool) -> int:
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from b24_mcp.server import build_server
+
+    if sandbox:
+        from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+
+        if "audit_log" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
+        server = build_server(settings, transport=sandbox_transport(), webhook=sandbox_webhook())
+    else:
+        server = build_server(settings)
+    if settings.confirm == "none":
+        logging.getLogger("b24_mcp").warning(
+            "B24_CONFIRM=none: deletions are NOT confirmed by anyone. Use this only for unattended, scripted work."
+        )
+    server.run()
+    return 0

@@ -1,0 +1,91 @@
+"""The failures b24-mcp reports: each has a code the assistant can act on.
+
+`PortalError` is what the portal said, passed through exactly; `TransportError` is what happened on the way
+(nothing usable came back); `GateError` is a refusal of our own, decided before the portal's delete is called.
+"""
+
+from __future__ import annotations
+
+# Codes a retry can help with, whatever the HTTP status (compared upper-cased: the portal mixes cases).
+_RETRYABLE_CODES = frozenset({"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR"})
+# Codes no retry can help with, even when a proxy wraps them in a 5xx.
+_FATAL_CODES = frozenset(
+    {
+        "NOT_FOUND",
+        "ACCESS_DENIED",
+        "100",
+        "ALLOWED_ONLY_INTRANET_USER",
+        "INVALID_CREDENTIALS",
+        "NO_AUTH_FOUND",
+        "INSUFFICIENT_SCOPE",
+        "INVALID_TOKEN",
+        "EXPIRED_TOKEN",
+        "INVALID_REQUEST",
+        "OVERLOAD_LIMIT",
+        "PORTAL_DELETED",
+        "USER_ACCESS_ERROR",
+        "AUTHORIZATION_ERROR",
+        "ERROR_METHOD_NOT_FOUND",
+        "PAYMENT_REQUIRED",
+    }
+)
+
+
+class B24Error(Exception):
+    """A failure with a stable code, a description and whether retrying can help."""
+
+    def __init__(self, code: str, description: str, *, http_status: int | None = None, retryable: bool = False):
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.http_status = http_status
+        self.retryable = retryable
+
+    def is_code(self, code: str) -> bool:
+        """Compare the code case-insensitively, as the portal's codes come in both cases."""
+        return self.code.upper() == code.upper()
+
+
+class PortalError(B24Error):
+    """The portal answered with an error body; `code` is its `error` exactly as sent (numbers as strings)."""
+
+    def __init__(self, code: str, description: str, *, http_status: int | None):
+        retryable = portal_error_is_retryable(code, http_status)
+        super().__init__(code, description, http_status=http_status, retryable=retryable)
+
+
+class TransportError(B24Error):
+    """No usable answer: `PORTAL_UNREACHABLE`, `PORTAL_TIMEOUT`, `BAD_PORTAL_RESPONSE` or `PORTAL_REDIRECT`.
+
+    `maybe_sent` is true when the request may have reached the portal (the answer was lost on the way back),
+    so a delete may have happened although we cannot tell from here.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        description: str,
+        *,
+        http_status: int | None = None,
+        retryable: bool,
+        maybe_sent: bool,
+    ):
+        super().__init__(code, description, http_status=http_status, retryable=retryable)
+        self.maybe_sent = maybe_sent
+
+
+class GateError(B24Error):
+    """A refusal of the confirmation gate or of a guardrail; nothing was deleted."""
+
+    def __init__(self, code: str, description: str):
+        super().__init__(code, description, http_status=None, retryable=False)
+
+
+def portal_error_is_retryable(code: str, http_status: int | None) -> bool:
+    """Whether a retry can help with this portal error: by code first, by status only for unknown codes."""
+    upper = code.upper()
+    if upper in _RETRYABLE_CODES:
+        return True
+    if upper in _FATAL_CODES:
+        return False
+    return http_status is not None and http_status >= 500

@@ -1,0 +1,55 @@
+"""Ways to reach the emulator: in-process for `--sandbox`, or over real HTTPS on loopback for tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx2
+
+from b24_mcp.sandbox.emulator import Portal, create_app
+from b24_mcp.sandbox.seed import SANDBOX_HOST, SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
+from b24_mcp.settings import Webhook, parse_webhook_url
+
+
+def sandbox_webhook() -> Webhook:
+    """The sandbox portal's main webhook (an administrator)."""
+    return parse_webhook_url(f"https://{SANDBOX_HOST}/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/", allow_http=False)
+
+
+def sandbox_transport(portal: Portal | None = None) -> httpx2.ASGITransport:
+    """An HTTP transport that answers from the emulator in this process: no port, no network."""
+    return httpx2.ASGITransport(app=create_app(portal or seeded_portal()))
+
+
+@contextmanager
+def serve_https(portal: Portal, *, certfile: str, keyfile: str, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve the emulator over HTTPS on a free loopback port in a background thread; yields its origin."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(portal),
+        host=host,
+        port=0,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="b24-emulator", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the emulator did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"https://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,219 @@
+"""The MCP layer: the `crm_item_delete` tool, its strict input model, and the person's confirmation."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import httpx2
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from b24_mcp import __version__
+from b24_mcp.confirmation import ConfirmationTokens
+from b24_mcp.deletion import DeleteResult, DeletionService
+from b24_mcp.gate import Answer, Consent, Guardrails, Route, mode_hint, route_for
+from b24_mcp.journal import Journal
+from b24_mcp.portal import PortalClient
+from b24_mcp.settings import Settings, Webhook
+
+logger = logging.getLogger(__name__)
+
+MAX_INT32 = 2_147_483_647
+TOOL_NAME = "crm_item_delete"
+
+
+class DeleteItemInput(ArgModelBase):
+    """The arguments of `crm_item_delete`: strict types, nothing unknown, nothing coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    entityTypeId: int = Field(
+        title="Entity type id",
+        ge=1,
+        le=MAX_INT32,
+        description=(
+            "CRM type of the item: 1 lead, 2 deal, 3 contact, 4 company, 7 quote (estimate), 31 invoice. "
+            "A smart process has its own id (e.g. 1038), listed by the portal's crm.type.list as entityTypeId."
+        ),
+    )
+    id: int = Field(title="Item id", ge=1, le=MAX_INT32, description="The item's id within that type.")
+    dryRun: bool = Field(
+        title="Dry run",
+        default=True,
+        description="true (default): delete nothing, return a preview of the item and a confirmationToken. "
+        "false: really delete, once confirmed.",
+    )
+    confirmationToken: str | None = Field(
+        title="Confirmation token",
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="With dryRun: false, the confirmationToken from a preview of the same item, when the server "
+        "asks for one (it expires and works once).",
+    )
+
+
+class ConfirmDeletion(BaseModel):
+    """The form the person answers."""
+
+    delete: bool = Field(title="Delete it", description="Tick to delete the item.")
+
+
+class NotAsked(BaseModel):
+    """What the resolver gives when no question is put (preview, token mode, or the item cannot be read)."""
+
+
+def can_ask(ctx: Context[Any, Any]) -> bool:
+    """Whether this client declared form elicitation, so the person can be asked."""
+    capabilities = ctx.client_capabilities
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+async def ask_person(
+    entityTypeId: int, id: int, dryRun: bool, ctx: Context[Any, Any]
+) -> NotAsked | Elicit[ConfirmDeletion]:
+    """Put the deletion question to the person when the gate says so. Deterministic, as it may run twice."""
+    service: DeletionService = ctx.request_context.lifespan_context
+    if dryRun or route_for(service.mode, can_ask=can_ask(ctx)) is not Route.ASK:
+        return NotAsked()
+    question = await service.question(entityTypeId, id)
+    return NotAsked() if question is None else Elicit(question, ConfirmDeletion)
+
+
+def _consent(service: DeletionService, ctx: Context[Any, Any], token: str | None, outcome: Any) -> Consent:
+    route = route_for(service.mode, can_ask=can_ask(ctx))
+    if route is not Route.ASK:
+        return Consent(route=route, token=token)
+    if isinstance(outcome, AcceptedElicitation):
+        data = outcome.data
+        if isinstance(data, ConfirmDeletion):
+            return Consent(route=route, answer=Answer.ACCEPTED if data.delete else Answer.DECLINED)
+        return Consent(route=route, answer=Answer.NOT_ASKED)
+    return Consent(route=route, answer=Answer.DECLINED if outcome.action == "decline" else Answer.CANCELLED)
+
+
+def to_tool_result(result: DeleteResult) -> CallToolResult:
+    """The MCP result: structured content, a one-line text, and `isError` for errors."""
+    text = f"{result.error}: {result.message}" if result.status == "error" else result.message
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=result.wire(),
+        is_error=result.status == "error",
+    )
+
+
+def describe_tool(settings: Settings) -> str:
+    """The tool description, with the confirmation mode and guardrails in force."""
+    guardrails = Guardrails(read_only=settings.read_only, allowed_types=settings.allowed_entity_types).describe()
+    return (
+        "Delete one Bitrix24 CRM item (crm.item.delete), with a preview first. "
+        "With dryRun: true (the default) nothing is deleted: the item is read and returned as a preview "
+        "(title, stage, assignee, amount) with a confirmationToken. Show the person the preview before deleting. "
+        + mode_hint(settings.confirm)
+        + (f" Restrictions on this server: {guardrails}." if guardrails else "")
+        + " Errors come back with the portal's code (NOT_FOUND, ACCESS_DENIED, ...) and whether a retry can help."
+    )
+
+
+def build_service(settings: Settings, webhook: Webhook, transport: httpx2.AsyncBaseTransport | None) -> DeletionService:
+    """Assemble the deletion service from the settings (no network until the first call)."""
+    secret = settings.confirm_secret.get_secret_value().encode() if settings.confirm_secret else secrets.token_bytes(32)
+    portal = PortalClient(
+        webhook,
+        timeout=settings.timeout,
+        ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
+        transport=transport,
+    )
+    return DeletionService(
+        portal,
+        ConfirmationTokens(secret, portal=f"{webhook.host}/{webhook.user_id}", ttl=settings.confirm_ttl),
+        Journal(settings.audit_log, portal=webhook.host, user_id=webhook.user_id),
+        mode=settings.confirm,
+        guardrails=Guardrails(read_only=settings.read_only, allowed_types=settings.allowed_entity_types),
+    )
+
+
+def build_server(
+    settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None, webhook: Webhook | None = None
+) -> MCPServer:
+    """The MCP server for the configured portal; `transport` lets the sandbox serve the portal in-process."""
+    hook = webhook or settings.webhook
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[DeletionService]:
+        service = build_service(settings, hook, transport)
+        try:
+            yield service
+        finally:
+            await service.portal.aclose()
+
+    server = MCPServer(
+        "b24-mcp",
+        version=__version__,
+        lifespan=lifespan,
+        log_level=settings.log_level,
+        instructions="Deletes Bitrix24 CRM items on "
+        f"{hook.host}. Always preview first (the default) and let the person see what would be deleted.",
+    )
+
+    @server.tool(
+        name=TOOL_NAME,
+        title="Delete CRM item",
+        description=describe_tool(settings),
+        annotations=ToolAnnotations(
+            title="Delete CRM item",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=True,
+            open_world_hint=True,
+        ),
+    )
+    async def crm_item_delete(
+        entityTypeId: int,
+        id: int,
+        ctx: Context[Any, Any],
+        consent: Annotated[ElicitationResult[ConfirmDeletion], Resolve(ask_person)],
+        dryRun: bool = True,
+        confirmationToken: str | None = None,
+    ) -> Annotated[CallToolResult, DeleteResult]:
+        started = time.perf_counter()
+        service: DeletionService = ctx.request_context.lifespan_context
+        if dryRun:
+            result = await service.preview(entityTypeId, id, can_ask=can_ask(ctx))
+        else:
+            result = await service.delete(entityTypeId, id, _consent(service, ctx, confirmationToken, consent))
+        logger.info(
+            "%s entityTypeId=%d id=%d dryRun=%s -> %s%s in %.0f ms",
+            TOOL_NAME,
+            entityTypeId,
+            id,
+            dryRun,
+            result.status,
+            f" {result.error}" if result.error else "",
+            (time.perf_counter() - started) * 1000,
+        )
+        return to_tool_result(result)
+
+    _use_input_model(server, TOOL_NAME, DeleteItemInput)
+    return server
+
+
+def _use_input_model(server: MCPServer, name: str, model: type[ArgModelBase]) -> None:
+    """Validate a tool's arguments with our strict model instead of the one derived from its signature.
+
+    The derived model coerces ("101" → 101) and ignores unknown keys; ours refuses both, and its schema
+    (with `additionalProperties: false`) is what clients see.
+    """
+    tool = server._tool_manager.get_tool(name)
+    if tool is None:
+        raise LookupError(name)
+    tool.fn_metadata.arg_model = model
+    tool.parameters = model.model_json_schema(by_alias=True)

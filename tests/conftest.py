@@ -1,0 +1,112 @@
+"""Shared fixtures: a seeded emulated portal, settings isolated from the developer's environment, TLS material,
+the emulator over real HTTPS on loopback, and MCP clients connected to the real server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from mcp import Client
+
+from b24_mcp.deletion import DeletionService
+from b24_mcp.sandbox.emulator import Portal
+from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
+from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook, serve_https
+from b24_mcp.server import build_server, build_service
+from b24_mcp.settings import Settings, load_settings
+
+SECRETS = (SANDBOX_WEBHOOK_CODE,)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def portal() -> Portal:
+    return seeded_portal()
+
+
+@pytest.fixture
+def journal_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "b24-mcp" / "audit.jsonl"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, journal_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
+    """Settings from explicit values only: no B24_* variable or .env of the developer's leaks in."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("B24_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+    def make(**overrides: Any) -> Settings:
+        overrides.setdefault("audit_log", journal_path)
+        overrides.setdefault("confirm", "token")
+        return load_settings(**overrides)
+
+    return make
+
+
+@pytest.fixture
+def service(portal: Portal, make_settings: Callable[..., Settings]) -> DeletionService:
+    return build_service(make_settings(), sandbox_webhook(), sandbox_transport(portal))
+
+
+@pytest.fixture
+def connect(portal: Portal, make_settings: Callable[..., Settings]) -> Callable[..., Any]:
+    """`async with connect(confirm="auto", client=dict(...)) as client`: the real server in memory."""
+
+    @asynccontextmanager
+    async def open_client(client: dict[str, Any] | None = None, **settings: Any) -> AsyncIterator[Client]:
+        server = build_server(make_settings(**settings), transport=sandbox_transport(portal), webhook=sandbox_webhook())
+        async with Client(server, **(client or {})) as session:
+            yield session
+
+    return open_client
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    ca_bundle: Path
+    certfile: Path
+    keyfile: Path
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = TLSFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    ca.cert_pem.write_to_path(str(files.ca_bundle))
+    cert.cert_chain_pems[0].write_to_path(str(files.certfile))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(files.certfile), append=True)
+    cert.private_key_pem.write_to_path(str(files.keyfile))
+    return files
+
+
+@pytest.fixture
+def https_origin(portal: Portal, tls: TLSFiles) -> Iterator[str]:
+    """The emulator served over real HTTPS on a loopback port."""
+    with serve_https(portal, certfile=str(tls.certfile), keyfile=str(tls.keyfile)) as origin:
+        yield origin
+
+
+@pytest.fixture
+def webhook_url(https_origin: str) -> str:
+    return f"{https_origin}/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/"
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text

@@ -1,0 +1,200 @@
+"""The portal client against the emulator over real HTTPS: answers become results, or errors with the portal's
+code exactly as sent; transport failures get our own codes; nothing carries the webhook code."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from conftest import TLSFiles, assert_no_secret
+
+from b24_mcp.errors import PortalError, TransportError
+from b24_mcp.portal import PortalClient
+from b24_mcp.sandbox.emulator import Fault, Portal
+from b24_mcp.sandbox.seed import (
+    EXTRANET_USER_ID,
+    EXTRANET_WEBHOOK_CODE,
+    NOSCOPE_USER_ID,
+    NOSCOPE_WEBHOOK_CODE,
+    READONLY_USER_ID,
+    READONLY_WEBHOOK_CODE,
+)
+from b24_mcp.settings import parse_webhook_url
+
+pytestmark = pytest.mark.anyio
+
+HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>nginx</body></html>"
+
+
+def client_for(url: str, tls: TLSFiles | None, timeout: float = 5.0) -> PortalClient:
+    return PortalClient(
+        parse_webhook_url(url, allow_http=False), timeout=timeout, ca_bundle=str(tls.ca_bundle) if tls else None
+    )
+
+
+@pytest.fixture
+async def client(webhook_url: str, tls: TLSFiles) -> PortalClient:
+    return client_for(webhook_url, tls)
+
+
+async def portal_error(client: PortalClient, method: str, params: dict[str, object]) -> PortalError:
+    with pytest.raises(PortalError) as caught:
+        await client.call(method, params)
+    await client.aclose()
+    assert_no_secret(str(caught.value))
+    return caught.value
+
+
+async def transport_error(client: PortalClient, method: str = "crm.item.get") -> TransportError:
+    with pytest.raises(TransportError) as caught:
+        await client.call(method, {"entityTypeId": 2, "id": 42})
+    await client.aclose()
+    assert_no_secret(str(caught.value))
+    return caught.value
+
+
+async def test_get_returns_the_item_and_the_time_block(client: PortalClient) -> None:
+    answer = await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    await client.aclose()
+    assert answer.result["item"]["title"] == "Acme renewal"
+    assert answer.time is not None and "duration" in answer.time
+
+
+async def test_delete_success_is_an_empty_list(client: PortalClient, portal: Portal) -> None:
+    answer = await client.call("crm.item.delete", {"entityTypeId": 2, "id": 42})
+    await client.aclose()
+    assert answer.result == []
+    assert 42 not in portal.items[2]
+
+
+async def test_missing_item_is_not_found_with_the_portals_text(client: PortalClient) -> None:
+    error = await portal_error(client, "crm.item.delete", {"entityTypeId": 2, "id": 999})
+    assert (error.code, error.description, error.http_status) == ("NOT_FOUND", "Item was not found.", 400)
+    assert error.retryable is False
+
+
+async def test_unknown_type_is_not_found_for_the_smart_process(client: PortalClient) -> None:
+    error = await portal_error(client, "crm.item.delete", {"entityTypeId": 999999, "id": 1})
+    assert (error.code, error.description) == ("NOT_FOUND", "Smart Process Automation was not found")
+
+
+async def test_numeric_error_code_becomes_the_string_100(client: PortalClient) -> None:
+    error = await portal_error(client, "crm.item.delete", {"entityTypeId": 2})
+    assert error.code == "100"
+    assert error.description == "Could not find value for parameter {id}"
+    assert error.retryable is False
+
+
+async def test_user_without_delete_right_gets_access_denied(https_origin: str, tls: TLSFiles) -> None:
+    client = client_for(f"{https_origin}/rest/{READONLY_USER_ID}/{READONLY_WEBHOOK_CODE}/", tls)
+    error = await portal_error(client, "crm.item.delete", {"entityTypeId": 2, "id": 42})
+    assert (error.code, error.description, error.retryable) == ("ACCESS_DENIED", "Access denied", False)
+
+
+async def test_extranet_user_gets_the_lowercase_intranet_code(https_origin: str, tls: TLSFiles) -> None:
+    client = client_for(f"{https_origin}/rest/{EXTRANET_USER_ID}/{EXTRANET_WEBHOOK_CODE}/", tls)
+    error = await portal_error(client, "crm.item.delete", {"entityTypeId": 2, "id": 42})
+    assert (error.code, error.http_status, error.retryable) == ("allowed_only_intranet_user", 403, False)
+
+
+async def test_webhook_without_crm_scope_gets_insufficient_scope(https_origin: str, tls: TLSFiles) -> None:
+    client = client_for(f"{https_origin}/rest/{NOSCOPE_USER_ID}/{NOSCOPE_WEBHOOK_CODE}/", tls)
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert error.code == "insufficient_scope"
+    assert error.retryable is False
+
+
+async def test_wrong_webhook_code_gets_invalid_credentials(https_origin: str, tls: TLSFiles) -> None:
+    client = client_for(f"{https_origin}/rest/1/not-the-right-code/", tls)
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert (error.code, error.retryable) == ("INVALID_CREDENTIALS", False)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retryable"),
+    [
+        (503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}, True),
+        (
+            429,
+            {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked due to operation time limit."},
+            True,
+        ),
+        (401, {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"}, False),
+        (401, {"error": "expired_token", "error_description": "The access token provided has expired"}, False),
+        (500, {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}, True),
+        (400, {"error": "CRM_ITEM_HAS_RUNNING_WORKFLOWS", "error_description": "Workflows are running"}, False),
+        (200, {"error": "wrong_client", "error_description": "Wrong client"}, False),
+        (503, {"error": "SOMETHING_NEW", "error_description": "Unknown 5xx"}, True),
+    ],
+)
+async def test_portal_codes_pass_through_exactly(
+    client: PortalClient, portal: Portal, status: int, body: dict[str, str], retryable: bool
+) -> None:
+    portal.inject("crm.item.get", Fault(status=status, json=body))
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert (error.code, error.description, error.http_status) == (body["error"], body["error_description"], status)
+    assert error.retryable is retryable
+
+
+async def test_a_fatal_code_is_not_retryable_even_inside_a_5xx(client: PortalClient, portal: Portal) -> None:
+    portal.inject("crm.item.get", Fault(status=502, json={"error": "ACCESS_DENIED", "error_description": "x"}))
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert error.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "retryable"),
+    [
+        (502, HTML_502, "text/html", True),
+        (503, b"", "text/html", True),
+        (200, b'{"result": {"item": {"id": 4', "application/json", False),
+        (200, b"", "application/json", False),
+        (403, b"<html>Forbidden</html>", "text/html", False),
+        (200, b"[1, 2, 3]", "application/json", False),
+    ],
+)
+async def test_unusable_bodies_are_bad_portal_response(
+    client: PortalClient, portal: Portal, status: int, body: bytes, content_type: str, retryable: bool
+) -> None:
+    portal.inject("crm.item.get", Fault(status=status, body=body, content_type=content_type))
+    error = await transport_error(client)
+    assert (error.code, error.http_status, error.retryable) == ("BAD_PORTAL_RESPONSE", status, retryable)
+
+
+async def test_a_slow_answer_is_portal_timeout(webhook_url: str, tls: TLSFiles, portal: Portal) -> None:
+    portal.inject("crm.item.get", Fault(status=200, json={"result": {}}, delay=2.0))
+    error = await transport_error(client_for(webhook_url, tls, timeout=0.3))
+    assert (error.code, error.retryable, error.maybe_sent) == ("PORTAL_TIMEOUT", True, True)
+
+
+async def test_a_closed_port_is_portal_unreachable(tls: TLSFiles) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    error = await transport_error(client_for(f"https://127.0.0.1:{port}/rest/1/abcdef/", tls))
+    assert (error.code, error.retryable, error.maybe_sent) == ("PORTAL_UNREACHABLE", True, False)
+
+
+async def test_an_untrusted_certificate_is_explained(webhook_url: str) -> None:
+    error = await transport_error(client_for(webhook_url, None))
+    assert error.code == "PORTAL_UNREACHABLE"
+    assert "B24_CA_BUNDLE" in error.description
+
+
+async def test_a_redirect_is_reported_not_followed(client: PortalClient, portal: Portal) -> None:
+    portal.inject(
+        "crm.item.delete",
+        Fault(status=302, body=b"", headers={"Location": "https://new.bitrix24.com/rest/1/code/crm.item.delete"}),
+    )
+    error = await transport_error(client, "crm.item.delete")
+    assert (error.code, error.http_status, error.retryable) == ("PORTAL_REDIRECT", 302, False)
+    assert "new.bitrix24.com" in error.description
+    assert 42 in portal.items[2]
+
+
+async def test_one_connection_serves_consecutive_calls(client: PortalClient, portal: Portal) -> None:
+    for _ in range(3):
+        await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    pool = client._client()._transport._pool  # type: ignore[attr-defined]
+    assert len(pool.connections) == 1
+    await client.aclose()

@@ -1,0 +1,169 @@
+"""The `crm_item_delete` tool through the SDK's in-memory client: its contract, strict input, and results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import assert_no_secret
+from mcp.types import CallToolResult
+
+from b24_mcp.sandbox.emulator import Portal
+
+pytestmark = pytest.mark.anyio
+
+TOOL = "crm_item_delete"
+
+
+async def call(connect: Callable[..., Any], arguments: dict[str, Any], **settings: Any) -> CallToolResult:
+    async with connect(**settings) as client:
+        return await client.call_tool(TOOL, arguments)
+
+
+async def test_one_tool_is_listed_with_its_title_and_hints(connect: Callable[..., Any]) -> None:
+    async with connect() as client:
+        (tool,) = (await client.list_tools()).tools
+    assert (tool.name, tool.title) == (TOOL, "Delete CRM item")
+    assert tool.annotations is not None
+    hints = tool.annotations
+    assert (hints.destructive_hint, hints.read_only_hint, hints.idempotent_hint, hints.open_world_hint) == (
+        True,
+        False,
+        True,
+        True,
+    )
+
+
+async def test_the_input_schema_is_strict_and_bounded(connect: Callable[..., Any]) -> None:
+    async with connect() as client:
+        (tool,) = (await client.list_tools()).tools
+    schema = tool.input_schema
+    assert schema["required"] == ["entityTypeId", "id"]
+    assert schema["additionalProperties"] is False
+    for name in ("entityTypeId", "id"):
+        assert (schema["properties"][name]["type"], schema["properties"][name]["minimum"]) == ("integer", 1)
+        assert schema["properties"][name]["maximum"] == 2_147_483_647
+    assert schema["properties"]["dryRun"] == schema["properties"]["dryRun"] | {"type": "boolean", "default": True}
+    assert "consent" not in schema["properties"]
+
+
+async def test_the_output_schema_describes_every_outcome(connect: Callable[..., Any]) -> None:
+    async with connect() as client:
+        (tool,) = (await client.list_tools()).tools
+    assert tool.output_schema is not None
+    properties = tool.output_schema["properties"]
+    assert properties["status"]["enum"] == ["preview", "deleted", "cancelled", "error"]
+    for name in (
+        "entityTypeId",
+        "id",
+        "message",
+        "item",
+        "confirmationToken",
+        "confirmationExpiresAt",
+        "error",
+        "error_description",
+        "retryable",
+        "httpStatus",
+    ):
+        assert name in properties
+
+
+async def test_the_description_guides_the_assistant(connect: Callable[..., Any]) -> None:
+    async with connect(confirm="token", read_only=True) as client:
+        (tool,) = (await client.list_tools()).tools
+    assert tool.description is not None
+    for words in ("dryRun", "crm.type.list", "confirmationToken", "read-only"):
+        assert words in tool.description or words in str(tool.input_schema)
+
+
+async def test_a_preview_is_structured_and_said_in_one_line(connect: Callable[..., Any], portal: Portal) -> None:
+    result = await call(connect, {"entityTypeId": 2, "id": 42})
+    data = result.structured_content
+    assert data is not None and result.is_error is False
+    assert (data["status"], data["entityTypeId"], data["id"], data["item"]["title"]) == (
+        "preview",
+        2,
+        42,
+        "Acme renewal",
+    )
+    assert data["confirmationToken"].startswith("b24c1.")
+    (text,) = result.content
+    assert text.type == "text" and "deal #42 «Acme renewal»" in text.text and "\n" not in text.text
+    assert portal.calls_to("crm.item.delete") == []
+
+
+async def test_an_error_carries_the_portals_code_status_and_retryability(connect: Callable[..., Any]) -> None:
+    result = await call(connect, {"entityTypeId": 2, "id": 999})
+    assert result.is_error is True
+    data = result.structured_content
+    assert data is not None
+    assert {key: data[key] for key in ("status", "error", "error_description", "retryable", "httpStatus")} == {
+        "status": "error",
+        "error": "NOT_FOUND",
+        "error_description": "Item was not found.",
+        "retryable": False,
+        "httpStatus": 400,
+    }
+    assert result.content[0].type == "text" and result.content[0].text.startswith("NOT_FOUND:")
+
+
+async def test_own_errors_have_a_null_http_status(connect: Callable[..., Any]) -> None:
+    result = await call(connect, {"entityTypeId": 2, "id": 42, "dryRun": False})
+    assert result.structured_content is not None
+    assert (result.structured_content["error"], result.structured_content["httpStatus"]) == (
+        "CONFIRMATION_REQUIRED",
+        None,
+    )
+
+
+async def test_preview_then_confirmed_delete_through_mcp(connect: Callable[..., Any], portal: Portal) -> None:
+    async with connect() as client:
+        preview = await client.call_tool(TOOL, {"entityTypeId": 2, "id": 42})
+        assert preview.structured_content is not None
+        token = preview.structured_content["confirmationToken"]
+        deleted = await client.call_tool(
+            TOOL, {"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": token}
+        )
+    assert deleted.structured_content is not None
+    assert (deleted.is_error, deleted.structured_content["status"]) == (False, "deleted")
+    assert deleted.structured_content["item"]["title"] == "Acme renewal"
+    assert 42 not in portal.items[2]
+    assert_no_secret(str(preview) + str(deleted))
+
+
+BAD_ARGUMENTS = [
+    ({"entityTypeId": "2", "id": 42}, "entityTypeId"),
+    ({"entityTypeId": 2, "id": "101"}, "id"),
+    ({"entityTypeId": 2.0, "id": 42}, "entityTypeId"),
+    ({"entityTypeId": 2, "id": 42.5}, "id"),
+    ({"entityTypeId": True, "id": 42}, "entityTypeId"),
+    ({"entityTypeId": 2, "id": False}, "id"),
+    ({"entityTypeId": 2, "id": 42, "dryRun": "false"}, "dryRun"),
+    ({"entityTypeId": 2, "id": 42, "dryRun": 0}, "dryRun"),
+    ({"entityTypeId": 2, "id": 42, "dryRun": None}, "dryRun"),
+    ({"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": 12345}, "confirmationToken"),
+    ({"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": ""}, "confirmationToken"),
+    ({"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": "x" * 513}, "confirmationToken"),
+    ({"entityTypeId": 0, "id": 42}, "entityTypeId"),
+    ({"entityTypeId": -2, "id": 42}, "entityTypeId"),
+    ({"entityTypeId": 2, "id": 2_147_483_648}, "id"),
+    ({"entityTypeId": 2**70, "id": 42}, "entityTypeId"),
+    ({"entityTypeId": 2}, "id"),
+    ({"id": 42}, "entityTypeId"),
+    ({"entityTypeId": 2, "id": 42, "force": True}, "force"),
+    ({"entityTypeId": 2, "id": 42, "ID": 43}, "ID"),
+    ({"entityTypeId": [2], "id": 42}, "entityTypeId"),
+    ({"entityTypeId": {"$gt": 0}, "id": 42}, "entityTypeId"),
+    ({"entityTypeId": "[2]", "id": 42}, "entityTypeId"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "named"), BAD_ARGUMENTS)
+async def test_bad_input_is_refused_naming_the_argument_and_never_reaches_the_portal(
+    connect: Callable[..., Any], portal: Portal, arguments: dict[str, Any], named: str
+) -> None:
+    result = await call(connect, arguments, confirm="none")
+    assert result.is_error is True
+    assert named in result.content[0].text  # type: ignore[union-attr]
+    assert portal.calls == []
