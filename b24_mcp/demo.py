@@ -41,7 +41,7 @@ def _show_result(result: CallToolResult) -> dict[str, Any]:
 
 async def _call(client: Client, arguments: dict[str, Any]) -> dict[str, Any]:
     shown = {k: (v[:16] + "…" if k == "confirmationToken" else v) for k, v in arguments.items()}
-    _say(f"  → crm_item_delete {json.dumps(shown)}")
+    _say(f"  → crm_item_delete {json.dumps(shown, ensure_ascii=False)}")
     return _show_result(await client.call_tool("crm_item_delete", arguments))
 
 
@@ -94,7 +94,7 @@ def run_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="b24-mcp-demo-") as folder:
         journal = Path(folder) / "audit.jsonl"
         env = {key: value for key, value in os.environ.items() if not key.startswith("B24_")}
-        env |= {"B24_AUDIT_LOG": str(journal), "B24_CONFIRM": "auto"}
+        env |= {"B24_AUDIT_LOG": str(journal), "B24_CONFIRM": "auto", "B24_LOG_LEVEL": "WARNING"}
         _say("b24-mcp demo: a real MCP client talks to a real `b24-mcp --sandbox` process over stdio.")
         _say("The sandbox is an emulated Bitrix24 portal inside that process; nothing real is touched.")
         anyio.run(_walkthrough, env)

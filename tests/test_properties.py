@@ -1,0 +1,73 @@
+"""Property: whatever JSON an assistant sends, nothing is deleted without a valid token for exactly that item."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+from mcp import Client
+
+from b24_mcp.sandbox.seed import seeded_portal
+from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+from b24_mcp.server import build_server
+from b24_mcp.settings import load_settings
+
+NAMES = ["entityTypeId", "id", "dryRun", "confirmationToken"]
+VALID = "<valid token for deal 43>"
+TAMPERED = "<tampered token for deal 43>"
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=5,
+)
+plausible = {
+    "entityTypeId": st.sampled_from([2, 3, 1038, 0, -1, 2**31, "2", 2.0, True]) | json_values,
+    "id": st.sampled_from([42, 43, 1, 999, "43", 43.0, None]) | json_values,
+    "dryRun": st.sampled_from([False, True, "false", 0, None]) | json_values,
+    "confirmationToken": st.sampled_from([VALID, TAMPERED, "", "b24c1.x.y"]) | json_values,
+}
+near_valid = st.fixed_dictionaries(
+    {
+        "entityTypeId": st.sampled_from([2, 3, "2"]),
+        "id": st.sampled_from([43, 42, 43.0]),
+        "dryRun": st.sampled_from([False, "false", True]),
+        "confirmationToken": st.sampled_from([VALID, TAMPERED]),
+    }
+)
+arguments = near_valid | st.fixed_dictionaries(
+    {}, optional={name: strategy for name, strategy in plausible.items()}
+) | st.dictionaries(st.sampled_from([*NAMES, "force", "ID", "auth"]) | st.text(max_size=8), json_values, max_size=5)
+
+
+async def attempt(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict[str, Any]]:
+    portal = seeded_portal()
+    config = load_settings(confirm="token", audit_log=f"{tmp}/audit.jsonl")
+    server = build_server(config, transport=sandbox_transport(portal), webhook=sandbox_webhook())
+    async with Client(server) as client:
+        preview = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 43})
+        assert preview.structured_content is not None
+        token = preview.structured_content["confirmationToken"]
+        real = dict(args)
+        if real.get("confirmationToken") == VALID:
+            real["confirmationToken"] = token
+        elif real.get("confirmationToken") == TAMPERED:
+            real["confirmationToken"] = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+        await client.call_tool("crm_item_delete", real)
+    return portal.calls_to("crm.item.delete"), real | {"_token": token}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(args=arguments)
+@example(args={"entityTypeId": 2, "id": 43, "dryRun": False, "confirmationToken": VALID})
+def test_nothing_is_deleted_without_a_valid_token_for_that_item(args: dict[str, Any], tmp_path_factory: Any) -> None:
+    deletes, sent = anyio.run(attempt, args, str(tmp_path_factory.getbasetemp()))
+    event("deleted" if deletes else "nothing deleted")
+    if deletes:
+        assert len(deletes) == 1
+        assert set(args) <= set(NAMES)
+        assert (type(sent["entityTypeId"]), type(sent["id"])) == (int, int)
+        assert (sent["entityTypeId"], sent["id"], sent["dryRun"]) == (2, 43, False)
+        assert sent["confirmationToken"] == sent["_token"]

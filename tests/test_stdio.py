@@ -1,0 +1,162 @@
+"""The real thing: `b24-mcp` as a subprocess over stdio, talking to the emulator over HTTPS on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from b24_mcp.sandbox.emulator import Portal
+from conftest import TLSFiles, assert_no_secret
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def server_env(webhook_url: str, tls: TLSFiles, journal_path: Path) -> dict[str, str]:
+    return {
+        "B24_WEBHOOK_URL": webhook_url,
+        "B24_CA_BUNDLE": str(tls.ca_bundle),
+        "B24_AUDIT_LOG": str(journal_path),
+        "B24_CONFIRM": "auto",
+        "B24_LOG_LEVEL": "DEBUG",
+    }
+
+
+class Stderr:
+    """The server's stderr, kept in a file to read after the process ended."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp()) / "stderr.txt"
+
+    def read(self) -> str:
+        return self.path.read_text()
+
+
+@asynccontextmanager
+async def stdio_server(env: dict[str, str], *args: str) -> AsyncIterator[tuple[Client, Stderr]]:
+    """A `b24-mcp` subprocess and a client on its stdio, with the server's stderr captured."""
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "b24_mcp", *args], env=env, cwd=tempfile.gettempdir()
+    )
+    stderr = Stderr()
+    with stderr.path.open("w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            yield client, stderr
+
+
+async def test_a_subprocess_previews_and_deletes_over_https(server_env: dict[str, str], portal: Portal) -> None:
+    async with stdio_server(server_env) as (client, errlog):
+        tools = await client.list_tools()
+        preview = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42})
+        assert preview.structured_content is not None
+        token = preview.structured_content["confirmationToken"]
+        deleted = await client.call_tool(
+            "crm_item_delete", {"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": token}
+        )
+    assert [tool.name for tool in tools.tools] == ["crm_item_delete"]
+    assert deleted.structured_content is not None and deleted.structured_content["status"] == "deleted"
+    assert 42 not in portal.items[2]
+    stderr = errlog.read()
+    assert "crm_item_delete entityTypeId=2 id=42 dryRun=False -> deleted" in stderr
+    assert_no_secret(stderr + str(tools) + str(preview) + str(deleted))
+
+
+async def test_portal_errors_reach_the_assistant_and_the_secret_does_not(
+    server_env: dict[str, str], portal: Portal
+) -> None:
+    async with stdio_server(server_env) as (client, errlog):
+        missing = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 999})
+        bad_type = await client.call_tool("crm_item_delete", {"entityTypeId": 999_999, "id": 1})
+    assert missing.structured_content is not None and bad_type.structured_content is not None
+    assert (missing.is_error, missing.structured_content["error"]) == (True, "NOT_FOUND")
+    assert bad_type.structured_content["error_description"] == "Smart Process Automation was not found"
+    assert_no_secret(errlog.read() + str(missing) + str(bad_type))
+
+
+async def test_bad_input_over_stdio_never_reaches_the_portal(server_env: dict[str, str], portal: Portal) -> None:
+    async with stdio_server(server_env) as (client, _):
+        result = await client.call_tool("crm_item_delete", {"entityTypeId": "2", "id": 42, "dryRun": "false"})
+    assert result.is_error is True
+    assert portal.calls == []
+
+
+async def test_an_unreachable_portal_is_a_retryable_error(server_env: dict[str, str], tls: TLSFiles) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = server_env | {"B24_WEBHOOK_URL": f"https://127.0.0.1:{port}/rest/1/sbx7f3k9q2w8e5r1t6y4/"}
+    async with stdio_server(env) as (client, errlog):
+        result = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42})
+    assert result.structured_content is not None
+    assert (result.structured_content["error"], result.structured_content["retryable"]) == ("PORTAL_UNREACHABLE", True)
+    assert_no_secret(errlog.read() + str(result))
+
+
+async def test_the_sandbox_needs_no_credentials(tmp_path: Path) -> None:
+    env = {"B24_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "B24_CONFIRM": "token"}
+    async with stdio_server(env, "--sandbox") as (client, _):
+        preview = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42})
+    assert preview.structured_content is not None
+    assert preview.structured_content["item"]["title"] == "Acme renewal"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("B24_")}
+    return subprocess.run(
+        [sys.executable, "-m", "b24_mcp", *args],
+        env=clean | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        cwd=tempfile.gettempdir(),
+    )
+
+
+def test_the_demo_walks_through_every_step() -> None:
+    done = run("demo")
+    assert done.returncode == 0, done.stderr
+    transcript = done.stdout
+    for expected in (
+        "crm_item_delete — Delete CRM item",
+        "status=preview",
+        "error=CONFIRMATION_REQUIRED",
+        "status=deleted",
+        "error=NOT_FOUND",
+        "the person answers: yes",
+        "status=cancelled",
+        "intent",
+    ):
+        assert expected in transcript
+    assert_no_secret(transcript + done.stderr)
+
+
+def test_the_journal_command_prints_a_table_and_raw_lines(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    entry = {
+        "ts": "2026-11-28T10:00:00.000Z",
+        "event": "deleted",
+        "entityTypeId": 2,
+        "id": 42,
+        "item": {"id": 42, "title": "Acme renewal"},
+    }
+    path.write_text(json.dumps(entry) + "\nnot json\n")
+    table = run("journal", env={"B24_AUDIT_LOG": str(path)})
+    raw = run("journal", "--json", env={"B24_AUDIT_LOG": str(path)})
+    assert table.returncode == 0 and raw.returncode == 0
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["TIME", "(UTC)", "EVENT", "TYPE", "ID", "TITLE"]
+    assert row.split()[1:] == ["deleted", "2", "42", "Acme", "renewal"]
+    assert json.loads(raw.stdout) == entry
