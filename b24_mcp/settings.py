@@ -75,7 +75,12 @@ class Settings(BaseSettings):
     """Everything b24-mcp reads from `B24_*` variables (see `.env.example`)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_default=True,
     )
 
     allow_http: bool = False

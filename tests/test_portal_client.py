@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import TLSFiles, assert_no_secret
 
 from b24_mcp.errors import PortalError, TransportError
 from b24_mcp.portal import PortalClient
@@ -20,6 +19,7 @@ from b24_mcp.sandbox.seed import (
     READONLY_WEBHOOK_CODE,
 )
 from b24_mcp.settings import parse_webhook_url
+from conftest import TLSFiles, assert_no_secret
 
 pytestmark = pytest.mark.anyio
 

@@ -37,9 +37,11 @@ near_valid = st.fixed_dictionaries(
         "confirmationToken": st.sampled_from([VALID, TAMPERED]),
     }
 )
-arguments = near_valid | st.fixed_dictionaries(
-    {}, optional={name: strategy for name, strategy in plausible.items()}
-) | st.dictionaries(st.sampled_from([*NAMES, "force", "ID", "auth"]) | st.text(max_size=8), json_values, max_size=5)
+arguments = (
+    near_valid
+    | st.fixed_dictionaries({}, optional={name: strategy for name, strategy in plausible.items()})
+    | st.dictionaries(st.sampled_from([*NAMES, "force", "ID", "auth"]) | st.text(max_size=8), json_values, max_size=5)
+)
 
 
 async def attempt(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict[str, Any]]:

@@ -127,3 +127,17 @@ def test_version_is_printed() -> None:
     done = run_cli({}, "--version")
     assert done.returncode == 0
     assert done.stdout.startswith("b24-mcp ")
+
+
+def test_the_example_file_loads_as_a_dotenv(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text())
+    settings = make_settings()
+    assert settings.webhook.host == "your-portal.bitrix24.com"
+    assert (settings.confirm_secret, settings.ca_bundle, settings.allowed_entity_types) == (None, None, None)
+
+
+def test_the_example_file_lists_every_setting() -> None:
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"\nB24_{name.upper()}=" in example

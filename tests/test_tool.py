@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import assert_no_secret
 from mcp.types import CallToolResult
 
 from b24_mcp.sandbox.emulator import Portal
+from conftest import assert_no_secret
 
 pytestmark = pytest.mark.anyio
 
