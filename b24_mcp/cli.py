@@ -67,7 +67,7 @@ def _serve(settings: Any, *, sandbox: bool) -> int:
 
         if "audit_log" not in settings.model_fields_set:
             settings = settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
-        server = build_server(settings, transport=sandbox_transport(), webhook=sandbox_webhook())
+        server = build_server(settings, transport=sandbox_transport(), credentials=sandbox_webhook())
     else:
         server = build_server(settings)
     if settings.confirm == "none":

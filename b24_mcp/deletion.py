@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from b24_mcp.confirmation import ConfirmationTokens
-from b24_mcp.errors import B24Error, GateError, PortalError, TransportError
+from b24_mcp.errors import B24Error, GateError, PortalError, TransportError, may_have_acted
 from b24_mcp.gate import Answer, Consent, Guardrails, Route, confirmation_required, elicitation_unsupported, not_asked
 from b24_mcp.gate import mode_hint as _mode_hint
 from b24_mcp.items import ItemSummary, describe, summarize
@@ -23,6 +23,10 @@ from b24_mcp.portal import PortalClient
 from b24_mcp.settings import ConfirmMode
 
 Status = Literal["preview", "deleted", "cancelled", "error"]
+LOST_ANSWER_NOTE = (
+    "The portal's answer to the delete was lost; crm.item.get now finds no such item, so the deletion is "
+    "confirmed by absence."
+)
 
 
 class DeleteResult(BaseModel):
@@ -54,7 +58,11 @@ class DeleteResult(BaseModel):
 
 
 def _error_message(exc: B24Error, subject: str, *, deleting: bool) -> str:
-    nothing = "Nothing was deleted. " if deleting else ""
+    message = _explain(exc, subject, "Nothing was deleted. " if deleting else "")
+    return f"{message} {exc.hint}" if exc.hint else message
+
+
+def _explain(exc: B24Error, subject: str, nothing: str) -> str:
     code = exc.code.upper()
     if code == "NOT_FOUND":
         return (
@@ -85,7 +93,9 @@ class DeletionService:
         *,
         mode: ConfirmMode,
         guardrails: Guardrails | None = None,
+        call_deadline: float = 60.0,
     ) -> None:
+        self.call_deadline = call_deadline
         self.portal = portal
         self.tokens = tokens
         self.journal = journal
@@ -109,6 +119,20 @@ class DeletionService:
 
     async def preview(self, entity_type_id: int, item_id: int, *, can_ask: bool | None = None) -> DeleteResult:
         """Read the item and say what a deletion would remove; issue a confirmation token for it."""
+        with self.portal.deadline(self.call_deadline):
+            return await self._preview(entity_type_id, item_id, can_ask)
+
+    async def question(self, entity_type_id: int, item_id: int) -> str | None:
+        """The question to put to the person before deleting, or None when it cannot be put."""
+        with self.portal.deadline(self.call_deadline):
+            return await self._question(entity_type_id, item_id)
+
+    async def delete(self, entity_type_id: int, item_id: int, consent: Consent) -> DeleteResult:
+        """Delete the item if the gate lets it through; every refusal is an error result, nothing deleted."""
+        with self.portal.deadline(self.call_deadline):
+            return await self._delete_gated(entity_type_id, item_id, consent)
+
+    async def _preview(self, entity_type_id: int, item_id: int, can_ask: bool | None) -> DeleteResult:
         try:
             self.guardrails.check_type(entity_type_id)
             item = await self.fetch(entity_type_id, item_id)
@@ -130,8 +154,7 @@ class DeletionService:
             confirmationExpiresAt=_iso(expires),
         )
 
-    async def question(self, entity_type_id: int, item_id: int) -> str | None:
-        """The question to put to the person before deleting, or None when it cannot be put."""
+    async def _question(self, entity_type_id: int, item_id: int) -> str | None:
         try:
             self.guardrails.check_delete(entity_type_id)
             item = await self.fetch(entity_type_id, item_id)
@@ -139,8 +162,7 @@ class DeletionService:
             return None
         return f"Delete {describe(entity_type_id, item_id, item)} from {self.portal.host}?"
 
-    async def delete(self, entity_type_id: int, item_id: int, consent: Consent) -> DeleteResult:
-        """Delete the item if the gate lets it through; every refusal is an error result, nothing deleted."""
+    async def _delete_gated(self, entity_type_id: int, item_id: int, consent: Consent) -> DeleteResult:
         try:
             self.guardrails.check_delete(entity_type_id)
             if consent.route is Route.UNSUPPORTED:
@@ -179,23 +201,23 @@ class DeletionService:
         self, entity_type_id: int, item_id: int, item: dict[str, Any], how: Literal["elicitation", "token", "none"]
     ) -> DeleteResult:
         subject = describe(entity_type_id, item_id, item)
-        attempt = Attempt(entity_type_id, item_id, how, item)
+        attempt = self._attempt(entity_type_id, item_id, how, item)
         await self.journal.write("intent", attempt)
         note = None
         try:
             await self.portal.call("crm.item.delete", {"entityTypeId": entity_type_id, "id": item_id})
-        except TransportError as exc:
-            gone = await self._gone(entity_type_id, item_id) if exc.maybe_sent else False
+        except (PortalError, TransportError) as exc:
+            # When some attempt may have reached the portal without its answer coming back (a NOT_FOUND on a
+            # retry may just mean that attempt worked), only a fresh read can tell what happened.
+            uncertain = exc.after_lost_answer or may_have_acted(exc)
+            gone = await self._gone(entity_type_id, item_id) if uncertain else False
             if gone is None:
                 await self._journal_error(attempt, exc, note="outcome unknown: the item could not be checked")
                 return self._unknown(entity_type_id, item_id, exc)
             if not gone:
                 await self._journal_error(attempt, exc)
                 raise
-            note = f"The answer to the delete was lost ({exc.code}); the item's absence afterwards confirms it."
-        except PortalError as exc:
-            await self._journal_error(attempt, exc)
-            raise
+            note = LOST_ANSWER_NOTE
         message = f"Deleted {subject} ({_how(how)})."
         try:
             await self.journal.write("deleted", attempt, note=note)
@@ -212,6 +234,15 @@ class DeletionService:
             confirmation=how,
         )
 
+    def _attempt(
+        self,
+        entity_type_id: int,
+        item_id: int,
+        how: Literal["elicitation", "token", "none"],
+        item: dict[str, Any] | None,
+    ) -> Attempt:
+        return Attempt(self.portal.host, self.portal.user_id, entity_type_id, item_id, how, item)
+
     async def _gone(self, entity_type_id: int, item_id: int) -> bool | None:
         """After a lost answer: whether the item is gone (`NOT_FOUND` now); None when that cannot be told."""
         try:
@@ -227,7 +258,7 @@ class DeletionService:
         with contextlib.suppress(GateError):
             await self.journal.write("error", attempt, error=exc.code, error_description=exc.description, note=note)
 
-    def _unknown(self, entity_type_id: int, item_id: int, exc: TransportError) -> DeleteResult:
+    def _unknown(self, entity_type_id: int, item_id: int, exc: B24Error) -> DeleteResult:
         result = self._error(entity_type_id, item_id, exc, deleting=False)
         result.message = (
             f"The delete request may have reached the portal, but its answer was lost ({exc.code}) and the item "
@@ -242,7 +273,7 @@ class DeletionService:
             item = await self.fetch(entity_type_id, item_id)
         except B24Error:
             item = None
-        await self.journal.write("cancelled", Attempt(entity_type_id, item_id, "elicitation", item))
+        await self.journal.write("cancelled", self._attempt(entity_type_id, item_id, "elicitation", item))
         verb = "declined" if answer is Answer.DECLINED else "cancelled"
         return DeleteResult(
             status="cancelled",

@@ -40,6 +40,10 @@ class B24Error(Exception):
         self.description = description
         self.http_status = http_status
         self.retryable = retryable
+        # Set by the portal client when an earlier attempt of the same call may have reached the portal.
+        self.after_lost_answer = False
+        # What to do about it, for the assistant; kept apart so `description` stays exactly what was sent.
+        self.hint: str | None = None
 
     def is_code(self, code: str) -> bool:
         """Compare the code case-insensitively, as the portal's codes come in both cases."""
@@ -89,3 +93,13 @@ def portal_error_is_retryable(code: str, http_status: int | None) -> bool:
     if upper in _FATAL_CODES:
         return False
     return http_status is not None and http_status >= 500
+
+
+def may_have_acted(error: B24Error) -> bool:
+    """Whether the failed request may have done its work on the portal although no success came back."""
+    if isinstance(error, TransportError):
+        return error.maybe_sent
+    if isinstance(error, PortalError):
+        # A 5xx may come from a proxy after the portal acted; the rate limiter refuses before anything runs.
+        return (error.http_status or 0) >= 500 and not error.is_code("QUERY_LIMIT_EXCEEDED")
+    return False

@@ -26,6 +26,8 @@ Event = Literal["intent", "deleted", "error", "cancelled"]
 class Attempt:
     """One deletion attempt as the journal records it: what, how confirmed, and the full item snapshot."""
 
+    portal: str
+    user_id: int | None
     entity_type_id: int
     item_id: int
     confirmation: Literal["elicitation", "token", "none"]
@@ -33,12 +35,10 @@ class Attempt:
 
 
 class Journal:
-    """Appends events for one portal and webhook user to a JSON Lines file."""
+    """Appends deletion events to a JSON Lines file."""
 
-    def __init__(self, path: Path, *, portal: str, user_id: int) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self._portal = portal
-        self._user_id = user_id
 
     async def write(
         self,
@@ -53,8 +53,8 @@ class Journal:
         record: dict[str, Any] = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "event": event,
-            "portal": self._portal,
-            "userId": self._user_id,
+            "portal": attempt.portal,
+            "userId": attempt.user_id,
             "entityTypeId": attempt.entity_type_id,
             "id": attempt.item_id,
             "confirmation": attempt.confirmation,

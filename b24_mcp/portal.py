@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import ssl
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import httpx2
 
 from b24_mcp import __version__
-from b24_mcp.errors import PortalError, TransportError
-from b24_mcp.settings import Webhook
+from b24_mcp.auth import Auth
+from b24_mcp.errors import B24Error, PortalError, TransportError, may_have_acted
+from b24_mcp.limiter import LeakyBucket
 
 # httpx2 logs every request URL at INFO, and a webhook URL contains its secret code: keep those records from
 # ever being created, whatever logging configuration the process ends up with.
@@ -37,22 +44,37 @@ class PortalResponse:
     time: Mapping[str, Any] | None = None
 
 
+_deadline: ContextVar[float | None] = ContextVar("b24_deadline", default=None)
+
+
 class PortalClient:
-    """Calls REST methods of one portal through one pooled HTTP client, created on first use."""
+    """Calls REST methods of one portal through one pooled HTTP client, created on first use.
+
+    Every call is paced by the shared leaky bucket, retried with backoff when a retry can help, and renewed once
+    on `expired_token` when the credential can be refreshed.
+    """
 
     def __init__(
         self,
-        webhook: Webhook,
+        auth: Auth,
         *,
         timeout: float = 30.0,
         ca_bundle: str | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        limiter: LeakyBucket | None = None,
+        max_retries: int = 3,
+        retry_base: float = 0.5,
     ) -> None:
-        self._webhook = webhook
+        self._auth = auth
         self._timeout = timeout
         self._ca_bundle = ca_bundle
         self._transport = transport
+        self._limiter = limiter
+        self._max_retries = max_retries
+        self._retry_base = retry_base
         self._http: httpx2.AsyncClient | None = None
+        self._reset_at: dict[str, int] = {}  # method -> the portal's operating_reset_at from its last answer
+        self._blocked_until: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"PortalClient(host={self.host!r}, user_id={self.user_id})"
@@ -60,12 +82,17 @@ class PortalClient:
     @property
     def host(self) -> str:
         """The portal's host (and port), safe to show."""
-        return self._webhook.host
+        return self._auth.host
 
     @property
-    def user_id(self) -> int:
-        """The user the webhook acts as."""
-        return self._webhook.user_id
+    def user_id(self) -> int | None:
+        """The user the credential acts as, when known."""
+        return self._auth.user_id
+
+    @property
+    def identity(self) -> str:
+        """Portal and credential, not secret: what confirmation tokens are bound to."""
+        return self._auth.identity
 
     def _client(self) -> httpx2.AsyncClient:
         if self._http is None:
@@ -88,10 +115,57 @@ class PortalClient:
             await self._http.aclose()
             self._http = None
 
-    async def call(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
-        """Call a REST method; raise `PortalError` for an error body, `TransportError` when no answer is usable."""
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Within this block, no retry starts that would end more than `seconds` from now."""
+        token = _deadline.set(time.monotonic() + seconds)
         try:
-            response = await self._client().post(self._webhook.base_url + method, json=dict(params))
+            yield
+        finally:
+            _deadline.reset(token)
+
+    async def call(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
+        """Call a REST method; raise `PortalError` for an error body, `TransportError` when no answer is usable.
+
+        An error raised after an earlier attempt may have reached the portal has `after_lost_answer` set.
+        """
+        retries = 0
+        refreshed = False
+        lost = False
+        while True:
+            self._check_blocked(method)
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            generation = self._auth.generation
+            error: B24Error
+            try:
+                answer = await self._send(method, params)
+            except PortalError as exc:
+                if exc.is_code("expired_token") and self._auth.can_refresh and not refreshed:
+                    await self._auth.refresh(self._client(), generation)
+                    refreshed = True
+                    continue
+                error = self._explain(method, exc)
+            except TransportError as exc:
+                error = exc
+            else:
+                if answer.time and isinstance(answer.time.get("operating_reset_at"), int):
+                    self._reset_at[method] = answer.time["operating_reset_at"]
+                return answer
+            error.after_lost_answer = lost
+            delay = self._retry_base * 2**retries * (0.5 + random.random())  # noqa: S311 (jitter, not crypto)
+            end = _deadline.get()
+            if not _worth_retrying(error) or retries >= self._max_retries or (end and time.monotonic() + delay > end):
+                raise error
+            lost = lost or may_have_acted(error)
+            retries += 1
+            logger.info("%s: %s, retry %d in %.1f s", method, error.code, retries, delay)
+            await anyio.sleep(delay)
+
+    async def _send(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
+        url, body = self._auth.prepare(method, params)
+        try:
+            response = await self._client().post(url, json=body)
         except httpx2.TimeoutException as exc:
             # A connect timeout means nothing was sent; any later timeout may have lost a delivered request.
             sent = not isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout)
@@ -114,6 +188,41 @@ class PortalClient:
                 maybe_sent=True,
             ) from None
         return _interpret(method, response, self.host)
+
+    def _explain(self, method: str, error: PortalError) -> PortalError:
+        """Add what the assistant needs to act on an error: when a blocked method unblocks, how to renew."""
+        if error.is_code("QUERY_LIMIT_EXCEEDED") and self._limiter is not None:
+            self._limiter.saturate()
+        if error.is_code("OPERATION_TIME_LIMIT"):
+            reset = self._reset_at.get(method)
+            if reset is not None and reset > time.time():
+                self._blocked_until[method] = reset
+                error.hint = f"The portal unblocks {method} at {_utc(reset)} (operating_reset_at); retry then."
+            else:
+                error.hint = f"The portal blocked {method} for a while; retry in a few minutes."
+        if error.is_code("expired_token") and not self._auth.can_refresh:
+            error.hint = "Set B24_REFRESH_TOKEN, B24_CLIENT_ID and B24_CLIENT_SECRET so the token renews itself."
+        return error
+
+    def _check_blocked(self, method: str) -> None:
+        until = self._blocked_until.get(method)
+        if until is None:
+            return
+        if until <= time.time():
+            del self._blocked_until[method]
+            return
+        error = PortalError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", http_status=None)
+        error.hint = f"Not sent: the portal unblocks {method} at {_utc(until)} (operating_reset_at); retry then."
+        raise error
+
+
+def _worth_retrying(error: B24Error) -> bool:
+    # A blocked method stays blocked for minutes: say when, rather than retrying in a loop.
+    return error.retryable and not error.is_code("OPERATION_TIME_LIMIT")
+
+
+def _utc(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _connect_failure(exc: httpx2.ConnectError, host: str) -> str:

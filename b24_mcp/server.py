@@ -16,12 +16,14 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from b24_mcp import __version__
+from b24_mcp.auth import make_auth
 from b24_mcp.confirmation import ConfirmationTokens
 from b24_mcp.deletion import DeleteResult, DeletionService
 from b24_mcp.gate import Answer, Consent, Guardrails, Route, mode_hint, route_for
 from b24_mcp.journal import Journal
+from b24_mcp.limiter import LeakyBucket
 from b24_mcp.portal import PortalClient
-from b24_mcp.settings import Settings, Webhook
+from b24_mcp.settings import OAuthConfig, Settings, Webhook
 
 logger = logging.getLogger(__name__)
 
@@ -123,33 +125,47 @@ def describe_tool(settings: Settings) -> str:
     )
 
 
-def build_service(settings: Settings, webhook: Webhook, transport: httpx2.AsyncBaseTransport | None) -> DeletionService:
+def build_service(
+    settings: Settings,
+    credentials: Webhook | OAuthConfig,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    *,
+    retry_base: float = 0.5,
+) -> DeletionService:
     """Assemble the deletion service from the settings (no network until the first call)."""
     secret = settings.confirm_secret.get_secret_value().encode() if settings.confirm_secret else secrets.token_bytes(32)
     portal = PortalClient(
-        webhook,
+        make_auth(credentials),
         timeout=settings.timeout,
         ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
         transport=transport,
+        limiter=LeakyBucket(settings.rate_burst, settings.rate_per_second),
+        max_retries=settings.max_retries,
+        retry_base=retry_base,
     )
     return DeletionService(
         portal,
-        ConfirmationTokens(secret, portal=f"{webhook.host}/{webhook.user_id}", ttl=settings.confirm_ttl),
-        Journal(settings.audit_log, portal=webhook.host, user_id=webhook.user_id),
+        ConfirmationTokens(secret, portal=portal.identity, ttl=settings.confirm_ttl),
+        Journal(settings.audit_log),
         mode=settings.confirm,
         guardrails=Guardrails(read_only=settings.read_only, allowed_types=settings.allowed_entity_types),
+        call_deadline=settings.call_deadline,
     )
 
 
 def build_server(
-    settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None, webhook: Webhook | None = None
+    settings: Settings,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    credentials: Webhook | OAuthConfig | None = None,
+    retry_base: float = 0.5,
 ) -> MCPServer:
     """The MCP server for the configured portal; `transport` lets the sandbox serve the portal in-process."""
-    hook = webhook or settings.webhook
+    hook = credentials or settings.credentials
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[DeletionService]:
-        service = build_service(settings, hook, transport)
+        service = build_service(settings, hook, transport, retry_base=retry_base)
         try:
             yield service
         finally:

@@ -58,7 +58,7 @@ def make_settings(tmp_path: Path, journal_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.fixture
 def service(portal: Portal, make_settings: Callable[..., Settings]) -> DeletionService:
-    return build_service(make_settings(), sandbox_webhook(), sandbox_transport(portal))
+    return build_service(make_settings(), sandbox_webhook(), sandbox_transport(portal), retry_base=0.01)
 
 
 @pytest.fixture
@@ -67,7 +67,12 @@ def connect(portal: Portal, make_settings: Callable[..., Settings]) -> Callable[
 
     @asynccontextmanager
     async def open_client(client: dict[str, Any] | None = None, **settings: Any) -> AsyncIterator[Client]:
-        server = build_server(make_settings(**settings), transport=sandbox_transport(portal), webhook=sandbox_webhook())
+        server = build_server(
+            make_settings(**settings),
+            transport=sandbox_transport(portal),
+            credentials=sandbox_webhook(),
+            retry_base=0.01,
+        )
         async with Client(server, **(client or {})) as session:
             yield session
 

@@ -144,7 +144,7 @@ async def test_a_portal_refusal_passes_through_and_nothing_is_deleted(
     hook = parse_webhook_url(
         f"https://{SANDBOX_HOST}/rest/{READONLY_USER_ID}/{READONLY_WEBHOOK_CODE}/", allow_http=False
     )
-    service = build_service(make_settings(), hook, sandbox_transport(portal))
+    service = build_service(make_settings(), hook, sandbox_transport(portal), retry_base=0.01)
     result = await service.delete(2, 42, with_token(await token_for(service)))
     assert (result.status, result.error, result.error_description, result.httpStatus) == (
         "error",
@@ -211,7 +211,9 @@ async def test_the_question_names_type_id_title_and_portal(service: DeletionServ
 
 
 async def test_read_only_previews_but_refuses_to_delete(make_settings: Callable[..., Settings], portal: Portal) -> None:
-    service = build_service(make_settings(read_only=True, confirm="none"), sandbox_webhook(), sandbox_transport(portal))
+    service = build_service(
+        make_settings(read_only=True, confirm="none"), sandbox_webhook(), sandbox_transport(portal), retry_base=0.01
+    )
     assert (await service.preview(2, 42)).status == "preview"
     portal.calls.clear()
     result = await service.delete(2, 42, Consent(route=Route.NONE))
@@ -223,7 +225,9 @@ async def test_read_only_previews_but_refuses_to_delete(make_settings: Callable[
 async def test_a_type_outside_the_allowed_list_never_reaches_the_portal(
     make_settings: Callable[..., Settings], portal: Portal
 ) -> None:
-    service = build_service(make_settings(allowed_entity_types="2,1038"), sandbox_webhook(), sandbox_transport(portal))
+    service = build_service(
+        make_settings(allowed_entity_types="2,1038"), sandbox_webhook(), sandbox_transport(portal), retry_base=0.01
+    )
     preview = await service.preview(3, 21)
     deletion = await service.delete(3, 21, Consent(route=Route.NONE))
     assert (preview.error, deletion.error) == ("ENTITY_TYPE_NOT_ALLOWED", "ENTITY_TYPE_NOT_ALLOWED")
@@ -299,7 +303,8 @@ async def test_a_lost_answer_after_the_delete_is_confirmed_by_absence(
 async def test_a_lost_answer_without_a_delete_is_an_error_and_the_item_stays(
     service: DeletionService, portal: Portal
 ) -> None:
-    portal.inject("crm.item.delete", Fault(status=502, body=HTML_502, content_type="text/html"))
+    for _ in range(4):  # the first attempt and its three retries
+        portal.inject("crm.item.delete", Fault(status=502, body=HTML_502, content_type="text/html"))
     result = await service.delete(2, 42, with_token(await token_for(service)))
     assert (result.status, result.error, result.retryable, result.httpStatus) == (
         "error",
@@ -314,7 +319,8 @@ async def test_an_uncheckable_lost_answer_is_reported_as_unknown(service: Deleti
     token = await token_for(service)
     portal.inject("crm.item.delete", Fault(status=502, body=HTML_502, content_type="text/html", perform=True))
     portal.inject("crm.item.get", Fault(status=200, json={"result": {"item": dict(portal.items[2][42])}}))
-    portal.inject("crm.item.get", Fault(status=502, body=HTML_502, content_type="text/html"))
+    for _ in range(4):
+        portal.inject("crm.item.get", Fault(status=502, body=HTML_502, content_type="text/html"))
     result = await service.delete(2, 42, with_token(token))
     assert result.status == "error"
     assert "unknown whether it was deleted" in result.message

@@ -22,6 +22,8 @@ from b24_mcp.sandbox.seed import (
     PROJECTS_TYPE_ID,
     READONLY_USER_ID,
     READONLY_WEBHOOK_CODE,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
     SANDBOX_HOST,
     SANDBOX_USER_ID,
     SANDBOX_WEBHOOK_CODE,
@@ -828,6 +830,432 @@ async def test_fault_is_not_consumed_by_failed_auth(client: httpx2.AsyncClient, 
     portal.inject("scope", Fault(status=500, body=b""))
     await call(client, "scope", hook="/rest/1/wrong/")
     assert (await call(client, "scope")).status_code == 500
+
+
+async def test_fault_with_delay_and_perform_runs_the_method_before_answering_late(
+    client: httpx2.AsyncClient, portal: Portal
+) -> None:
+    portal.inject("crm.item.delete", Fault(status=504, body=b"", delay=0.3, perform=True))
+    responses: list[httpx2.Response] = []
+
+    async def delete() -> None:
+        responses.append(await call(client, "crm.item.delete", {"entityTypeId": 2, "id": 42}))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(delete)
+        await anyio.sleep(0.1)
+        deleted_while_unanswered = 42 not in portal.items[2] and not responses
+    assert deleted_while_unanswered
+    assert responses[0].status_code == 504
+
+
+async def test_dropped_answer_raises_a_transport_error_in_process(client: httpx2.AsyncClient, portal: Portal) -> None:
+    portal.inject("crm.item.delete", Fault(status=200, json={"result": []}, drop=True))
+    with pytest.raises(httpx2.TransportError):
+        await call(client, "crm.item.delete", {"entityTypeId": 2, "id": 42})
+    assert 42 in portal.items[2]
+    assert (portal.calls[-1].method, portal.calls[-1].dropped) == ("crm.item.delete", True)
+    assert (await call(client, "crm.item.get", {"entityTypeId": 2, "id": 42})).status_code == 200
+
+
+async def test_dropped_answer_with_perform_deletes_first(client: httpx2.AsyncClient, portal: Portal) -> None:
+    portal.inject("crm.item.delete", Fault(status=200, json={"result": []}, drop=True, perform=True))
+    with pytest.raises(httpx2.TransportError):
+        await call(client, "crm.item.delete", {"entityTypeId": 2, "id": 42})
+    assert 42 not in portal.items[2]
+
+
+# ---------------------------------------------------------------------- status overrides
+
+
+async def test_status_overrides_change_only_the_http_status(client: httpx2.AsyncClient, portal: Portal) -> None:
+    portal.status_overrides["INVALID_CREDENTIALS"] = 403
+    response = await call(client, "crm.item.get", {"entityTypeId": 2, "id": 42}, hook="/rest/1/wrong/")
+    assert response.status_code == 403
+    assert response.json() == {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}
+    assert portal.calls[-1].status == 403
+
+
+async def test_status_overrides_key_numeric_codes_as_strings(client: httpx2.AsyncClient, portal: Portal) -> None:
+    portal.status_overrides["100"] = 422
+    response = await call(client, "crm.item.delete", {"entityTypeId": 2})
+    assert response.status_code == 422
+    assert response.json()["error"] == 100
+
+
+async def test_status_overrides_leave_other_codes_alone(client: httpx2.AsyncClient, portal: Portal) -> None:
+    portal.status_overrides["INVALID_CREDENTIALS"] = 403
+    response = await call(client, "crm.item.get", {"entityTypeId": 2, "id": 999})
+    assert response.status_code == 400
+
+
+async def test_status_overrides_apply_to_token_errors(client: httpx2.AsyncClient, portal: Portal) -> None:
+    portal.status_overrides["expired_token"] = 400
+    access, _ = portal.issue_tokens(SANDBOX_CLIENT_ID, 1)
+    portal.expire_access_tokens()
+    response = await client.post("/rest/scope", json={"auth": access})
+    assert (response.status_code, response.json()["error"]) == (400, "expired_token")
+
+
+async def test_status_overrides_apply_to_the_token_endpoint(client: httpx2.AsyncClient, portal: Portal) -> None:
+    portal.status_overrides["invalid_grant"] = 401
+    response = await refresh(client, "no-such-token")
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_grant")
+
+
+# ---------------------------------------------------------------------- operating-time limit
+
+
+def limited_portal(window: float = 60.0) -> Portal:
+    portal = seeded_portal(rate_limit=None, operating_limit=1.0, operating_window=window)
+    portal.method_cost["crm.item.get"] = 0.6
+    return portal
+
+
+GET_42 = {"entityTypeId": 2, "id": 42}
+OPERATION_TIME_LIMIT = {
+    "error": "OPERATION_TIME_LIMIT",
+    "error_description": "Method is blocked due to operation time limit.",
+}
+
+
+async def test_operating_limit_blocks_a_method_once_its_time_is_exceeded() -> None:
+    portal = limited_portal()
+    async with make_client(portal) as client:
+        responses = [await call(client, "crm.item.get", GET_42) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert responses[2].json() == OPERATION_TIME_LIMIT
+    assert (portal.calls[-1].status, portal.calls[-1].error) == (429, "OPERATION_TIME_LIMIT")
+
+
+async def test_operating_limit_leaves_other_methods_working() -> None:
+    portal = limited_portal()
+    async with make_client(portal) as client:
+        for _ in range(2):
+            await call(client, "crm.item.get", GET_42)
+        blocked = await call(client, "crm.item.get", GET_42)
+        other = await call(client, "crm.item.list", {"entityTypeId": 2})
+    assert (blocked.status_code, other.status_code) == (429, 200)
+
+
+async def test_operating_limit_leaves_other_credentials_working() -> None:
+    portal = limited_portal()
+    access, _ = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    async with make_client(portal) as client:
+        for _ in range(2):
+            await call(client, "crm.item.get", GET_42)
+        blocked = await call(client, "crm.item.get", GET_42)
+        other_webhook = await call(client, "crm.item.get", GET_42, hook=READONLY_HOOK)
+        same_user_via_oauth = await client.post("/rest/crm.item.get", json={**GET_42, "auth": access})
+    assert (blocked.status_code, other_webhook.status_code, same_user_via_oauth.status_code) == (429, 200, 200)
+
+
+async def test_time_operating_accumulates_per_method_and_credential() -> None:
+    portal = limited_portal()
+    async with make_client(portal) as client:
+        before = time.time()
+        timings = [(await call(client, "crm.item.get", GET_42)).json()["time"] for _ in range(2)]
+        other_method = (await call(client, "crm.item.list", {"entityTypeId": 2})).json()["time"]
+        other_webhook = (await call(client, "crm.item.get", GET_42, hook=READONLY_HOOK)).json()["time"]
+    assert [t["operating"] for t in timings] == [pytest.approx(0.6), pytest.approx(1.2)]
+    assert int(before + 60) <= timings[1]["operating_reset_at"] <= int(time.time() + 60)
+    assert other_method["operating"] == 0
+    assert other_webhook["operating"] == pytest.approx(0.6)
+
+
+async def test_operating_limit_lifts_once_the_window_has_passed() -> None:
+    portal = limited_portal(window=0.3)
+    async with make_client(portal) as client:
+        for _ in range(2):
+            await call(client, "crm.item.get", GET_42)
+        blocked = await call(client, "crm.item.get", GET_42)
+        await anyio.sleep(0.35)
+        later = await call(client, "crm.item.get", GET_42)
+    assert (blocked.status_code, later.status_code) == (429, 200)
+    assert later.json()["time"]["operating"] == pytest.approx(0.6)
+
+
+async def test_reset_operating_lifts_the_block() -> None:
+    portal = limited_portal()
+    async with make_client(portal) as client:
+        for _ in range(2):
+            await call(client, "crm.item.get", GET_42)
+        portal.reset_operating()
+        response = await call(client, "crm.item.get", GET_42)
+    assert response.status_code == 200
+
+
+async def test_calls_cheaper_than_a_tenth_of_a_second_are_not_recorded() -> None:
+    portal = limited_portal()
+    portal.method_cost["crm.item.get"] = 0.09
+    async with make_client(portal) as client:
+        responses = [await call(client, "crm.item.get", GET_42) for _ in range(20)]
+    assert {r.status_code for r in responses} == {200}
+    assert responses[-1].json()["time"]["operating"] == 0
+
+
+async def test_failed_calls_are_not_charged() -> None:
+    portal = limited_portal()
+    async with make_client(portal) as client:
+        statuses = [(await call(client, "crm.item.get", {"entityTypeId": 2, "id": 999})).status_code for _ in range(4)]
+    assert statuses == [400] * 4
+
+
+async def test_batch_is_not_charged_but_its_commands_are() -> None:
+    portal = limited_portal()
+    portal.method_cost["batch"] = 5.0
+    cmd = {"a": "crm.item.get?entityTypeId=2&id=42", "b": "crm.item.get?entityTypeId=2&id=40"}
+    async with make_client(portal) as client:
+        batch = (await call(client, "batch", {"cmd": cmd})).json()
+        another_batch = await call(client, "batch", {"cmd": {}})
+        single = await call(client, "crm.item.get", GET_42)
+    assert batch["time"]["operating"] == 0
+    assert batch["result"]["result_time"]["b"]["operating"] == pytest.approx(1.2)
+    assert another_batch.status_code == 200
+    assert single.json() == OPERATION_TIME_LIMIT
+
+
+async def test_blocked_batch_command_fails_inside_result_error() -> None:
+    portal = limited_portal()
+    cmd = {c: "crm.item.get?entityTypeId=2&id=42" for c in "abc"}
+    async with make_client(portal) as client:
+        result = (await call(client, "batch", {"cmd": cmd})).json()["result"]
+    assert list(result["result"]) == ["a", "b"]
+    assert result["result_error"] == {"c": OPERATION_TIME_LIMIT}
+
+
+async def test_rate_limit_is_checked_before_the_operating_limit() -> None:
+    portal = seeded_portal(rate_limit=(2, 0.001), operating_limit=1.0)
+    portal.method_cost["crm.item.get"] = 0.6
+    async with make_client(portal) as client:
+        statuses = [(await call(client, "crm.item.get", GET_42)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 503]
+
+
+async def test_blocked_call_does_not_consume_a_queued_fault() -> None:
+    portal = limited_portal()
+    async with make_client(portal) as client:
+        for _ in range(2):
+            await call(client, "crm.item.get", GET_42)
+        portal.inject("crm.item.get", Fault(status=502, body=b""))
+        blocked = await call(client, "crm.item.get", GET_42)
+        portal.reset_operating()
+        faulty = await call(client, "crm.item.get", GET_42)
+    assert (blocked.status_code, faulty.status_code) == (429, 502)
+
+
+# ---------------------------------------------------------------------- OAuth calls
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [({"auth": "{token}"}, {}), ({"access_token": "{token}"}, {}), ({}, {"authorization": "Bearer {token}"})],
+)
+async def test_live_token_calls_as_its_user(
+    client: httpx2.AsyncClient, portal: Portal, body: dict[str, str], headers: dict[str, str]
+) -> None:
+    access, _ = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    body = {key: value.format(token=access) for key, value in body.items()}
+    headers = {key: value.format(token=access) for key, value in headers.items()}
+    response = await client.post("/rest/crm.item.delete", json={"entityTypeId": 2, "id": 42, **body}, headers=headers)
+    assert response.status_code == 200
+    assert response.json()["result"] == []
+    assert 42 not in portal.items[2]
+    assert portal.calls[-1] == Call("crm.item.delete", {"entityTypeId": 2, "id": 42}, SANDBOX_USER_ID, 200, None)
+
+
+async def test_token_in_the_query_string_authenticates(client: httpx2.AsyncClient, portal: Portal) -> None:
+    access, _ = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    response = await client.get("/rest/profile.json", params={"auth": access})
+    assert response.json()["result"]["ID"] == "1"
+
+
+async def test_token_acts_with_the_rights_of_its_users_webhook(client: httpx2.AsyncClient, portal: Portal) -> None:
+    access, _ = portal.issue_tokens(SANDBOX_CLIENT_ID, READONLY_USER_ID)
+    response = await client.post("/rest/crm.item.delete", json={"entityTypeId": 2, "id": 42, "auth": access})
+    assert response.json() == {"error": "ACCESS_DENIED", "error_description": "Access denied"}
+
+
+async def test_token_scopes_limit_its_calls(client: httpx2.AsyncClient, portal: Portal) -> None:
+    access, _ = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID, frozenset({"user"}))
+    denied = await client.post("/rest/crm.item.get", json={**GET_42, "auth": access})
+    listed = await client.post("/rest/scope", json={"auth": access})
+    assert denied.status_code == 401
+    assert denied.json() == {
+        "error": "insufficient_scope",
+        "error_description": "The request requires higher privileges than provided by the access token",
+    }
+    assert listed.json()["result"] == ["user"]
+
+
+async def test_expired_token_is_401_expired_token(client: httpx2.AsyncClient, portal: Portal) -> None:
+    access, _ = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    portal.expire_access_tokens()
+    response = await client.post("/rest/crm.item.delete", json={"entityTypeId": 2, "id": 42, "auth": access})
+    assert response.status_code == 401
+    assert response.json() == {"error": "expired_token", "error_description": "The access token provided has expired"}
+    assert 42 in portal.items[2]
+
+
+async def test_access_token_expires_after_its_ttl() -> None:
+    portal = seeded_portal(rate_limit=None, access_ttl=0.05)
+    access, _ = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    async with make_client(portal) as client:
+        fresh = await client.post("/rest/scope", json={"auth": access})
+        await anyio.sleep(0.1)
+        stale = await client.post("/rest/scope", json={"auth": access})
+    assert (fresh.status_code, stale.json()["error"]) == (200, "expired_token")
+
+
+async def test_issue_tokens_refuses_an_unknown_app(portal: Portal) -> None:
+    with pytest.raises(ValueError, match="unknown OAuth application"):
+        portal.issue_tokens("local.nope", SANDBOX_USER_ID)
+
+
+# ---------------------------------------------------------------------- OAuth token endpoint
+
+
+def refresh_params(refresh_token: str, **overrides: str) -> dict[str, str]:
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": SANDBOX_CLIENT_ID,
+        "client_secret": SANDBOX_CLIENT_SECRET,
+        "refresh_token": refresh_token,
+    }
+    params.update(overrides)
+    return params
+
+
+async def refresh(client: httpx2.AsyncClient, refresh_token: str, **overrides: str) -> httpx2.Response:
+    return await client.get("/oauth/token/", params=refresh_params(refresh_token, **overrides))
+
+
+async def test_token_endpoint_answers_the_oauth_shape(client: httpx2.AsyncClient, portal: Portal) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID, frozenset({"crm", "user"}))
+    before = time.time()
+    response = await refresh(client, refresh_token)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {
+        "access_token",
+        "client_endpoint",
+        "domain",
+        "expires",
+        "expires_in",
+        "member_id",
+        "refresh_token",
+        "scope",
+        "server_endpoint",
+        "status",
+        "user_id",
+    }
+    assert body["client_endpoint"] == f"https://{SANDBOX_HOST}/rest/"
+    assert (body["expires_in"], body["scope"], body["user_id"]) == (3600, "crm,user", SANDBOX_USER_ID)
+    assert int(before) + 3600 <= body["expires"] <= time.time() + 3600
+    assert body["refresh_token"] != refresh_token
+    assert isinstance(body["member_id"], str)
+
+
+async def test_refreshed_access_token_works(client: httpx2.AsyncClient, portal: Portal) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    portal.expire_access_tokens()
+    access = (await refresh(client, refresh_token)).json()["access_token"]
+    response = await client.post("/rest/crm.item.get", json={**GET_42, "auth": access})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["data", "json"])
+async def test_token_endpoint_takes_a_post_body(client: httpx2.AsyncClient, portal: Portal, encoding: str) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    params = refresh_params(refresh_token)
+    if encoding == "json":
+        response = await client.post("/oauth/token/", json=params)
+    else:
+        response = await client.post("/oauth/token/", data=params)
+    assert response.status_code == 200
+    assert response.json()["user_id"] == SANDBOX_USER_ID
+
+
+async def test_refresh_token_rotates_and_the_old_one_is_invalid_grant(
+    client: httpx2.AsyncClient, portal: Portal
+) -> None:
+    _, first = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    second = (await refresh(client, first)).json()["refresh_token"]
+    reused = await refresh(client, first)
+    assert reused.status_code == 400
+    assert reused.json()["error"] == "invalid_grant"
+    assert (await refresh(client, second)).status_code == 200
+
+
+async def test_unknown_refresh_token_is_invalid_grant(client: httpx2.AsyncClient) -> None:
+    response = await refresh(client, "0123456789abcdef")
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"client_secret": "wrong"}, {"client_id": "local.unknown"}], ids=["secret", "client_id"]
+)
+async def test_wrong_client_credentials_are_invalid_client(
+    client: httpx2.AsyncClient, portal: Portal, overrides: dict[str, str]
+) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    response = await refresh(client, refresh_token, **overrides)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert (await refresh(client, refresh_token)).status_code == 200
+
+
+@pytest.mark.parametrize("missing", ["grant_type", "client_id", "client_secret", "refresh_token"])
+async def test_missing_token_parameter_is_invalid_request(
+    client: httpx2.AsyncClient, portal: Portal, missing: str
+) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    params = refresh_params(refresh_token)
+    del params[missing]
+    response = await client.get("/oauth/token/", params=params)
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_request", "error_description": f'No "{missing}" parameter found'}
+
+
+async def test_other_grant_type_is_invalid_request(client: httpx2.AsyncClient, portal: Portal) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    response = await refresh(client, refresh_token, grant_type="authorization_code")
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_request")
+
+
+async def test_client_endpoint_follows_the_request_origin(portal: Portal) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    async with make_client(portal, base_url="http://127.0.0.1:8443") as client:
+        body = (await refresh(client, refresh_token)).json()
+    assert body["client_endpoint"] == "http://127.0.0.1:8443/rest/"
+
+
+async def test_token_requests_are_counted_and_logged_with_secrets_masked(
+    client: httpx2.AsyncClient, portal: Portal
+) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    await refresh(client, refresh_token)
+    await refresh(client, refresh_token)
+    assert portal.token_requests == 2
+    assert [(c.method, c.user_id, c.status, c.error) for c in portal.calls_to("oauth.token")] == [
+        ("oauth.token", SANDBOX_USER_ID, 200, None),
+        ("oauth.token", None, 400, "invalid_grant"),
+    ]
+    assert portal.calls[0].params == refresh_params("***", client_secret="***")
+
+
+async def test_token_endpoint_fault_with_perform_rotates_but_loses_the_answer(
+    client: httpx2.AsyncClient, portal: Portal
+) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    portal.inject("oauth.token", Fault(status=502, body=b"<html>Bad Gateway</html>", perform=True))
+    lost = await refresh(client, refresh_token)
+    again = await refresh(client, refresh_token)
+    assert (lost.status_code, again.json()["error"]) == (502, "invalid_grant")
+
+
+def test_seed_registers_the_sandbox_app() -> None:
+    assert seeded_portal().apps == {SANDBOX_CLIENT_ID: SANDBOX_CLIENT_SECRET}
 
 
 # ---------------------------------------------------------------------- request log

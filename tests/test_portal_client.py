@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from b24_mcp.auth import WebhookAuth
 from b24_mcp.errors import PortalError, TransportError
 from b24_mcp.portal import PortalClient
 from b24_mcp.sandbox.emulator import Fault, Portal
@@ -27,8 +28,12 @@ HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad 
 
 
 def client_for(url: str, tls: TLSFiles | None, timeout: float = 5.0) -> PortalClient:
+    """A client that makes exactly one attempt: retries are the reliability tests' subject."""
     return PortalClient(
-        parse_webhook_url(url, allow_http=False), timeout=timeout, ca_bundle=str(tls.ca_bundle) if tls else None
+        WebhookAuth(parse_webhook_url(url, allow_http=False)),
+        timeout=timeout,
+        ca_bundle=str(tls.ca_bundle) if tls else None,
+        max_retries=0,
     )
 
 

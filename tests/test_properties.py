@@ -47,7 +47,7 @@ arguments = (
 async def attempt(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict[str, Any]]:
     portal = seeded_portal()
     config = load_settings(confirm="token", audit_log=f"{tmp}/audit.jsonl")
-    server = build_server(config, transport=sandbox_transport(portal), webhook=sandbox_webhook())
+    server = build_server(config, transport=sandbox_transport(portal), credentials=sandbox_webhook())
     async with Client(server) as client:
         preview = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 43})
         assert preview.structured_content is not None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from b24_mcp.settings import ConfirmMode, Settings, SettingsError, parse_webhook_url
+from b24_mcp.settings import ConfirmMode, OAuthConfig, Settings, SettingsError, parse_webhook_url
 
 SECRET_CODE = "zq81hf0secretcode"
 
@@ -141,3 +141,33 @@ def test_the_example_file_lists_every_setting() -> None:
     example = (Path(__file__).parent.parent / ".env.example").read_text()
     for name in Settings.model_fields:
         assert f"\nB24_{name.upper()}=" in example
+
+
+@pytest.mark.parametrize(
+    "url", ["https://Acme.bitrix24.com", "https://acme.bitrix24.com/", "https://acme.bitrix24.com/rest/"]
+)
+def test_a_portal_address_is_accepted_with_or_without_rest(make_settings: Callable[..., Settings], url: str) -> None:
+    credentials = make_settings(portal_url=url, access_token="a" * 32).credentials
+    assert isinstance(credentials, OAuthConfig)
+    assert credentials.rest_base == "https://acme.bitrix24.com/rest/"
+
+
+def test_oauth_without_an_access_token_names_the_variable(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        make_settings(portal_url="https://acme.bitrix24.com").credentials  # noqa: B018
+    assert caught.value.lines[0].startswith("B24_ACCESS_TOKEN is not set")
+
+
+def test_webhook_and_oauth_together_are_refused(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        make_settings(
+            webhook_url=f"https://acme.bitrix24.com/rest/1/{SECRET_CODE}/",
+            portal_url="https://acme.bitrix24.com",
+            access_token="a" * 32,
+        ).credentials
+    assert "choose one" in caught.value.lines[0]
+
+
+def test_a_portal_address_with_a_path_is_refused(make_settings: Callable[..., Settings]) -> None:
+    (line,) = problems(make_settings, portal_url="https://acme.bitrix24.com/crm/deal/", access_token="a" * 32)
+    assert line.startswith("B24_PORTAL_URL is not a portal address")

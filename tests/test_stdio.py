@@ -96,7 +96,10 @@ async def test_an_unreachable_portal_is_a_retryable_error(server_env: dict[str, 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = server_env | {"B24_WEBHOOK_URL": f"https://127.0.0.1:{port}/rest/1/sbx7f3k9q2w8e5r1t6y4/"}
+    env = server_env | {
+        "B24_WEBHOOK_URL": f"https://127.0.0.1:{port}/rest/1/sbx7f3k9q2w8e5r1t6y4/",
+        "B24_MAX_RETRIES": "1",
+    }
     async with stdio_server(env) as (client, errlog):
         result = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42})
     assert result.structured_content is not None

@@ -2,16 +2,20 @@
 
 The emulator follows the behavioural spec in ``/work/shared/reference/bitrix24-rest.md``: the response
 envelope, the webhook/OAuth routes, the order of checks for ``crm.item.*``, the leaky-bucket rate limit,
-``batch`` with its PHP-array quirks, and one-shot injected faults for testing the client's error handling.
+``batch`` with its PHP-array quirks, the operating-time limit, OAuth tokens with their refresh endpoint, and one-shot
+injected faults (including dropped connections) for testing the client's error handling.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import hashlib
 import json
 import math
 import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,10 +26,12 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import anyio
+import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 __all__ = [
     "SYSTEM_TYPES",
@@ -40,6 +46,12 @@ __all__ = [
 
 PAGE_SIZE = 50
 BATCH_MAX_LENGTH = 50
+# Calls cheaper than this are not recorded by the operating-time limiter ($minimalFixTime in loadlimiter.php).
+_MINIMAL_FIX_TIME = 0.1
+_UNLIMITED_METHODS = frozenset({"batch"})
+_SECRET_PARAMS = frozenset({"client_secret", "refresh_token", "code"})
+# How many more bytes a dropped answer promises than it sends.
+_DROP_SHORTFALL = 64
 _DEFAULT_TZ = timezone(timedelta(hours=3))
 _TYPE_EPOCH = "2026-01-12T09:00:00+03:00"
 
@@ -101,6 +113,7 @@ class Fault:
     delay: float = 0.0
     perform: bool = False
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers, e.g. Location for a 302
+    drop: bool = False  # cut the connection mid-answer: the client gets no complete response
 
 
 @dataclass
@@ -113,6 +126,7 @@ class Call:
     status: int
     error: str | None
     via_batch: bool = False
+    dropped: bool = False
 
 
 @dataclass
@@ -167,13 +181,31 @@ class _RestError(Exception):
 
 
 @dataclass
+class _Grant:
+    """What an OAuth token stands for."""
+
+    client_id: str
+    user_id: int
+    scopes: frozenset[str]
+    expires_at: float = math.inf
+
+
+@dataclass(frozen=True)
+class _Caller:
+    """Who is calling: the rights (a webhook's, or those an OAuth grant acts with) and the limiter's credential."""
+
+    webhook: Webhook
+    credential: str
+
+
+@dataclass
 class _Outcome:
     result: Any
     total: int | None = None
     next: int | None = None
 
 
-_Handler = Callable[[Webhook, dict[str, Any]], _Outcome]
+_Handler = Callable[[_Caller, dict[str, Any]], _Outcome]
 
 
 class Portal:
@@ -187,12 +219,22 @@ class Portal:
         require_https: bool = True,
         language: str = "en",
         tz: timezone = _DEFAULT_TZ,
+        operating_limit: float | None = None,
+        operating_window: float = 600.0,
+        access_ttl: float = 3600.0,
     ) -> None:
         self.host = host
         self.rate_limit = rate_limit
         self.require_https = require_https
         self.language = language
         self.tz = tz
+        self.operating_limit = operating_limit
+        self.operating_window = operating_window
+        self.method_cost: dict[str, float] = {}
+        self.access_ttl = access_ttl
+        self.status_overrides: dict[str, int] = {}
+        self.apps: dict[str, str] = {}
+        self.token_requests = 0
         self.webhooks: dict[tuple[int, str], Webhook] = {}
         self.types: dict[int, EntityType] = {}
         self.items: dict[int, dict[int, dict[str, Any]]] = {}
@@ -203,6 +245,9 @@ class Portal:
         self._faults: dict[str, deque[Fault]] = {}
         self._bucket_level = 0.0
         self._bucket_at = time.monotonic()
+        self._charges: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        self._access_tokens: dict[str, _Grant] = {}
+        self._refresh_tokens: dict[str, _Grant] = {}
         for entity_type_id, title in SYSTEM_TYPES.items():
             self._register_type(EntityType(entity_type_id, title, system=True))
         self._handlers: dict[str, _Handler] = {
@@ -220,6 +265,28 @@ class Portal:
     def add_webhook(self, webhook: Webhook) -> None:
         """Register an incoming webhook."""
         self.webhooks[(webhook.user_id, webhook.code)] = webhook
+
+    def add_app(self, client_id: str, client_secret: str) -> None:
+        """Register an OAuth application."""
+        self.apps[client_id] = client_secret
+
+    def issue_tokens(
+        self, client_id: str, user_id: int, scopes: frozenset[str] = frozenset({"crm"})
+    ) -> tuple[str, str]:
+        """Grant ``client_id`` access as ``user_id``: a fresh (access_token, refresh_token) pair."""
+        if client_id not in self.apps:
+            raise ValueError(f"unknown OAuth application {client_id}")
+        access, refresh, _ = self._issue(_Grant(client_id, user_id, frozenset(scopes)))
+        return access, refresh
+
+    def expire_access_tokens(self) -> None:
+        """Make every access token issued so far expired (refresh tokens keep working)."""
+        for grant in self._access_tokens.values():
+            grant.expires_at = min(grant.expires_at, time.time() - 1)
+
+    def reset_operating(self) -> None:
+        """Forget every charge of the operating-time limiter."""
+        self._charges.clear()
 
     def add_type(self, entity_type_id: int, title: str, *, recycle_bin: bool = True) -> EntityType:
         """Register a smart process with its own crm.type row."""
@@ -283,7 +350,11 @@ class Portal:
     def _iso(self, timestamp: float) -> str:
         return datetime.fromtimestamp(timestamp, self.tz).isoformat(timespec="seconds")
 
-    def _time_block(self, start: float, finish: float, processing: float) -> dict[str, Any]:
+    def _time_block(
+        self, start: float, finish: float, processing: float, credential: str | None = None, method: str = ""
+    ) -> dict[str, Any]:
+        operating, expires_in = self._operating(credential, method) if credential is not None else (0.0, None)
+        reset_at = start + self.operating_window if expires_in is None else time.time() + expires_in
         return {
             "start": start,
             "finish": finish,
@@ -291,9 +362,88 @@ class Portal:
             "processing": processing,
             "date_start": self._iso(start),
             "date_finish": self._iso(finish),
-            "operating_reset_at": int(start) + 600,
-            "operating": 0,
+            "operating_reset_at": int(reset_at),
+            "operating": operating,
         }
+
+    def _cost(self, method: str) -> float:
+        return next((cost for name, cost in self.method_cost.items() if _method_name(name) == method), 0.0)
+
+    def _operating(self, credential: str, method: str) -> tuple[float, float | None]:
+        """Seconds charged to (credential, method) within the window, and in how many seconds the oldest expires."""
+        charges = self._charges.get((credential, method))
+        if not charges:
+            return 0.0, None
+        now = time.monotonic()
+        while charges and charges[0][0] + self.operating_window <= now:
+            charges.popleft()
+        if not charges:
+            return 0.0, None
+        return sum(cost for _, cost in charges), charges[0][0] + self.operating_window - now
+
+    def _operating_blocked(self, caller: _Caller, method: str) -> bool:
+        if self.operating_limit is None or method in _UNLIMITED_METHODS:
+            return False
+        return self._operating(caller.credential, method)[0] > self.operating_limit
+
+    def _charge(self, caller: _Caller, method: str) -> None:
+        cost = self._cost(method)
+        if method in _UNLIMITED_METHODS or cost < _MINIMAL_FIX_TIME:
+            return
+        self._charges.setdefault((caller.credential, method), deque()).append((time.monotonic(), cost))
+
+    def _issue(self, grant: _Grant) -> tuple[str, str, _Grant]:
+        access, refresh = secrets.token_hex(16), secrets.token_hex(16)
+        live = dataclasses.replace(grant, expires_at=time.time() + self.access_ttl)
+        self._access_tokens[access] = live
+        self._refresh_tokens[refresh] = dataclasses.replace(grant, expires_at=math.inf)
+        return access, refresh, live
+
+    def _oauth_caller(self, grant: _Grant) -> _Caller:
+        """An OAuth grant acts with the rights of its user's webhook (full rights when the user has none)."""
+        rights = next((hook for hook in self.webhooks.values() if hook.user_id == grant.user_id), None)
+        base = rights if rights is not None else Webhook(grant.user_id, "")
+        webhook = dataclasses.replace(base, code="", scopes=grant.scopes)
+        return _Caller(webhook, f"oauth:{grant.client_id}")
+
+    def _refresh(self, params: dict[str, Any], origin: str, netloc: str) -> tuple[dict[str, Any], int]:
+        """The token endpoint's ``grant_type=refresh_token``: the response body and the grant's user id."""
+        grant_type = _text_param(params, "grant_type")
+        if grant_type is None:
+            raise _RestError(400, "invalid_request", 'No "grant_type" parameter found')
+        if grant_type != "refresh_token":
+            raise _RestError(400, "invalid_request", f'Grant type "{grant_type}" is not supported')
+        values: dict[str, str] = {}
+        for name in ("client_id", "client_secret", "refresh_token"):
+            value = _text_param(params, name)
+            if value is None:
+                raise _RestError(400, "invalid_request", f'No "{name}" parameter found')
+            values[name] = value
+        secret = self.apps.get(values["client_id"])
+        if secret is None or not secrets.compare_digest(secret.encode(), values["client_secret"].encode()):
+            raise _RestError(401, "invalid_client", "Invalid client credentials")
+        grant = self._refresh_tokens.get(values["refresh_token"])
+        if grant is None or grant.client_id != values["client_id"]:
+            raise _RestError(400, "invalid_grant", "Invalid refresh token")
+        del self._refresh_tokens[values["refresh_token"]]
+        access, refresh, live = self._issue(grant)
+        body = {
+            "access_token": access,
+            "client_endpoint": f"{origin}/rest/",
+            "domain": netloc,
+            "expires": int(live.expires_at),
+            "expires_in": math.ceil(self.access_ttl),
+            "member_id": hashlib.sha256(self.host.encode()).hexdigest()[:32],
+            "refresh_token": refresh,
+            "scope": ",".join(sorted(grant.scopes)),
+            "server_endpoint": f"{origin}/rest/",
+            "status": "L",
+            "user_id": grant.user_id,
+        }
+        return body, grant.user_id
+
+    def _status(self, err: _RestError) -> int:
+        return self.status_overrides.get(str(err.code), err.status)
 
     def _admit(self) -> bool:
         """Leaky bucket: True (and +1) when the request fits, False (bucket untouched) otherwise."""
@@ -321,20 +471,32 @@ class Portal:
         error: Any,
         *,
         via_batch: bool = False,
+        dropped: bool = False,
     ) -> None:
         self.calls.append(
-            Call(method, params, user_id, status, None if error is None else str(error), via_batch=via_batch)
+            Call(
+                method,
+                params,
+                user_id,
+                status,
+                None if error is None else str(error),
+                via_batch=via_batch,
+                dropped=dropped,
+            )
         )
 
     # ------------------------------------------------------------------ method dispatch
 
-    def _run(self, method: str, params: dict[str, Any], webhook: Webhook) -> _Outcome:
+    def _run(self, method: str, params: dict[str, Any], caller: _Caller) -> _Outcome:
         handler = self._handlers.get(method)
         if handler is None:
             raise _RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
-        if method.startswith("crm.") and not webhook.intranet:
+        if method.startswith("crm.") and not caller.webhook.intranet:
             raise _RestError(403, "allowed_only_intranet_user", "This action is available only to Intranet users")
-        return handler(webhook, params)
+        outcome = handler(caller, params)
+        # Like loadlimiter.php, only a call that returns is charged: a thrown error skips registerEnding.
+        self._charge(caller, method)
+        return outcome
 
     def _factory(self, entity_type_id: int) -> EntityType:
         entity_type = self.types.get(entity_type_id)
@@ -350,7 +512,8 @@ class Portal:
 
     # ------------------------------------------------------------------ methods
 
-    def _crm_item_get(self, webhook: Webhook, params: dict[str, Any]) -> _Outcome:
+    def _crm_item_get(self, caller: _Caller, params: dict[str, Any]) -> _Outcome:
+        webhook = caller.webhook
         entity_type_id = _bind_int(params, "entityTypeId")
         item_id = _bind_int(params, "id")
         self._factory(entity_type_id)
@@ -359,7 +522,8 @@ class Portal:
             raise _RestError(400, "ACCESS_DENIED", self._text("read_denied"))
         return _Outcome({"item": copy.deepcopy(item)})
 
-    def _crm_item_delete(self, webhook: Webhook, params: dict[str, Any]) -> _Outcome:
+    def _crm_item_delete(self, caller: _Caller, params: dict[str, Any]) -> _Outcome:
+        webhook = caller.webhook
         entity_type_id = _bind_int(params, "entityTypeId")
         item_id = _bind_int(params, "id")
         entity_type = self._factory(entity_type_id)
@@ -371,7 +535,8 @@ class Portal:
             self.recycle_bin.append({**item, "entityTypeId": entity_type_id})
         return _Outcome([])
 
-    def _crm_item_list(self, webhook: Webhook, params: dict[str, Any]) -> _Outcome:
+    def _crm_item_list(self, caller: _Caller, params: dict[str, Any]) -> _Outcome:
+        webhook = caller.webhook
         entity_type_id = _bind_int(params, "entityTypeId")
         self._factory(entity_type_id)
         rows = list(self.items[entity_type_id].values()) if webhook.can_read else []
@@ -380,21 +545,23 @@ class Portal:
         select = _select_names(params.get("select"))
         return _paged(params, [_project(row, select) for row in rows], "items")
 
-    def _crm_type_list(self, webhook: Webhook, params: dict[str, Any]) -> _Outcome:
+    def _crm_type_list(self, caller: _Caller, params: dict[str, Any]) -> _Outcome:
         rows = [t.to_rest() for t in self.types.values() if not t.system]
         rows = _filter_rows(rows, params.get("filter"))
         rows = _order_rows(rows, params.get("order"))
         return _paged(params, rows, "types")
 
-    def _scope(self, webhook: Webhook, params: dict[str, Any]) -> _Outcome:
-        return _Outcome(sorted(webhook.scopes))
+    def _scope(self, caller: _Caller, params: dict[str, Any]) -> _Outcome:
+        return _Outcome(sorted(caller.webhook.scopes))
 
-    def _profile(self, webhook: Webhook, params: dict[str, Any]) -> _Outcome:
+    def _profile(self, caller: _Caller, params: dict[str, Any]) -> _Outcome:
+        webhook = caller.webhook
         return _Outcome(
             {"ID": str(webhook.user_id), "ADMIN": webhook.admin, "NAME": webhook.name, "LAST_NAME": webhook.last_name}
         )
 
-    def _batch(self, webhook: Webhook, params: dict[str, Any]) -> _Outcome:
+    def _batch(self, caller: _Caller, params: dict[str, Any]) -> _Outcome:
+        webhook = caller.webhook
         top = {str(key).lower(): value for key, value in params.items()}
         halt = _php_bool(top.get("halt", False))
         cmd = top.get("cmd")
@@ -418,7 +585,9 @@ class Portal:
                 scope = _required_scope(method)
                 if scope is not None and scope not in webhook.scopes:
                     raise _RestError(401, "insufficient_scope", "")
-                outcome = self._run(method, sub_params, webhook)
+                if self._operating_blocked(caller, method):
+                    raise _operation_time_limit()
+                outcome = self._run(method, sub_params, caller)
             except _RestError as err:
                 containers["result_error"][key] = err.body()
                 self._log(method, sub_params, webhook.user_id, 400, err.code, via_batch=True)
@@ -431,7 +600,9 @@ class Portal:
                 containers["result_total"][key] = outcome.total
             if outcome.next is not None:
                 containers["result_next"][key] = outcome.next
-            containers["result_time"][key] = self._time_block(started, finished, finished - started)
+            containers["result_time"][key] = self._time_block(
+                started, finished, finished - started, caller.credential, method
+            )
             self._log(method, sub_params, webhook.user_id, 200, None, via_batch=True)
         return _Outcome({name: _php_array(containers[name]) for name in _BATCH_CONTAINERS})
 
@@ -440,12 +611,21 @@ class Portal:
 
 
 def create_app(portal: Portal) -> Starlette:
-    """The ASGI app serving ``portal`` under ``/rest/...``."""
+    """The ASGI app serving ``portal`` under ``/rest/...`` and its OAuth token endpoint under ``/oauth/token/``."""
 
     async def rest(request: Request) -> Response:
         return await _serve(portal, request)
 
-    return Starlette(routes=[Route("/rest/{path:path}", rest, methods=["GET", "POST"])])
+    async def token(request: Request) -> Response:
+        return await _serve_token(portal, request)
+
+    return Starlette(
+        routes=[
+            Route("/rest/{path:path}", rest, methods=["GET", "POST"]),
+            Route("/oauth/token/", token, methods=["GET", "POST"]),
+            Route("/oauth/token", token, methods=["GET", "POST"]),
+        ]
+    )
 
 
 async def _serve(portal: Portal, request: Request) -> Response:
@@ -455,28 +635,41 @@ async def _serve(portal: Portal, request: Request) -> Response:
     method = _method_name(segments[-1])
 
     def fail(err: _RestError, user_id: int | None) -> Response:
-        portal._log(method, params, user_id, err.status, err.code)
-        return _json_response(err.status, err.body())
+        status = portal._status(err)
+        portal._log(method, params, user_id, status, err.code)
+        return _json_response(status, err.body())
 
     if len(segments) == 1:
-        token = params.get("auth") or params.get("access_token") or _bearer(request)
-        if token:
+        token = _token_param(params.pop("auth", None)) or _token_param(params.pop("access_token", None))
+        token = token or _bearer(request)
+        if not token:
+            return fail(_RestError(401, "NO_AUTH_FOUND", "Wrong authorization data"), None)
+        grant = portal._access_tokens.get(token)
+        if grant is None:
             return fail(_RestError(401, "invalid_token", "Unable to get application by token"), None)
-        return fail(_RestError(401, "NO_AUTH_FOUND", "Wrong authorization data"), None)
-    if len(segments) != 3 or not (segments[0].isascii() and segments[0].isdigit()):
+        if grant.expires_at <= time.time():
+            return fail(_RestError(401, "expired_token", "The access token provided has expired"), None)
+        caller = portal._oauth_caller(grant)
+        holder = "access token"
+    elif len(segments) != 3 or not (segments[0].isascii() and segments[0].isdigit()):
         return fail(_RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!"), None)
-    if portal.require_https and request.url.scheme != "https":
+    elif portal.require_https and request.url.scheme != "https":
         return fail(_RestError(401, "INVALID_REQUEST", "Https required."), None)
-    webhook = portal.webhooks.get((int(segments[0]), segments[1]))
-    if webhook is None:
-        return fail(_RestError(401, "INVALID_CREDENTIALS", "Invalid request credentials"), None)
-    user_id = webhook.user_id
+    else:
+        webhook = portal.webhooks.get((int(segments[0]), segments[1]))
+        if webhook is None:
+            return fail(_RestError(401, "INVALID_CREDENTIALS", "Invalid request credentials"), None)
+        caller = _Caller(webhook, f"webhook:{webhook.user_id}:{webhook.code}")
+        holder = "webhook token"
+    user_id = caller.webhook.user_id
     scope = _required_scope(method)
-    if scope is not None and scope not in webhook.scopes:
-        description = "The request requires higher privileges than provided by the webhook token"
+    if scope is not None and scope not in caller.webhook.scopes:
+        description = f"The request requires higher privileges than provided by the {holder}"
         return fail(_RestError(401, "insufficient_scope", description), user_id)
     if not portal._admit():
         return fail(_RestError(503, "QUERY_LIMIT_EXCEEDED", "Too many requests"), user_id)
+    if portal._operating_blocked(caller, method):
+        return fail(_operation_time_limit(), user_id)
 
     fault = portal._pop_fault(method)
     if fault is not None and not fault.perform:
@@ -484,7 +677,7 @@ async def _serve(portal: Portal, request: Request) -> Response:
 
     processing_start = time.time()
     try:
-        outcome = portal._run(method, params, webhook)
+        outcome = portal._run(method, params, caller)
     except _RestError as err:
         if fault is not None:
             return await _answer_fault(portal, fault, method, params, user_id)
@@ -498,8 +691,32 @@ async def _serve(portal: Portal, request: Request) -> Response:
         body["total"] = outcome.total
     if outcome.next is not None:
         body["next"] = outcome.next
-    body["time"] = portal._time_block(started, finished, finished - processing_start)
+    body["time"] = portal._time_block(started, finished, finished - processing_start, caller.credential, method)
     portal._log(method, params, user_id, 200, None)
+    return _json_response(200, body)
+
+
+async def _serve_token(portal: Portal, request: Request) -> Response:
+    """The OAuth server's ``/oauth/token/`` (only ``grant_type=refresh_token``), served by the same app."""
+    method = "oauth.token"
+    portal.token_requests += 1
+    params = await _read_params(request)
+    logged = {key: "***" if key in _SECRET_PARAMS else value for key, value in params.items()}
+    origin = f"{request.url.scheme}://{request.url.netloc}"
+    fault = portal._pop_fault(method)
+    if fault is not None and not fault.perform:
+        return await _answer_fault(portal, fault, method, logged, None)
+    try:
+        body, user_id = portal._refresh(params, origin, request.url.netloc)
+    except _RestError as err:
+        if fault is not None:
+            return await _answer_fault(portal, fault, method, logged, None)
+        status = portal._status(err)
+        portal._log(method, logged, None, status, err.code)
+        return _json_response(status, err.body())
+    if fault is not None:
+        return await _answer_fault(portal, fault, method, logged, user_id)
+    portal._log(method, logged, user_id, 200, None)
     return _json_response(200, body)
 
 
@@ -507,11 +724,43 @@ async def _answer_fault(
     portal: Portal, fault: Fault, method: str, params: dict[str, Any], user_id: int | None
 ) -> Response:
     error = fault.json.get("error") if isinstance(fault.json, dict) else None
-    portal._log(method, params, user_id, fault.status, error)
+    portal._log(method, params, user_id, fault.status, error, dropped=fault.drop)
     if fault.delay > 0:
         await anyio.sleep(fault.delay)
     content = json.dumps(fault.json, separators=(",", ":")).encode() if fault.json is not None else (fault.body or b"")
-    return Response(content, status_code=fault.status, headers={"content-type": fault.content_type, **fault.headers})
+    headers = {"content-type": fault.content_type, **fault.headers}
+    if fault.drop:
+        return _DroppedResponse(content, status_code=fault.status, headers=headers)
+    return Response(content, status_code=fault.status, headers=headers)
+
+
+class _DroppedResponse(Response):
+    """An answer cut off mid-body: it promises more bytes than it sends, so the server has to close the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = len(self.body) + _DROP_SHORTFALL
+        headers = [(name, value) for name, value in self.raw_headers if name != b"content-length"]
+        headers.append((b"content-length", str(declared).encode()))
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        # A real server refuses to finish a short body (its send raises) and closes the connection mid-response.
+        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": False})
+        # An in-process transport accepts it, so raise what a client would see over a socket.
+        raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+
+
+def _operation_time_limit() -> _RestError:
+    return _RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+
+
+def _token_param(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _text_param(params: dict[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return str(value) or None
 
 
 def _json_response(status: int, body: Any) -> Response:

@@ -15,6 +15,8 @@ __all__ = [
     "PROJECTS_TYPE_ID",
     "READONLY_USER_ID",
     "READONLY_WEBHOOK_CODE",
+    "SANDBOX_CLIENT_ID",
+    "SANDBOX_CLIENT_SECRET",
     "SANDBOX_HOST",
     "SANDBOX_USER_ID",
     "SANDBOX_WEBHOOK_CODE",
@@ -30,6 +32,8 @@ EXTRANET_USER_ID = 9
 EXTRANET_WEBHOOK_CODE = "sbx-extranet-9a1b"
 NOSCOPE_USER_ID = 11
 NOSCOPE_WEBHOOK_CODE = "sbx-noscope-11e4"
+SANDBOX_CLIENT_ID = "local.sbx0000000000001"
+SANDBOX_CLIENT_SECRET = "sbxClientSecret0123456789abcdef"
 CONTRACTS_TYPE_ID = 1038
 PROJECTS_TYPE_ID = 1046
 
@@ -89,7 +93,8 @@ _COMPANIES = [
 
 
 def seeded_portal(**portal_kwargs: Any) -> Portal:
-    """A portal with the sandbox webhooks, the Contracts/Projects smart processes and stable demo items."""
+    """A portal with the sandbox webhooks and OAuth app (no tokens issued), the Contracts/Projects smart processes
+    and stable demo items."""
     portal_kwargs.setdefault("host", SANDBOX_HOST)
     portal = Portal(**portal_kwargs)
     portal.add_webhook(
@@ -102,6 +107,7 @@ def seeded_portal(**portal_kwargs: Any) -> Portal:
     portal.add_webhook(
         Webhook(NOSCOPE_USER_ID, NOSCOPE_WEBHOOK_CODE, scopes=frozenset({"user"}), name="Ned", last_name="Noscope")
     )
+    portal.add_app(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET)
 
     contracts = portal.add_type(CONTRACTS_TYPE_ID, "Contracts", recycle_bin=False)
     contracts.code = "contracts"
