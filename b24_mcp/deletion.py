@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from b24_mcp.catalog import EntityCatalog, where_it_goes
 from b24_mcp.confirmation import ConfirmationTokens
 from b24_mcp.errors import B24Error, GateError, PortalError, TransportError, may_have_acted
 from b24_mcp.gate import Answer, Consent, Guardrails, Route, confirmation_required, elicitation_unsupported, not_asked
@@ -41,6 +42,11 @@ class DeleteResult(BaseModel):
         default=None, description="Preview only: pass with dryRun: false to delete exactly this item."
     )
     confirmationExpiresAt: str | None = Field(default=None, description="Preview only: when the token expires (UTC).")
+    recycleBin: bool | None = Field(
+        default=None,
+        description="Preview and deleted: true if the item goes to the recycle bin (restorable), false if it is "
+        "deleted permanently; absent when unknown.",
+    )
     confirmation: Literal["elicitation", "token", "none"] | None = Field(
         default=None, description="Deleted only: how the deletion was confirmed."
     )
@@ -96,6 +102,7 @@ class DeletionService:
         call_deadline: float = 60.0,
     ) -> None:
         self.call_deadline = call_deadline
+        self.catalog = EntityCatalog(portal)
         self.portal = portal
         self.tokens = tokens
         self.journal = journal
@@ -140,6 +147,7 @@ class DeletionService:
             return self._error(entity_type_id, item_id, exc, deleting=False)
         token, expires = self.tokens.issue(entity_type_id, item_id, str(item.get("updatedTime", "")))
         subject = describe(entity_type_id, item_id, item)
+        recycle_bin = await self.catalog.recycle_bin(entity_type_id)
         if self.guardrails.read_only:
             next_step = "This server is read-only (B24_READ_ONLY=true): it will not delete it."
         else:
@@ -149,7 +157,9 @@ class DeletionService:
             entityTypeId=entity_type_id,
             id=item_id,
             item=summarize(item),
-            message=f"Preview only, nothing was deleted: {subject} would be deleted. {next_step}",
+            message=f"Preview only, nothing was deleted: {subject} would be deleted. "
+            f"{where_it_goes(recycle_bin)} {next_step}",
+            recycleBin=recycle_bin,
             confirmationToken=token,
             confirmationExpiresAt=_iso(expires),
         )
@@ -160,7 +170,8 @@ class DeletionService:
             item = await self.fetch(entity_type_id, item_id)
         except B24Error:
             return None
-        return f"Delete {describe(entity_type_id, item_id, item)} from {self.portal.host}?"
+        recycle_bin = await self.catalog.recycle_bin(entity_type_id)
+        return f"Delete {describe(entity_type_id, item_id, item)} from {self.portal.host}? {where_it_goes(recycle_bin)}"
 
     async def _delete_gated(self, entity_type_id: int, item_id: int, consent: Consent) -> DeleteResult:
         try:
@@ -218,7 +229,10 @@ class DeletionService:
                 await self._journal_error(attempt, exc)
                 raise
             note = LOST_ANSWER_NOTE
+        recycle_bin = await self.catalog.recycle_bin(entity_type_id)
         message = f"Deleted {subject} ({_how(how)})."
+        if recycle_bin is not None:
+            message += " It is in the portal's recycle bin." if recycle_bin else " It is gone for good."
         try:
             await self.journal.write("deleted", attempt, note=note)
         except GateError as exc:
@@ -231,6 +245,7 @@ class DeletionService:
             id=item_id,
             item=summarize(item),
             message=message,
+            recycleBin=recycle_bin,
             confirmation=how,
         )
 

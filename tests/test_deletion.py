@@ -204,7 +204,42 @@ async def test_an_unasked_question_for_a_missing_item_reports_not_found(service:
 
 
 async def test_the_question_names_type_id_title_and_portal(service: DeletionService) -> None:
-    assert await service.question(2, 42) == f"Delete deal #42 «Acme renewal» from {SANDBOX_HOST}?"
+    assert await service.question(2, 42) == (
+        f"Delete deal #42 «Acme renewal» from {SANDBOX_HOST}? "
+        "It goes to the portal's recycle bin, from where it can be restored."
+    )
+
+
+@pytest.mark.parametrize(
+    ("entity_type_id", "item_id", "recycle_bin", "words"),
+    [
+        (2, 42, True, "recycle bin, from where it can be restored"),
+        (3, 21, True, "recycle bin, from where it can be restored"),
+        (1038, 1, False, "deleted permanently"),
+        (1046, 1, True, "recycle bin, from where it can be restored"),
+        (31, 61, None, "not known"),
+    ],
+)
+async def test_the_preview_says_whether_the_item_can_be_restored(
+    service: DeletionService, entity_type_id: int, item_id: int, recycle_bin: bool | None, words: str
+) -> None:
+    result = await service.preview(entity_type_id, item_id)
+    assert result.recycleBin is recycle_bin
+    assert words in result.message
+    question = await service.question(entity_type_id, item_id)
+    assert question is not None and words in question
+
+
+async def test_the_type_list_is_read_once_for_many_previews(service: DeletionService, portal: Portal) -> None:
+    for item_id in (1, 2, 3):
+        await service.preview(1038, item_id)
+    assert len(portal.calls_to("crm.type.list")) == 1
+
+
+async def test_a_deleted_smart_process_item_says_it_is_gone_for_good(service: DeletionService, portal: Portal) -> None:
+    result = await service.delete(1038, 1, Consent(route=Route.NONE))
+    assert (result.status, result.recycleBin) == ("deleted", False)
+    assert "gone for good" in result.message
 
 
 # Guardrails

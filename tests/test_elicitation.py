@@ -64,7 +64,10 @@ async def test_auto_asks_the_person_and_deletes_on_yes(
     person = Person("accept", {"delete": True})
     result = await delete(connect, era, person, confirm="auto")
     assert (result["status"], result["confirmation"], result["isError"]) == ("deleted", "elicitation", False)
-    assert set(person.questions) == {f"Delete deal #42 «Acme renewal» from {SANDBOX_HOST}?"}
+    assert set(person.questions) == {
+        f"Delete deal #42 «Acme renewal» from {SANDBOX_HOST}? "
+        "It goes to the portal's recycle bin, from where it can be restored."
+    }
     assert 42 not in portal.items[2]
     assert journal_events(journal_path) == ["intent", "deleted"]
 
