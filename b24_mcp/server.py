@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from b24_mcp import __version__
 from b24_mcp.auth import make_auth
+from b24_mcp.catalog import EntityType
 from b24_mcp.confirmation import ConfirmationTokens
 from b24_mcp.deletion import DeleteResult, DeletionService
 from b24_mcp.gate import Answer, Consent, Guardrails, Route, mode_hint, route_for
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 MAX_INT32 = 2_147_483_647
 TOOL_NAME = "crm_item_delete"
+TYPES_TOOL_NAME = "crm_entity_types"
 
 
 class DeleteItemInput(ArgModelBase):
@@ -42,7 +44,7 @@ class DeleteItemInput(ArgModelBase):
         le=MAX_INT32,
         description=(
             "CRM type of the item: 1 lead, 2 deal, 3 contact, 4 company, 7 quote (estimate), 31 invoice. "
-            "A smart process has its own id (e.g. 1038), listed by the portal's crm.type.list as entityTypeId."
+            "A smart process has its own id (e.g. 1038): list them with the crm_entity_types tool."
         ),
     )
     id: int = Field(title="Item id", ge=1, le=MAX_INT32, description="The item's id within that type.")
@@ -60,6 +62,20 @@ class DeleteItemInput(ArgModelBase):
         description="With dryRun: false, the confirmationToken from a preview of the same item, when the server "
         "asks for one (it expires and works once).",
     )
+
+
+class NoInput(ArgModelBase):
+    """A tool without arguments: any argument is refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class EntityTypesResult(BaseModel):
+    """The CRM types of the portal."""
+
+    types: list[EntityType]
+    message: str
+    error: str | None = Field(default=None, description="Why the smart processes are missing, when they are.")
 
 
 class ConfirmDeletion(BaseModel):
@@ -118,7 +134,8 @@ def describe_tool(settings: Settings) -> str:
     return (
         "Delete one Bitrix24 CRM item (crm.item.delete), with a preview first. "
         "With dryRun: true (the default) nothing is deleted: the item is read and returned as a preview "
-        "(title, stage, assignee, amount) with a confirmationToken. Show the person the preview before deleting. "
+        "(title, stage, assignee, amount, whether it goes to the recycle bin) with a confirmationToken. Show the "
+        "person the preview before deleting. Smart-process entityTypeIds come from the crm_entity_types tool. "
         + mode_hint(settings.confirm)
         + (f" Restrictions on this server: {guardrails}." if guardrails else "")
         + " Errors come back with the portal's code (NOT_FOUND, ACCESS_DENIED, ...) and whether a retry can help."
@@ -218,7 +235,39 @@ def build_server(
         )
         return to_tool_result(result)
 
+    @server.tool(
+        name=TYPES_TOOL_NAME,
+        title="List CRM entity types",
+        description="List the CRM types of this portal with their entityTypeId: the system types (lead 1, deal 2, "
+        "contact 3, company 4, quote 7, invoice 31) and the smart processes, and whether a deleted item of each "
+        "goes to the recycle bin (restorable). Use it to find the entityTypeId for crm_item_delete. Read-only.",
+        annotations=ToolAnnotations(
+            title="List CRM entity types",
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=True,
+        ),
+    )
+    async def crm_entity_types(ctx: Context[Any, Any]) -> EntityTypesResult:
+        service: DeletionService = ctx.request_context.lifespan_context
+        with service.portal.deadline(service.call_deadline):
+            types, error = await service.catalog.all()
+        if service.guardrails.allowed_types is not None:
+            types = [entry for entry in types if entry.entityTypeId in service.guardrails.allowed_types]
+        message = f"{len(types)} types."
+        if error is not None:
+            message += (
+                f" The smart processes could not be listed ({error.code}: {error.description}); "
+                "listing them needs CRM administrator rights. System types are shown."
+            )
+        if service.guardrails.allowed_types is not None:
+            message += " Only the types this server is allowed to touch (B24_ALLOWED_ENTITY_TYPES) are shown."
+        logger.info("%s -> %d types%s", TYPES_TOOL_NAME, len(types), f" ({error.code})" if error else "")
+        return EntityTypesResult(types=types, message=message, error=error.code if error else None)
+
     _use_input_model(server, TOOL_NAME, DeleteItemInput)
+    _use_input_model(server, TYPES_TOOL_NAME, NoInput)
     return server
 
 

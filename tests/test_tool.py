@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, Tool
 
-from b24_mcp.sandbox.emulator import Portal
+from b24_mcp.sandbox.emulator import Fault, Portal
 from conftest import assert_no_secret
 
 pytestmark = pytest.mark.anyio
@@ -16,14 +16,19 @@ pytestmark = pytest.mark.anyio
 TOOL = "crm_item_delete"
 
 
+async def delete_tool(client: Any) -> Tool:
+    (tool,) = [tool for tool in (await client.list_tools()).tools if tool.name == TOOL]
+    return tool
+
+
 async def call(connect: Callable[..., Any], arguments: dict[str, Any], **settings: Any) -> CallToolResult:
     async with connect(**settings) as client:
         return await client.call_tool(TOOL, arguments)
 
 
-async def test_one_tool_is_listed_with_its_title_and_hints(connect: Callable[..., Any]) -> None:
+async def test_the_delete_tool_is_listed_with_its_title_and_hints(connect: Callable[..., Any]) -> None:
     async with connect() as client:
-        (tool,) = (await client.list_tools()).tools
+        tool = await delete_tool(client)
     assert (tool.name, tool.title) == (TOOL, "Delete CRM item")
     assert tool.annotations is not None
     hints = tool.annotations
@@ -37,7 +42,7 @@ async def test_one_tool_is_listed_with_its_title_and_hints(connect: Callable[...
 
 async def test_the_input_schema_is_strict_and_bounded(connect: Callable[..., Any]) -> None:
     async with connect() as client:
-        (tool,) = (await client.list_tools()).tools
+        tool = await delete_tool(client)
     schema = tool.input_schema
     assert schema["required"] == ["entityTypeId", "id"]
     assert schema["additionalProperties"] is False
@@ -50,7 +55,7 @@ async def test_the_input_schema_is_strict_and_bounded(connect: Callable[..., Any
 
 async def test_the_output_schema_describes_every_outcome(connect: Callable[..., Any]) -> None:
     async with connect() as client:
-        (tool,) = (await client.list_tools()).tools
+        tool = await delete_tool(client)
     assert tool.output_schema is not None
     properties = tool.output_schema["properties"]
     assert properties["status"]["enum"] == ["preview", "deleted", "cancelled", "error"]
@@ -71,9 +76,9 @@ async def test_the_output_schema_describes_every_outcome(connect: Callable[..., 
 
 async def test_the_description_guides_the_assistant(connect: Callable[..., Any]) -> None:
     async with connect(confirm="token", read_only=True) as client:
-        (tool,) = (await client.list_tools()).tools
+        tool = await delete_tool(client)
     assert tool.description is not None
-    for words in ("dryRun", "crm.type.list", "confirmationToken", "read-only"):
+    for words in ("dryRun", "crm_entity_types", "confirmationToken", "read-only", "recycle bin"):
         assert words in tool.description or words in str(tool.input_schema)
 
 
@@ -166,4 +171,64 @@ async def test_bad_input_is_refused_naming_the_argument_and_never_reaches_the_po
     result = await call(connect, arguments, confirm="none")
     assert result.is_error is True
     assert named in result.content[0].text  # type: ignore[union-attr]
+    assert portal.calls == []
+
+
+# crm_entity_types
+
+
+async def test_the_types_tool_is_read_only(connect: Callable[..., Any]) -> None:
+    async with connect() as client:
+        (tool,) = [tool for tool in (await client.list_tools()).tools if tool.name == "crm_entity_types"]
+    assert tool.annotations is not None
+    assert (tool.annotations.read_only_hint, tool.annotations.destructive_hint) == (True, False)
+    assert tool.input_schema.get("properties", {}) == {}
+
+
+async def test_the_types_tool_lists_system_types_and_smart_processes(connect: Callable[..., Any]) -> None:
+    async with connect() as client:
+        result = await client.call_tool("crm_entity_types", {})
+    assert result.structured_content is not None and result.is_error is False
+    types = {entry["entityTypeId"]: entry for entry in result.structured_content["types"]}
+    assert {1, 2, 3, 4, 7, 31, 1038, 1046} <= set(types)
+    assert (types[2]["kind"], types[2]["recycleBin"]) == ("system", True)
+    assert (types[1038]["title"], types[1038]["kind"], types[1038]["recycleBin"]) == (
+        "Contracts",
+        "smart-process",
+        False,
+    )
+    assert types[1046]["recycleBin"] is True
+
+
+async def test_the_types_tool_is_cached(connect: Callable[..., Any], portal: Portal) -> None:
+    async with connect() as client:
+        for _ in range(3):
+            await client.call_tool("crm_entity_types", {})
+    assert len(portal.calls_to("crm.type.list")) == 1
+
+
+async def test_the_types_tool_shows_only_allowed_types(connect: Callable[..., Any]) -> None:
+    async with connect(allowed_entity_types="2,1038") as client:
+        result = await client.call_tool("crm_entity_types", {})
+    assert result.structured_content is not None
+    assert [entry["entityTypeId"] for entry in result.structured_content["types"]] == [2, 1038]
+
+
+async def test_without_rights_to_list_smart_processes_system_types_still_come(
+    connect: Callable[..., Any], portal: Portal
+) -> None:
+    portal.inject(
+        "crm.type.list", Fault(status=400, json={"error": "ACCESS_DENIED", "error_description": "Access denied"})
+    )
+    async with connect() as client:
+        result = await client.call_tool("crm_entity_types", {})
+    assert result.structured_content is not None and result.is_error is False
+    assert result.structured_content["error"] == "ACCESS_DENIED"
+    assert [entry["entityTypeId"] for entry in result.structured_content["types"]] == [1, 2, 3, 4, 7, 31]
+
+
+async def test_the_types_tool_refuses_arguments(connect: Callable[..., Any], portal: Portal) -> None:
+    async with connect() as client:
+        result = await client.call_tool("crm_entity_types", {"entityTypeId": 2})
+    assert result.is_error is True
     assert portal.calls == []
