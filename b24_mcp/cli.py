@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="a scripted walk-through against the sandbox, printed as a transcript")
+    check = commands.add_parser("check", help="check the configuration and the portal: could a deletion work?")
+    check.add_argument("--sandbox", action="store_true", help="check against the built-in sandbox portal")
     journal = commands.add_parser("journal", help="show the audit journal's recent entries (newest last)")
     journal.add_argument("--json", action="store_true", help="print the raw JSON lines")
     journal.add_argument("-n", "--limit", type=int, default=20, help="how many entries (default 20)")
@@ -45,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo()
         settings = load_settings()
+        if args.command == "check":
+            return _check(settings, sandbox=args.sandbox)
         if args.command == "journal":
             from b24_mcp.journal import print_journal
 
@@ -56,6 +60,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _for_sandbox(settings: Any) -> Any:
+    """The sandbox keeps its own journal unless B24_AUDIT_LOG says otherwise."""
+    if "audit_log" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
+
+
+def _check(settings: Any, *, sandbox: bool) -> int:
+    import anyio
+
+    from b24_mcp.doctor import diagnose, passed
+
+    if sandbox:
+        from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+
+        findings = anyio.run(diagnose, _for_sandbox(settings), sandbox_webhook(), sandbox_transport())
+    else:
+        findings = anyio.run(diagnose, settings, settings.credentials)
+    for finding in findings:
+        print(finding)
+    return 0 if passed(findings) else 1
+
+
 def _serve(settings: Any, *, sandbox: bool) -> int:
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -65,8 +92,7 @@ def _serve(settings: Any, *, sandbox: bool) -> int:
     if sandbox:
         from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
 
-        if "audit_log" not in settings.model_fields_set:
-            settings = settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
+        settings = _for_sandbox(settings)
         server = build_server(settings, transport=sandbox_transport(), credentials=sandbox_webhook())
     else:
         server = build_server(settings)
