@@ -26,6 +26,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve against a built-in emulated portal with demo data (no credentials, nothing real is touched)",
     )
+    parser.add_argument(
+        "--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or streamable HTTP"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP: the address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP: the port (default 8000)")
+    parser.add_argument(
+        "--stateless",
+        action="store_true",
+        help="HTTP: no sessions, for several replicas behind a load balancer (share B24_CONFIRM_SECRET)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="a scripted walk-through against the sandbox, printed as a transcript")
     check = commands.add_parser("check", help="check the configuration and the portal: could a deletion work?")
@@ -53,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from b24_mcp.journal import print_journal
 
             return print_journal(settings.audit_log, limit=args.limit, as_json=args.json)
-        return _serve(settings, sandbox=args.sandbox)
+        return _serve(settings, args)
     except SettingsError as exc:
         for line in exc.lines:
             print(f"b24-mcp: {line}", file=sys.stderr)
@@ -83,22 +93,33 @@ def _check(settings: Any, *, sandbox: bool) -> int:
     return 0 if passed(findings) else 1
 
 
-def _serve(settings: Any, *, sandbox: bool) -> int:
+def _serve(settings: Any, args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from b24_mcp.server import build_server
+    from b24_mcp.server import build_server, build_service
 
-    if sandbox:
+    options: dict[str, Any] = {}
+    if args.transport == "http":
+        from b24_mcp.transport import http_options
+
+        options = http_options(settings, args.host, args.port)
+    if args.sandbox:
         from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
 
         settings = _for_sandbox(settings)
-        server = build_server(settings, transport=sandbox_transport(), credentials=sandbox_webhook())
+        service = build_service(settings, sandbox_webhook(), sandbox_transport())
     else:
-        server = build_server(settings)
+        service = build_service(settings, settings.credentials)
+    server = build_server(settings, service=service, server_options=options)
     if settings.confirm == "none":
         logging.getLogger("b24_mcp").warning(
             "B24_CONFIRM=none: deletions are NOT confirmed by anyone. Use this only for unattended, scripted work."
         )
-    server.run()
+    if args.transport == "http":
+        from b24_mcp.transport import serve_http
+
+        serve_http(server, host=args.host, port=args.port, stateless=args.stateless)
+    else:
+        server.run()
     return 0

@@ -176,25 +176,31 @@ def build_server(
     transport: httpx2.AsyncBaseTransport | None = None,
     credentials: Webhook | OAuthConfig | None = None,
     retry_base: float = 0.5,
+    server_options: dict[str, Any] | None = None,
+    service: DeletionService | None = None,
 ) -> MCPServer:
-    """The MCP server for the configured portal; `transport` lets the sandbox serve the portal in-process."""
-    hook = credentials or settings.credentials
+    """The MCP server for the configured portal; `transport` lets the sandbox serve the portal in-process.
+
+    One deletion service serves every connection of the process: one HTTP pool, one rate limiter, one record of
+    spent confirmation tokens.
+    """
+    shared = service or build_service(settings, credentials or settings.credentials, transport, retry_base=retry_base)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[DeletionService]:
-        service = build_service(settings, hook, transport, retry_base=retry_base)
         try:
-            yield service
+            yield shared
         finally:
-            await service.portal.aclose()
+            await shared.portal.aclose()
 
     server = MCPServer(
         "b24-mcp",
         version=__version__,
         lifespan=lifespan,
         log_level=settings.log_level,
+        **(server_options or {}),
         instructions="Deletes Bitrix24 CRM items on "
-        f"{hook.host}. Always preview first (the default) and let the person see what would be deleted.",
+        f"{shared.portal.host}. Always preview first (the default) and let the person see what would be deleted.",
     )
 
     @server.tool(

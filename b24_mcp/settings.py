@@ -135,6 +135,7 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, le=10)
     call_deadline: float = Field(default=60.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mcp_http_token: SecretStr | None = None
 
     @field_validator("webhook_url")
     @classmethod
