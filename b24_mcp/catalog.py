@@ -99,10 +99,11 @@ def _parse(row: Any) -> EntityType | None:
     )
 
 
-def where_it_goes(recycle_bin: bool | None) -> str:
+def where_it_goes(recycle_bin: bool | None, *, many: bool = False) -> str:
     """The recycle-bin fact in words, for messages and the person's question."""
+    it, goes, is_ = ("They", "go", "are") if many else ("It", "goes", "is")
     if recycle_bin is True:
-        return "It goes to the portal's recycle bin, from where it can be restored."
+        return f"{it} {goes} to the portal's recycle bin, from where {it.lower()} can be restored."
     if recycle_bin is False:
-        return "It is deleted permanently: this type's recycle bin is off."
-    return "Whether it can be restored from the recycle bin is not known."
+        return f"{it} {is_} deleted permanently: this type's recycle bin is off."
+    return f"Whether {it.lower()} can be restored from the recycle bin is not known."

@@ -31,13 +31,17 @@ def _unb64(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class Claim:
-    """What a valid token permits: deleting this item as it was at `updated_time`."""
+    """What a valid token permits: deleting `subject` (an item id, or a batch) as it was at `version`."""
 
     entity_type_id: int
-    item_id: int
-    updated_time: str
+    subject: str
+    version: str  # an item's updatedTime, or the digest of a batch's ids and updatedTimes
     expires_at: int
     nonce: str
+
+
+def _name(subject: str) -> str:
+    return f"id {subject}" if subject.isdigit() else subject
 
 
 def invalid(reason: str) -> GateError:
@@ -61,15 +65,15 @@ class ConfirmationTokens:
         message = f"{self._portal}\n{payload}".encode()
         return _b64(hmac.new(self._secret, message, hashlib.sha256).digest())
 
-    def issue(self, entity_type_id: int, item_id: int, updated_time: str) -> tuple[str, datetime]:
-        """A token for this item as of `updated_time`, and when it expires."""
+    def issue(self, entity_type_id: int, subject: int | str, version: str) -> tuple[str, datetime]:
+        """A token for `subject` (an item id, or a batch's name) as of `version`, and when it expires."""
         expires = int(self._clock()) + self._ttl
-        claims = {"t": entity_type_id, "i": item_id, "u": updated_time, "x": expires, "n": secrets.token_hex(8)}
+        claims = {"t": entity_type_id, "i": str(subject), "u": version, "x": expires, "n": secrets.token_hex(8)}
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"{_PREFIX}.{payload}.{self._sign(payload)}", datetime.fromtimestamp(expires, UTC)
 
-    def check(self, token: str, entity_type_id: int, item_id: int) -> Claim:
-        """The token's claim, when it is genuine, unexpired and for this item; `GateError` otherwise.
+    def check(self, token: str, entity_type_id: int, subject: int | str) -> Claim:
+        """The token's claim, when it is genuine, unexpired and for this subject; `GateError` otherwise.
 
         Whether it was used is decided by `consume`, so that a repeated deletion can first learn from the portal
         that the item is already gone.
@@ -80,12 +84,12 @@ class ConfirmationTokens:
             raise invalid("The confirmation token is not one this server issued for this portal.")
         try:
             raw = json.loads(_unb64(payload))
-            claim = Claim(int(raw["t"]), int(raw["i"]), str(raw["u"]), int(raw["x"]), str(raw["n"]))
+            claim = Claim(int(raw["t"]), str(raw["i"]), str(raw["u"]), int(raw["x"]), str(raw["n"]))
         except (ValueError, KeyError, TypeError):
             raise invalid("The confirmation token is malformed.") from None
-        if (claim.entity_type_id, claim.item_id) != (entity_type_id, item_id):
+        if (claim.entity_type_id, claim.subject) != (entity_type_id, str(subject)):
             raise invalid(
-                f"The confirmation token was issued for entityTypeId {claim.entity_type_id}, id {claim.item_id}."
+                f"The confirmation token was issued for entityTypeId {claim.entity_type_id}, {_name(claim.subject)}."
             )
         if claim.expires_at <= self._clock():
             raise invalid("The confirmation token has expired.")

@@ -198,11 +198,11 @@ class DeletionService:
             raise confirmation_required()
         claim = self.tokens.check(token, entity_type_id, item_id)
         item = await self.fetch(entity_type_id, item_id)
-        if str(item.get("updatedTime", "")) != claim.updated_time:
+        if str(item.get("updatedTime", "")) != claim.version:
             raise GateError(
                 "ITEM_CHANGED",
                 f"{describe(entity_type_id, item_id, item)} was modified on the portal after the preview "
-                f"(updatedTime {claim.updated_time} → {item.get('updatedTime')}). Preview it again, show the "
+                f"(updatedTime {claim.version} → {item.get('updatedTime')}). Preview it again, show the "
                 "person the current version, and confirm with the new token.",
             )
         self.tokens.consume(claim)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,37 @@ class Attempt:
     item: Mapping[str, Any] | None
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One line of the journal: an event of an attempt, with the error or a note where there is one."""
+
+    event: Event
+    attempt: Attempt
+    error: str | None = None
+    error_description: str | None = None
+    note: str | None = None
+
+
+def _line(entry: Entry) -> str:
+    attempt = entry.attempt
+    record: dict[str, Any] = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "event": entry.event,
+        "portal": attempt.portal,
+        "userId": attempt.user_id,
+        "entityTypeId": attempt.entity_type_id,
+        "id": attempt.item_id,
+        "confirmation": attempt.confirmation,
+        "item": dict(attempt.item) if attempt.item is not None else None,
+    }
+    if entry.error is not None:
+        record["error"] = entry.error
+        record["error_description"] = entry.error_description
+    if entry.note is not None:
+        record["note"] = entry.note
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 class Journal:
     """Appends deletion events to a JSON Lines file."""
 
@@ -50,24 +81,13 @@ class Journal:
         note: str | None = None,
     ) -> None:
         """Append one event durably; `GateError` `JOURNAL_UNWRITABLE` when the file cannot be written."""
-        record: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "event": event,
-            "portal": attempt.portal,
-            "userId": attempt.user_id,
-            "entityTypeId": attempt.entity_type_id,
-            "id": attempt.item_id,
-            "confirmation": attempt.confirmation,
-            "item": dict(attempt.item) if attempt.item is not None else None,
-        }
-        if error is not None:
-            record["error"] = error
-            record["error_description"] = error_description
-        if note is not None:
-            record["note"] = note
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        await self.write_many([Entry(event, attempt, error, error_description, note)])
+
+    async def write_many(self, entries: Sequence[Entry]) -> None:
+        """Append several events with one write and one fsync (a batch's intents go to disk together)."""
+        data = "".join(_line(entry) for entry in entries).encode()
         try:
-            await anyio.to_thread.run_sync(self._append, line.encode())
+            await anyio.to_thread.run_sync(self._append, data)
         except OSError as exc:
             raise GateError(
                 "JOURNAL_UNWRITABLE",

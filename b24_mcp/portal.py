@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ class PortalResponse:
     total: int | None = None
     next: int | None = None
     time: Mapping[str, Any] | None = None
+    after_lost_answer: bool = False  # an earlier attempt of this call may have reached the portal too
 
 
 _deadline: ContextVar[float | None] = ContextVar("b24_deadline", default=None)
@@ -151,7 +152,7 @@ class PortalClient:
             else:
                 if answer.time and isinstance(answer.time.get("operating_reset_at"), int):
                     self._reset_at[method] = answer.time["operating_reset_at"]
-                return answer
+                return replace(answer, after_lost_answer=True) if lost else answer
             error.after_lost_answer = lost
             delay = self._retry_base * 2**retries * (0.5 + random.random())  # noqa: S311 (jitter, not crypto)
             end = _deadline.get()

@@ -13,10 +13,11 @@ import httpx2
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from b24_mcp import __version__
 from b24_mcp.auth import make_auth
+from b24_mcp.bulk import MAX_IDS, BatchResult, BulkDeletion
 from b24_mcp.catalog import EntityType
 from b24_mcp.confirmation import ConfirmationTokens
 from b24_mcp.deletion import DeleteResult, DeletionService
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 MAX_INT32 = 2_147_483_647
 TOOL_NAME = "crm_item_delete"
 TYPES_TOOL_NAME = "crm_entity_types"
+BATCH_TOOL_NAME = "crm_item_delete_batch"
 
 
 class DeleteItemInput(ArgModelBase):
@@ -64,6 +66,47 @@ class DeleteItemInput(ArgModelBase):
     )
 
 
+class DeleteBatchInput(ArgModelBase):
+    """The arguments of `crm_item_delete_batch`: strict types, nothing unknown, nothing coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    entityTypeId: int = Field(
+        title="Entity type id",
+        ge=1,
+        le=MAX_INT32,
+        description="CRM type of all the items: 1 lead, 2 deal, 3 contact, 4 company, 7 quote, 31 invoice, or a "
+        "smart process's id from crm_entity_types.",
+    )
+    ids: list[Annotated[int, Field(ge=1, le=MAX_INT32)]] = Field(
+        title="Item ids",
+        min_length=1,
+        max_length=MAX_IDS,
+        description=f"1 to {MAX_IDS} distinct item ids of that type.",
+    )
+    dryRun: bool = Field(
+        title="Dry run",
+        default=True,
+        description="true (default): delete nothing; say which ids exist (with titles) and which do not, and give "
+        "one confirmationToken for the set. false: delete them all, once confirmed.",
+    )
+    confirmationToken: str | None = Field(
+        title="Confirmation token",
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="With dryRun: false, the confirmationToken from a preview of the same ids.",
+    )
+
+    @field_validator("ids")
+    @classmethod
+    def _distinct(cls, ids: list[int]) -> list[int]:
+        repeated = sorted({item_id for item_id in ids if ids.count(item_id) > 1})
+        if repeated:
+            raise ValueError(f"ids must be distinct; repeated: {', '.join(map(str, repeated[:10]))}")
+        return ids
+
+
 class NoInput(ArgModelBase):
     """A tool without arguments: any argument is refused."""
 
@@ -95,6 +138,17 @@ def can_ask(ctx: Context[Any, Any]) -> bool:
     return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
 
 
+async def ask_person_batch(
+    entityTypeId: int, ids: list[int], dryRun: bool, ctx: Context[Any, Any]
+) -> NotAsked | Elicit[ConfirmDeletion]:
+    """The one question for a whole set, when the gate says so. Deterministic, as it may run twice."""
+    service: DeletionService = ctx.request_context.lifespan_context
+    if dryRun or route_for(service.mode, can_ask=can_ask(ctx)) is not Route.ASK:
+        return NotAsked()
+    question = await BulkDeletion(service).question(entityTypeId, ids)
+    return NotAsked() if question is None else Elicit(question, ConfirmDeletion)
+
+
 async def ask_person(
     entityTypeId: int, id: int, dryRun: bool, ctx: Context[Any, Any]
 ) -> NotAsked | Elicit[ConfirmDeletion]:
@@ -118,7 +172,7 @@ def _consent(service: DeletionService, ctx: Context[Any, Any], token: str | None
     return Consent(route=route, answer=Answer.DECLINED if outcome.action == "decline" else Answer.CANCELLED)
 
 
-def to_tool_result(result: DeleteResult) -> CallToolResult:
+def to_tool_result(result: DeleteResult | BatchResult) -> CallToolResult:
     """The MCP result: structured content, a one-line text, and `isError` for errors."""
     text = f"{result.error}: {result.message}" if result.status == "error" else result.message
     return CallToolResult(
@@ -139,6 +193,19 @@ def describe_tool(settings: Settings) -> str:
         + mode_hint(settings.confirm)
         + (f" Restrictions on this server: {guardrails}." if guardrails else "")
         + " Errors come back with the portal's code (NOT_FOUND, ACCESS_DENIED, ...) and whether a retry can help."
+    )
+
+
+def describe_batch_tool(settings: Settings) -> str:
+    """The bulk tool's description, with the confirmation mode in force."""
+    return (
+        f"Delete up to {MAX_IDS} Bitrix24 CRM items of one type with one confirmation (through the portal's batch "
+        "method, 50 per request). With dryRun: true (the default) nothing is deleted: the items are read and the "
+        "result lists which exist (with titles) and which do not, with one confirmationToken for the set. Show "
+        "the person that list before deleting. "
+        + mode_hint(settings.confirm).replace("same item", "same ids")
+        + " The result reports each id (deleted or error with the portal's code); one failed item does not stop "
+        "the others. For a single item use crm_item_delete."
     )
 
 
@@ -272,7 +339,52 @@ def build_server(
         logger.info("%s -> %d types%s", TYPES_TOOL_NAME, len(types), f" ({error.code})" if error else "")
         return EntityTypesResult(types=types, message=message, error=error.code if error else None)
 
+    @server.tool(
+        name=BATCH_TOOL_NAME,
+        title="Delete CRM items in bulk",
+        description=describe_batch_tool(settings),
+        annotations=ToolAnnotations(
+            title="Delete CRM items in bulk",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=True,
+            open_world_hint=True,
+        ),
+    )
+    async def crm_item_delete_batch(
+        entityTypeId: int,
+        ids: list[int],
+        ctx: Context[Any, Any],
+        consent: Annotated[ElicitationResult[ConfirmDeletion], Resolve(ask_person_batch)],
+        dryRun: bool = True,
+        confirmationToken: str | None = None,
+    ) -> Annotated[CallToolResult, BatchResult]:
+        started = time.perf_counter()
+        service: DeletionService = ctx.request_context.lifespan_context
+        bulk = BulkDeletion(service)
+        if dryRun:
+            result = await bulk.preview(entityTypeId, ids, can_ask=can_ask(ctx))
+        else:
+
+            async def progress(done: int, total: int, message: str) -> None:
+                await ctx.report_progress(done, total, message)
+
+            consent_given = _consent(service, ctx, confirmationToken, consent)
+            result = await bulk.delete(entityTypeId, ids, consent_given, progress)
+        logger.info(
+            "%s entityTypeId=%d ids=%d dryRun=%s -> %s%s in %.0f ms",
+            BATCH_TOOL_NAME,
+            entityTypeId,
+            len(ids),
+            dryRun,
+            result.status,
+            f" {result.error}" if result.error else "",
+            (time.perf_counter() - started) * 1000,
+        )
+        return to_tool_result(result)
+
     _use_input_model(server, TOOL_NAME, DeleteItemInput)
+    _use_input_model(server, BATCH_TOOL_NAME, DeleteBatchInput)
     _use_input_model(server, TYPES_TOOL_NAME, NoInput)
     return server
 

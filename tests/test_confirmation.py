@@ -24,7 +24,7 @@ def tokens(
     return ConfirmationTokens(secret, portal=portal, ttl=300, clock=clock or Clock())
 
 
-def refused(gate: ConfirmationTokens, token: str, entity_type_id: int = 2, item_id: int = 42) -> GateError:
+def refused(gate: ConfirmationTokens, token: str, entity_type_id: int = 2, item_id: int | str = 42) -> GateError:
     with pytest.raises(GateError) as caught:
         gate.consume(gate.check(token, entity_type_id, item_id))
     assert caught.value.code == "INVALID_CONFIRMATION_TOKEN"
@@ -35,7 +35,7 @@ def refused(gate: ConfirmationTokens, token: str, entity_type_id: int = 2, item_
 def test_a_fresh_token_carries_the_items_version() -> None:
     gate = tokens()
     token, _ = gate.issue(2, 42, "2026-03-08T14:05:00+03:00")
-    assert gate.check(token, 2, 42).updated_time == "2026-03-08T14:05:00+03:00"
+    assert gate.check(token, 2, 42).version == "2026-03-08T14:05:00+03:00"
 
 
 def test_the_expiry_is_ttl_seconds_ahead() -> None:
@@ -93,3 +93,9 @@ def test_a_tampered_token_is_refused(part: int) -> None:
 @pytest.mark.parametrize("garbage", ["", "b24c1", "b24c1..", "not a token", "b24c1.e30.", "💥" * 10])
 def test_garbage_is_refused(garbage: str) -> None:
     refused(tokens(), garbage)
+
+
+def test_a_single_item_token_is_no_batch_token() -> None:
+    gate = tokens()
+    token, _ = gate.issue(2, 42, "t")
+    refused(gate, token, 2, "batch")

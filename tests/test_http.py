@@ -110,7 +110,7 @@ async def test_tools_are_listed_with_the_token(env: dict[str, str]) -> None:
             tools = await session.list_tools()
         process.terminate()
         _, stderr = process.communicate(timeout=20)
-    assert sorted(tool.name for tool in tools.tools) == ["crm_entity_types", "crm_item_delete"]
+    assert sorted(tool.name for tool in tools.tools) == ["crm_entity_types", "crm_item_delete", "crm_item_delete_batch"]
     assert TOKEN not in stderr
     assert_no_secret(stderr)
 

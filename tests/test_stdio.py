@@ -63,7 +63,7 @@ async def test_a_subprocess_previews_and_deletes_over_https(server_env: dict[str
         deleted = await client.call_tool(
             "crm_item_delete", {"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": token}
         )
-    assert sorted(tool.name for tool in tools.tools) == ["crm_entity_types", "crm_item_delete"]
+    assert sorted(tool.name for tool in tools.tools) == ["crm_entity_types", "crm_item_delete", "crm_item_delete_batch"]
     assert deleted.structured_content is not None and deleted.structured_content["status"] == "deleted"
     assert 42 not in portal.items[2]
     stderr = errlog.read()

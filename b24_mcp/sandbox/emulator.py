@@ -117,6 +117,12 @@ class Fault:
 
 
 @dataclass
+class _Queued:
+    fault: Fault
+    when: Callable[[dict[str, Any]], bool] | None
+
+
+@dataclass
 class Call:
     """One entry of the request log."""
 
@@ -233,6 +239,9 @@ class Portal:
         self.method_cost: dict[str, float] = {}
         self.access_ttl = access_ttl
         self.status_overrides: dict[str, int] = {}
+        # (entityTypeId, id) -> (code, description): the delete operation itself fails for that item, as when
+        # workflows still run on it (spec §1.4, last row).
+        self.undeletable: dict[tuple[int, int], tuple[str, str]] = {}
         self.apps: dict[str, str] = {}
         self.token_requests = 0
         self.webhooks: dict[tuple[int, str], Webhook] = {}
@@ -242,7 +251,7 @@ class Portal:
         self.calls: list[Call] = []
         self._last_id: dict[int, int] = {}
         self._last_type_row = 0
-        self._faults: dict[str, deque[Fault]] = {}
+        self._faults: dict[str, deque[_Queued]] = {}
         self._bucket_level = 0.0
         self._bucket_at = time.monotonic()
         self._charges: dict[tuple[str, str], deque[tuple[float, float]]] = {}
@@ -324,9 +333,13 @@ class Portal:
                 now = max(now, datetime.fromisoformat(previous) + timedelta(seconds=1))
         item["updatedTime"] = now.astimezone(self.tz).isoformat(timespec="seconds")
 
-    def inject(self, method: str, fault: Fault) -> None:
-        """Queue a one-shot fault for the next top-level call of ``method`` (FIFO per method)."""
-        self._faults.setdefault(_method_name(method), deque()).append(fault)
+    def inject(self, method: str, fault: Fault, *, when: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        """Queue a one-shot fault for the next top-level call of ``method`` (FIFO per method).
+
+        With ``when``, the fault waits for the first call whose parameters it accepts (e.g. a ``batch`` of
+        deletes rather than of reads); calls it does not accept pass through.
+        """
+        self._faults.setdefault(_method_name(method), deque()).append(_Queued(fault, when))
 
     def calls_to(self, method: str) -> list[Call]:
         """Entries of the request log for one method (batch sub-commands included)."""
@@ -458,9 +471,13 @@ class Portal:
         self._bucket_level += 1
         return True
 
-    def _pop_fault(self, method: str) -> Fault | None:
-        queue = self._faults.get(method)
-        return queue.popleft() if queue else None
+    def _pop_fault(self, method: str, params: dict[str, Any]) -> Fault | None:
+        queue = self._faults.get(method, deque())
+        for queued in list(queue):
+            if queued.when is None or queued.when(params):
+                queue.remove(queued)
+                return queued.fault
+        return None
 
     def _log(
         self,
@@ -530,6 +547,9 @@ class Portal:
         self._item(entity_type_id, item_id)
         if not webhook.can_delete:
             raise _RestError(400, "ACCESS_DENIED", self._text("access_denied"))
+        blocked = self.undeletable.get((entity_type_id, item_id))
+        if blocked is not None:
+            raise _RestError(400, *blocked)
         item = self.items[entity_type_id].pop(item_id)
         if entity_type.recycle_bin:
             self.recycle_bin.append({**item, "entityTypeId": entity_type_id})
@@ -671,7 +691,7 @@ async def _serve(portal: Portal, request: Request) -> Response:
     if portal._operating_blocked(caller, method):
         return fail(_operation_time_limit(), user_id)
 
-    fault = portal._pop_fault(method)
+    fault = portal._pop_fault(method, params)
     if fault is not None and not fault.perform:
         return await _answer_fault(portal, fault, method, params, user_id)
 
@@ -703,7 +723,7 @@ async def _serve_token(portal: Portal, request: Request) -> Response:
     params = await _read_params(request)
     logged = {key: "***" if key in _SECRET_PARAMS else value for key, value in params.items()}
     origin = f"{request.url.scheme}://{request.url.netloc}"
-    fault = portal._pop_fault(method)
+    fault = portal._pop_fault(method, params)
     if fault is not None and not fault.perform:
         return await _answer_fault(portal, fault, method, logged, None)
     try:

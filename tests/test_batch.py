@@ -1,0 +1,322 @@
+"""`crm_item_delete_batch`: many items, one confirmation, `batch` requests of 50, each item journaled."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
+
+from b24_mcp.bulk import BulkDeletion
+from b24_mcp.deletion import DeletionService
+from b24_mcp.gate import Consent, Route
+from b24_mcp.sandbox.emulator import Fault, Portal
+
+pytestmark = pytest.mark.anyio
+
+TOOL = "crm_item_delete_batch"
+FIRST = 5000
+
+
+@pytest.fixture
+def deals(portal: Portal) -> list[int]:
+    """120 test deals, ids 5000..5119."""
+    for offset in range(120):
+        portal.add_item(2, {"id": FIRST + offset, "title": f"Test deal {offset}", "stageId": "NEW"})
+    portal.calls.clear()
+    return list(range(FIRST, FIRST + 120))
+
+
+def requests(portal: Portal) -> list[str]:
+    """The HTTP requests the portal received (batch sub-commands not counted)."""
+    return [call.method for call in portal.calls if not call.via_batch]
+
+
+def journal(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def call(connect: Callable[..., Any], arguments: dict[str, Any], **options: Any) -> CallToolResult:
+    client_options = options.pop("client", None)
+    async with connect(client=client_options, **options) as client:
+        return await client.call_tool(TOOL, arguments)
+
+
+async def preview_and_delete(connect: Callable[..., Any], ids: list[int], **options: Any) -> dict[str, Any]:
+    async with connect(**options) as client:
+        preview = await client.call_tool(TOOL, {"entityTypeId": 2, "ids": ids})
+        assert preview.structured_content is not None
+        token = preview.structured_content["confirmationToken"]
+        done = await client.call_tool(
+            TOOL, {"entityTypeId": 2, "ids": ids, "dryRun": False, "confirmationToken": token}
+        )
+    assert done.structured_content is not None
+    return done.structured_content | {"isError": done.is_error}
+
+
+async def test_the_preview_lists_found_and_missing_ids_with_one_token(
+    connect: Callable[..., Any], portal: Portal, deals: list[int]
+) -> None:
+    result = await call(connect, {"entityTypeId": 2, "ids": [*deals[:3], 999_999, 42]})
+    data = result.structured_content
+    assert data is not None and result.is_error is False
+    assert data["status"] == "preview"
+    assert data["found"] == [
+        {"id": FIRST, "title": "Test deal 0"},
+        {"id": FIRST + 1, "title": "Test deal 1"},
+        {"id": FIRST + 2, "title": "Test deal 2"},
+        {"id": 42, "title": "Acme renewal"},
+    ]
+    assert data["missing"] == [999_999]
+    assert data["confirmationToken"].startswith("b24c1.")
+    assert requests(portal) == ["batch"]
+    assert portal.calls_to("crm.item.delete") == []
+
+
+async def test_120_ids_take_three_requests_to_preview_and_six_to_delete(
+    connect: Callable[..., Any], portal: Portal, deals: list[int]
+) -> None:
+    async with connect() as client:
+        preview = await client.call_tool(TOOL, {"entityTypeId": 2, "ids": deals})
+        assert requests(portal) == ["batch"] * 3
+        portal.calls.clear()
+        assert preview.structured_content is not None
+        token = preview.structured_content["confirmationToken"]
+        done = await client.call_tool(
+            TOOL, {"entityTypeId": 2, "ids": deals, "dryRun": False, "confirmationToken": token}
+        )
+    assert requests(portal) == ["batch"] * 6  # three reads to check the versions, three deletes
+    assert len(portal.calls_to("crm.item.delete")) == 120
+    assert done.structured_content is not None
+    assert (done.structured_content["status"], done.structured_content["deleted"]) == ("deleted", 120)
+
+
+async def test_every_item_is_journaled_like_a_single_deletion(
+    connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path
+) -> None:
+    snapshot = dict(portal.items[2][FIRST])
+    await preview_and_delete(connect, deals[:60])
+    entries = journal(journal_path)
+    assert [entry["event"] for entry in entries] == ["intent"] * 50 + ["deleted"] * 50 + ["intent"] * 10 + [
+        "deleted"
+    ] * 10
+    first = [entry for entry in entries if entry["id"] == FIRST]
+    assert [entry["item"] for entry in first] == [snapshot, snapshot]
+    assert {entry["confirmation"] for entry in entries} == {"token"}
+
+
+async def test_a_failed_item_does_not_stop_the_others(
+    connect: Callable[..., Any], portal: Portal, deals: list[int]
+) -> None:
+    portal.undeletable[(2, FIRST + 1)] = ("CRM_ITEM_HAS_RUNNING_WORKFLOWS", "Workflows are running")
+    result = await preview_and_delete(connect, deals[:5])
+    assert (result["status"], result["deleted"], result["failed"], result["isError"]) == ("partial", 4, 1, False)
+    failed = [entry for entry in result["results"] if entry["status"] == "error"]
+    assert failed == [
+        {
+            "id": FIRST + 1,
+            "status": "error",
+            "error": "CRM_ITEM_HAS_RUNNING_WORKFLOWS",
+            "error_description": "Workflows are running",
+        }
+    ]
+    assert FIRST + 1 in portal.items[2] and FIRST not in portal.items[2]
+
+
+async def test_missing_ids_are_reported_per_id(connect: Callable[..., Any], portal: Portal, deals: list[int]) -> None:
+    result = await preview_and_delete(connect, [deals[0], 999_999])
+    assert [(entry["id"], entry["status"], entry.get("error")) for entry in result["results"]] == [
+        (FIRST, "deleted", None),
+        (999_999, "error", "NOT_FOUND"),
+    ]
+
+
+async def test_a_global_failure_halts_the_rest(
+    service: DeletionService, portal: Portal, deals: list[int], journal_path: Path
+) -> None:
+    bulk = BulkDeletion(service)
+
+    async def fail_next_batch(done: int, total: int, message: str) -> None:
+        portal.inject(
+            "batch",
+            Fault(
+                status=401, json={"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}
+            ),
+        )
+
+    result = await bulk.delete(2, deals, Consent(route=Route.NONE), fail_next_batch)
+    assert (result.status, result.deleted, result.failed) == ("partial", 50, 70)
+    assert result.results is not None
+    assert {entry.error for entry in result.results if entry.status == "error"} == {"INVALID_CREDENTIALS"}
+    assert "stopped" in result.message
+    assert len(portal.calls_to("crm.item.delete")) == 50
+    events = [entry["event"] for entry in journal(journal_path)]
+    assert events.count("intent") == 100 and events.count("error") == 50 and events.count("deleted") == 50
+
+
+def deleting(params: dict[str, Any]) -> bool:
+    """A batch of deletes, not of reads."""
+    return "crm.item.delete" in json.dumps(params)
+
+
+async def test_nothing_deleted_because_of_an_error_is_an_error_result(
+    connect: Callable[..., Any], portal: Portal, deals: list[int]
+) -> None:
+    for _ in range(4):  # the first attempt and its three retries
+        limit = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+        portal.inject("batch", Fault(status=503, json=limit), when=deleting)
+    result = await call(connect, {"entityTypeId": 2, "ids": deals[:3], "dryRun": False}, confirm="none")
+    data = result.structured_content
+    assert data is not None and result.is_error is True
+    assert (data["status"], data["deleted"], data["failed"], data["error"], data["retryable"]) == (
+        "error",
+        0,
+        3,
+        "QUERY_LIMIT_EXCEEDED",
+        True,
+    )
+    assert all(FIRST + offset in portal.items[2] for offset in range(3))
+
+
+async def test_an_item_changed_since_the_preview_refuses_the_whole_set(
+    connect: Callable[..., Any], portal: Portal, deals: list[int]
+) -> None:
+    async with connect() as client:
+        preview = await client.call_tool(TOOL, {"entityTypeId": 2, "ids": deals[:3]})
+        assert preview.structured_content is not None
+        portal.touch(2, FIRST + 2, title="Renamed")
+        done = await client.call_tool(
+            TOOL,
+            {
+                "entityTypeId": 2,
+                "ids": deals[:3],
+                "dryRun": False,
+                "confirmationToken": preview.structured_content["confirmationToken"],
+            },
+        )
+    assert done.structured_content is not None
+    assert (done.is_error, done.structured_content["error"]) == (True, "ITEM_CHANGED")
+    assert portal.calls_to("crm.item.delete") == []
+
+
+async def test_a_single_item_token_does_not_confirm_a_batch(
+    connect: Callable[..., Any], portal: Portal, deals: list[int]
+) -> None:
+    async with connect() as client:
+        single = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": FIRST})
+        assert single.structured_content is not None
+        done = await client.call_tool(
+            TOOL,
+            {
+                "entityTypeId": 2,
+                "ids": [FIRST],
+                "dryRun": False,
+                "confirmationToken": single.structured_content["confirmationToken"],
+            },
+        )
+    assert done.structured_content is not None and done.structured_content["error"] == "INVALID_CONFIRMATION_TOKEN"
+    assert portal.calls_to("crm.item.delete") == []
+
+
+async def test_without_a_token_nothing_is_sent(connect: Callable[..., Any], portal: Portal, deals: list[int]) -> None:
+    result = await call(connect, {"entityTypeId": 2, "ids": deals[:3], "dryRun": False})
+    assert result.structured_content is not None and result.structured_content["error"] == "CONFIRMATION_REQUIRED"
+    assert portal.calls == []
+
+
+async def test_progress_is_reported_after_each_batch(
+    connect: Callable[..., Any], portal: Portal, deals: list[int]
+) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with connect(confirm="none") as client:
+        await client.call_tool(TOOL, {"entityTypeId": 2, "ids": deals, "dryRun": False}, progress_callback=on_progress)
+    assert seen == [
+        (50, 120, "50 of 120 deleted"),
+        (100, 120, "100 of 120 deleted"),
+        (120, 120, "120 of 120 deleted"),
+    ]
+
+
+async def test_a_lost_answer_of_a_delete_batch_is_confirmed_by_absence(
+    connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path
+) -> None:
+    lost = Fault(status=502, body=b"<html>Bad Gateway</html>", content_type="text/html", perform=True)
+    portal.inject("batch", lost, when=deleting)
+    result = await call(connect, {"entityTypeId": 2, "ids": deals[:3], "dryRun": False}, confirm="none")
+    assert result.structured_content is not None
+    assert (result.structured_content["status"], result.structured_content["deleted"]) == ("deleted", 3)
+    for entry in result.structured_content["results"]:
+        assert "confirmed by absence" in entry["note"]
+    assert [entry["event"] for entry in journal(journal_path)] == ["intent"] * 3 + ["deleted"] * 3
+
+
+class Person:
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self.questions: list[str] = []
+
+    async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
+        self.questions.append(getattr(params, "message", ""))
+        content = {"delete": True} if self.action == "accept" else None
+        return ElicitResult(action=self.action, content=content)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("era", ["legacy", "default"])
+async def test_one_question_names_the_count_the_type_and_the_first_titles(
+    connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path, era: str
+) -> None:
+    person = Person("accept")
+    options = {"elicitation_callback": person} | ({"mode": "legacy"} if era == "legacy" else {})
+    result = await call(connect, {"entityTypeId": 2, "ids": deals[:5], "dryRun": False}, confirm="auto", client=options)
+    assert result.structured_content is not None
+    assert (result.structured_content["status"], result.structured_content["deleted"]) == ("deleted", 5)
+    assert set(person.questions) == {
+        "Delete 5 deals from sandbox.bitrix24.test: #5000 «Test deal 0», #5001 «Test deal 1», #5002 «Test deal 2» "
+        "and 2 more? They go to the portal's recycle bin, from where they can be restored."
+    }
+    assert {entry["confirmation"] for entry in journal(journal_path)} == {"elicitation"}
+
+
+async def test_a_declined_batch_deletes_nothing_and_is_journaled(
+    connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path
+) -> None:
+    result = await call(
+        connect,
+        {"entityTypeId": 2, "ids": deals[:3], "dryRun": False},
+        confirm="auto",
+        client={"elicitation_callback": Person("decline")},
+    )
+    assert result.structured_content is not None and result.structured_content["status"] == "cancelled"
+    assert portal.calls_to("crm.item.delete") == []
+    assert [entry["event"] for entry in journal(journal_path)] == ["cancelled"] * 3
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"entityTypeId": 2, "ids": []}, "ids"),
+        ({"entityTypeId": 2, "ids": list(range(1, 502))}, "ids"),
+        ({"entityTypeId": 2, "ids": [1, 2, 1]}, "repeated: 1"),
+        ({"entityTypeId": 2, "ids": [1, "2"]}, "ids"),
+        ({"entityTypeId": 2, "ids": [1, 2.0]}, "ids"),
+        ({"entityTypeId": 2, "ids": [0]}, "ids"),
+        ({"entityTypeId": 2, "ids": 5}, "ids"),
+        ({"entityTypeId": "2", "ids": [1]}, "entityTypeId"),
+        ({"entityTypeId": 2, "ids": [1], "dryRun": "false"}, "dryRun"),
+        ({"entityTypeId": 2, "ids": [1], "halt": 1}, "halt"),
+    ],
+)
+async def test_bad_input_is_refused_before_the_portal(
+    connect: Callable[..., Any], portal: Portal, arguments: dict[str, Any], named: str
+) -> None:
+    result = await call(connect, arguments, confirm="none")
+    assert result.is_error is True
+    assert named in result.content[0].text  # type: ignore[union-attr]
+    assert portal.calls == []
