@@ -138,14 +138,17 @@ def can_ask(ctx: Context[Any, Any]) -> bool:
     return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
 
 
+def _asks(service: DeletionService, ctx: Context[Any, Any], dry_run: bool) -> bool:
+    """Whether this call puts a question to the person: a real deletion, with the gate routing to asking."""
+    return not dry_run and route_for(service.mode, can_ask=can_ask(ctx)) is Route.ASK
+
+
 async def ask_person_batch(
     entityTypeId: int, ids: list[int], dryRun: bool, ctx: Context[Any, Any]
 ) -> NotAsked | Elicit[ConfirmDeletion]:
     """The one question for a whole set, when the gate says so. Deterministic, as it may run twice."""
     service: DeletionService = ctx.request_context.lifespan_context
-    if dryRun or route_for(service.mode, can_ask=can_ask(ctx)) is not Route.ASK:
-        return NotAsked()
-    question = await BulkDeletion(service).question(entityTypeId, ids)
+    question = await BulkDeletion(service).question(entityTypeId, ids) if _asks(service, ctx, dryRun) else None
     return NotAsked() if question is None else Elicit(question, ConfirmDeletion)
 
 
@@ -154,9 +157,7 @@ async def ask_person(
 ) -> NotAsked | Elicit[ConfirmDeletion]:
     """Put the deletion question to the person when the gate says so. Deterministic, as it may run twice."""
     service: DeletionService = ctx.request_context.lifespan_context
-    if dryRun or route_for(service.mode, can_ask=can_ask(ctx)) is not Route.ASK:
-        return NotAsked()
-    question = await service.question(entityTypeId, id)
+    question = await service.question(entityTypeId, id) if _asks(service, ctx, dryRun) else None
     return NotAsked() if question is None else Elicit(question, ConfirmDeletion)
 
 
@@ -180,6 +181,20 @@ def to_tool_result(result: DeleteResult | BatchResult) -> CallToolResult:
         structured_content=result.wire(),
         is_error=result.status == "error",
     )
+
+
+def _destructive(title: str) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=title, read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
+    )
+
+
+def _answered(tool: str, what: str, result: DeleteResult | BatchResult, started: float) -> CallToolResult:
+    """Log the one line per call (no secret is among its parts) and turn the result into the MCP one."""
+    error = f" {result.error}" if result.error else ""
+    elapsed = (time.perf_counter() - started) * 1000
+    logger.info("%s %s -> %s%s in %.0f ms", tool, what, result.status, error, elapsed)
+    return to_tool_result(result)
 
 
 def describe_tool(settings: Settings) -> str:
@@ -274,13 +289,7 @@ def build_server(
         name=TOOL_NAME,
         title="Delete CRM item",
         description=describe_tool(settings),
-        annotations=ToolAnnotations(
-            title="Delete CRM item",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=True,
-            open_world_hint=True,
-        ),
+        annotations=_destructive("Delete CRM item"),
     )
     async def crm_item_delete(
         entityTypeId: int,
@@ -296,17 +305,7 @@ def build_server(
             result = await service.preview(entityTypeId, id, can_ask=can_ask(ctx))
         else:
             result = await service.delete(entityTypeId, id, _consent(service, ctx, confirmationToken, consent))
-        logger.info(
-            "%s entityTypeId=%d id=%d dryRun=%s -> %s%s in %.0f ms",
-            TOOL_NAME,
-            entityTypeId,
-            id,
-            dryRun,
-            result.status,
-            f" {result.error}" if result.error else "",
-            (time.perf_counter() - started) * 1000,
-        )
-        return to_tool_result(result)
+        return _answered(TOOL_NAME, f"entityTypeId={entityTypeId} id={id} dryRun={dryRun}", result, started)
 
     @server.tool(
         name=TYPES_TOOL_NAME,
@@ -343,13 +342,7 @@ def build_server(
         name=BATCH_TOOL_NAME,
         title="Delete CRM items in bulk",
         description=describe_batch_tool(settings),
-        annotations=ToolAnnotations(
-            title="Delete CRM items in bulk",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=True,
-            open_world_hint=True,
-        ),
+        annotations=_destructive("Delete CRM items in bulk"),
     )
     async def crm_item_delete_batch(
         entityTypeId: int,
@@ -371,17 +364,8 @@ def build_server(
 
             consent_given = _consent(service, ctx, confirmationToken, consent)
             result = await bulk.delete(entityTypeId, ids, consent_given, progress)
-        logger.info(
-            "%s entityTypeId=%d ids=%d dryRun=%s -> %s%s in %.0f ms",
-            BATCH_TOOL_NAME,
-            entityTypeId,
-            len(ids),
-            dryRun,
-            result.status,
-            f" {result.error}" if result.error else "",
-            (time.perf_counter() - started) * 1000,
-        )
-        return to_tool_result(result)
+        what = f"entityTypeId={entityTypeId} ids={len(ids)} dryRun={dryRun}"
+        return _answered(BATCH_TOOL_NAME, what, result, started)
 
     _use_input_model(server, TOOL_NAME, DeleteItemInput)
     _use_input_model(server, BATCH_TOOL_NAME, DeleteBatchInput)

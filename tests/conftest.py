@@ -3,6 +3,10 @@ the emulator over real HTTPS on loopback, and MCP clients connected to the real 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -41,8 +45,6 @@ def journal_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_settings(tmp_path: Path, journal_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
     """Settings from explicit values only: no B24_* variable or .env of the developer's leaks in."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("B24_"):
             monkeypatch.delenv(name)
@@ -115,3 +117,17 @@ def webhook_url(https_origin: str) -> str:
 def assert_no_secret(text: str) -> None:
     for secret in SECRETS:
         assert secret not in text
+
+
+def run_b24(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `b24-mcp` command as a user would: a fresh process, no B24_* variable but those given."""
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("B24_")}
+    return subprocess.run(
+        [sys.executable, "-m", "b24_mcp", *args],
+        env=clean | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        cwd=tempfile.gettempdir(),
+    )

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +10,7 @@ import pytest
 from b24_mcp.doctor import Finding, diagnose, passed
 from b24_mcp.sandbox.seed import NOSCOPE_USER_ID, NOSCOPE_WEBHOOK_CODE
 from b24_mcp.settings import Settings, parse_webhook_url
-from conftest import TLSFiles, assert_no_secret
+from conftest import TLSFiles, assert_no_secret, run_b24
 
 pytestmark = pytest.mark.anyio
 
@@ -79,35 +75,24 @@ async def test_an_unwritable_journal_fails(
     assert "FAIL  journal:" in lines(findings)
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("B24_")}
-    return subprocess.run(
-        [sys.executable, "-m", "b24_mcp", *args],
-        env=clean | (env or {}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        cwd=tempfile.gettempdir(),
-    )
-
-
 def test_check_against_the_sandbox_exits_zero() -> None:
-    done = run("check", "--sandbox")
+    done = run_b24("check", "--sandbox")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok    scope: crm granted" in done.stdout
     assert "sandbox-audit.jsonl" in done.stdout
 
 
 def test_check_with_bad_configuration_names_the_variable() -> None:
-    done = run("check", env={"B24_WEBHOOK_URL": "https://acme.bitrix24.com/rest/1/sekr3tc0de/", "B24_TIMEOUT": "-1"})
+    done = run_b24(
+        "check", env={"B24_WEBHOOK_URL": "https://acme.bitrix24.com/rest/1/sekr3tc0de/", "B24_TIMEOUT": "-1"}
+    )
     assert done.returncode == 2
     assert "B24_TIMEOUT" in done.stderr
     assert "sekr3tc0de" not in done.stdout + done.stderr
 
 
 def test_check_against_an_unreachable_portal_fails() -> None:
-    done = run("check", env={"B24_WEBHOOK_URL": "https://127.0.0.1:9/rest/1/sekr3tc0de/", "B24_MAX_RETRIES": "0"})
+    done = run_b24("check", env={"B24_WEBHOOK_URL": "https://127.0.0.1:9/rest/1/sekr3tc0de/", "B24_MAX_RETRIES": "0"})
     assert done.returncode == 1
     assert "FAIL  portal: PORTAL_UNREACHABLE" in done.stdout
     assert "sekr3tc0de" not in done.stdout + done.stderr

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from b24_mcp.settings import ConfirmMode, OAuthConfig, Settings, SettingsError, parse_webhook_url
+from conftest import run_b24
 
 SECRET_CODE = "zq81hf0secretcode"
 
@@ -93,21 +91,8 @@ def test_settings_come_from_the_environment_and_a_dotenv_file(
     assert SECRET_CODE not in repr(settings)
 
 
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("B24_")}
-    return subprocess.run(
-        [sys.executable, "-m", "b24_mcp", *args],
-        env=clean | env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        cwd=Path(__file__).parent,
-    )
-
-
 def test_the_server_exits_before_serving_on_bad_configuration() -> None:
-    done = run_cli({"B24_WEBHOOK_URL": f"http://acme.bitrix24.com/rest/1/{SECRET_CODE}/"})
+    done = run_b24(env={"B24_WEBHOOK_URL": f"http://acme.bitrix24.com/rest/1/{SECRET_CODE}/"})
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.strip().splitlines() == [
@@ -118,13 +103,13 @@ def test_the_server_exits_before_serving_on_bad_configuration() -> None:
 
 
 def test_the_server_without_credentials_says_which_variable() -> None:
-    done = run_cli({})
+    done = run_b24()
     assert done.returncode == 2
     assert "B24_WEBHOOK_URL is not set" in done.stderr
 
 
 def test_version_is_printed() -> None:
-    done = run_cli({}, "--version")
+    done = run_b24("--version")
     assert done.returncode == 0
     assert done.stdout.startswith("b24-mcp ")
 

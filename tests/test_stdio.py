@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -16,7 +14,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from b24_mcp.sandbox.emulator import Portal
-from conftest import TLSFiles, assert_no_secret
+from conftest import TLSFiles, assert_no_secret, run_b24
 
 pytestmark = pytest.mark.anyio
 
@@ -115,21 +113,8 @@ async def test_the_sandbox_needs_no_credentials(tmp_path: Path) -> None:
     assert preview.structured_content["item"]["title"] == "Acme renewal"
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("B24_")}
-    return subprocess.run(
-        [sys.executable, "-m", "b24_mcp", *args],
-        env=clean | (env or {}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        cwd=tempfile.gettempdir(),
-    )
-
-
 def test_the_demo_walks_through_every_step() -> None:
-    done = run("demo")
+    done = run_b24("demo")
     assert done.returncode == 0, done.stderr
     transcript = done.stdout
     for expected in (
@@ -156,8 +141,8 @@ def test_the_journal_command_prints_a_table_and_raw_lines(tmp_path: Path) -> Non
         "item": {"id": 42, "title": "Acme renewal"},
     }
     path.write_text(json.dumps(entry) + "\nnot json\n")
-    table = run("journal", env={"B24_AUDIT_LOG": str(path)})
-    raw = run("journal", "--json", env={"B24_AUDIT_LOG": str(path)})
+    table = run_b24("journal", env={"B24_AUDIT_LOG": str(path)})
+    raw = run_b24("journal", "--json", env={"B24_AUDIT_LOG": str(path)})
     assert table.returncode == 0 and raw.returncode == 0
     header, row = table.stdout.splitlines()
     assert header.split() == ["TIME", "(UTC)", "EVENT", "TYPE", "ID", "TITLE"]

@@ -1,0 +1,75 @@
+"""The distribution: a wheel that installs cleanly (pipx, uvx), runs, and ships its type information."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from b24_mcp import __version__
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("b24_mcp-*.whl")
+    return built
+
+
+def test_the_wheel_ships_the_package_the_sandbox_and_py_typed(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("b24_mcp/py.typed", "b24_mcp/cli.py", "b24_mcp/sandbox/emulator.py", "b24_mcp/sandbox/seed.py"):
+        assert name in names
+    assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
+
+
+def test_the_wheel_declares_the_console_script_and_only_the_runtime_dependencies(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    info = f"b24_mcp-{__version__}.dist-info"
+    assert "b24-mcp = b24_mcp.cli:main" in archive.read(f"{info}/entry_points.txt").decode()
+    metadata = archive.read(f"{info}/METADATA").decode()
+    required = sorted(
+        line.split(":", 1)[1].strip().split(";")[0].split(">")[0].split("<")[0].split("=")[0].strip()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    )
+    assert required == ["httpx2", "mcp", "pydantic-settings"]
+
+
+def test_the_installed_wheel_runs(wheel: Path, tmp_path: Path) -> None:
+    target = tmp_path / "installed"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    # -S keeps the development install's import hook out, so the code that runs is the wheel's.
+    dependencies = sysconfig.get_paths()["purelib"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), dependencies])}
+    script = [sys.executable, "-S", str(target / "bin" / "b24-mcp")]
+    done = subprocess.run([*script, "--version"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"b24-mcp {__version__}"
+    where = "import b24_mcp.sandbox.emulator as m; print(m.__file__)"
+    located = subprocess.run(
+        [sys.executable, "-S", "-c", where], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert located.stdout.startswith(str(target)), located.stderr
+    check = subprocess.run(
+        [*script, "check", "--sandbox"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
