@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from b24_mcp.catalog import where_it_goes
-from b24_mcp.deletion import LOST_ANSWER_NOTE, DeletionService
+from b24_mcp.deletion import LOST_ANSWER_NOTE, DeletionService, error_message
 from b24_mcp.errors import B24Error, GateError, PortalError, TransportError, may_have_acted
 from b24_mcp.gate import Answer, Consent, Route, confirmation_required, elicitation_unsupported, not_asked
 from b24_mcp.gate import mode_hint as _mode_hint
@@ -415,13 +415,11 @@ class BulkDeletion:
         return result
 
     def _error(self, entity_type_id: int, exc: B24Error, *, deleting: bool = False) -> BatchResult:
-        nothing = "Nothing was deleted. " if deleting else ""
-        hint = f" {exc.hint}" if exc.hint else ""
-        description = exc.description if isinstance(exc, GateError) else f"{exc.code}: {exc.description}"
+        subject = f"{type_name(entity_type_id)} items"
         return BatchResult(
             status="error",
             entityTypeId=entity_type_id,
-            message=f"{nothing}{description}{hint}",
+            message=error_message(exc, subject, deleting=deleting),
             error=exc.code,
             error_description=exc.description,
             retryable=exc.retryable,

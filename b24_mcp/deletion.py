@@ -63,7 +63,8 @@ class DeleteResult(BaseModel):
         return data
 
 
-def _error_message(exc: B24Error, subject: str, *, deleting: bool) -> str:
+def error_message(exc: B24Error, subject: str, *, deleting: bool) -> str:
+    """What an error means for the assistant and what to do next; says when nothing was deleted."""
     message = _explain(exc, subject, "Nothing was deleted. " if deleting else "")
     return f"{message} {exc.hint}" if exc.hint else message
 
@@ -73,7 +74,8 @@ def _explain(exc: B24Error, subject: str, nothing: str) -> str:
     if code == "NOT_FOUND":
         return (
             f"{nothing}The portal found no {subject}: {exc.description} Check the entityTypeId (smart-process ids "
-            "come from crm.type.list) and the id; an item already deleted or in the recycle bin is not found either."
+            "come from crm_entity_types) and the id; an item already deleted or in the recycle bin is not found "
+            "either."
         )
     if code in ("ACCESS_DENIED", "ALLOWED_ONLY_INTRANET_USER", "INSUFFICIENT_SCOPE"):
         return (
@@ -81,7 +83,10 @@ def _explain(exc: B24Error, subject: str, nothing: str) -> str:
             "for this; a retry will not help."
         )
     if code in ("INVALID_CREDENTIALS", "NO_AUTH_FOUND", "INVALID_TOKEN", "EXPIRED_TOKEN"):
-        return f"{nothing}The portal rejected the credentials ({exc.code}): {exc.description} Check B24_WEBHOOK_URL."
+        return (
+            f"{nothing}The portal rejected the credentials ({exc.code}): {exc.description} Check the webhook "
+            "(B24_WEBHOOK_URL) or the OAuth tokens; a retry will not help."
+        )
     if isinstance(exc, GateError):
         return f"{nothing}{exc.description}"
     retry = " Retrying later may help." if exc.retryable else " A retry will not help."
@@ -114,7 +119,7 @@ class DeletionService:
         answer = await self.portal.call("crm.item.get", {"entityTypeId": entity_type_id, "id": item_id})
         result = answer.result
         item = result.get("item") if isinstance(result, Mapping) else None
-        if not isinstance(item, Mapping) or not isinstance(item.get("id"), int | str):
+        if not isinstance(item, Mapping) or not str(item.get("id", "")).isdigit():
             raise TransportError(
                 "BAD_PORTAL_RESPONSE",
                 "The portal answered crm.item.get without an item.",
@@ -305,7 +310,7 @@ class DeletionService:
             status="error",
             entityTypeId=entity_type_id,
             id=item_id,
-            message=_error_message(exc, subject, deleting=deleting),
+            message=error_message(exc, subject, deleting=deleting),
             error=exc.code,
             error_description=exc.description,
             retryable=exc.retryable,

@@ -70,6 +70,22 @@ async def _walkthrough(env: dict[str, str]) -> None:
         _step("5. The same delete again: the portal says NOT_FOUND, passed through as it was sent")
         await _call(client, {"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": token})
 
+        _step("6. Which types are there? crm_entity_types (read-only) lists them with their recycle-bin setting")
+        types = (await client.call_tool("crm_entity_types", {})).structured_content or {}
+        for entry in types.get("types", []):
+            bin_ = {True: "recycle bin", False: "deleted permanently", None: "unknown"}[entry.get("recycleBin")]
+            _say(f"    {entry['entityTypeId']:>5}  {entry['title']:<20} {entry['kind']:<14} {bin_}")
+
+        _step("7. A clean-up in bulk: one preview and one token for several leads (crm_item_delete_batch)")
+        bulk = {"entityTypeId": 1, "ids": [11, 12, 13, 99]}
+        _say(f"  → crm_item_delete_batch {json.dumps(bulk)}")
+        preview_bulk = _show_result(await client.call_tool("crm_item_delete_batch", bulk))
+        confirmed = bulk | {"dryRun": False, "confirmationToken": preview_bulk["confirmationToken"]}
+        _say('  → crm_item_delete_batch {… "dryRun": false, "confirmationToken": "b24c1.…"}')
+        done = _show_result(await client.call_tool("crm_item_delete_batch", confirmed))
+        for entry in done.get("results", []):
+            _say(f"    #{entry['id']}: {entry['status']}" + (f" ({entry['error']})" if entry.get("error") else ""))
+
     async def person(answer: str) -> Any:
         async def callback(context: Any, params: ElicitRequestParams) -> ElicitResult:
             _say(f"  ? the client asks the person: {getattr(params, 'message', '')}")
@@ -80,11 +96,11 @@ async def _walkthrough(env: dict[str, str]) -> None:
 
         return callback
 
-    _step("6. A client that can ask the person (MCP elicitation): the person confirms in their client")
+    _step("8. A client that can ask the person (MCP elicitation): the person confirms in their client")
     async with Client(_server(env), elicitation_callback=await person("yes")) as client:
         await _call(client, {"entityTypeId": 2, "id": 43, "dryRun": False})
 
-    _step("7. The person says no: nothing is deleted, and the assistant is told not to insist")
+    _step("9. The person says no: nothing is deleted, and the assistant is told not to insist")
     async with Client(_server(env), elicitation_callback=await person("no")) as client:
         await _call(client, {"entityTypeId": 4, "id": 31, "dryRun": False})
 
@@ -98,6 +114,6 @@ def run_demo() -> int:
         _say("b24-mcp demo: a real MCP client talks to a real `b24-mcp --sandbox` process over stdio.")
         _say("The sandbox is an emulated Bitrix24 portal inside that process; nothing real is touched.")
         anyio.run(_walkthrough, env)
-        _step("8. The audit journal (`b24-mcp journal`): every attempt, with a snapshot of what was deleted")
-        print_journal(journal, limit=20, as_json=False)
+        _step("10. The audit journal (`b24-mcp journal`): every attempt, with a snapshot of what was deleted")
+        print_journal(journal, limit=30, as_json=False)
     return 0

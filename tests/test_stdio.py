@@ -125,6 +125,8 @@ def test_the_demo_walks_through_every_step() -> None:
         "error=NOT_FOUND",
         "the person answers: yes",
         "status=cancelled",
+        "smart-process  deleted permanently",
+        "#13: deleted",
         "intent",
     ):
         assert expected in transcript
