@@ -351,3 +351,17 @@ async def test_oauth_secrets_never_reach_results_or_logs(
     for secret in (oauth.access, oauth.refresh, SANDBOX_CLIENT_SECRET, saved["access_token"], saved["refresh_token"]):
         assert secret not in text
     assert_no_secret(text)
+
+
+async def test_the_portals_own_operating_limit_blocks_the_method_and_the_server_says_until_when(
+    over_https: Callable[..., DeletionService], portal: Portal
+) -> None:
+    portal.operating_limit = 1.0
+    portal.method_cost["crm.item.get"] = 0.6
+    service = over_https()
+    first, second = await service.preview(2, 42), await service.preview(2, 43)
+    blocked = await service.preview(2, 44)
+    assert (first.status, second.status) == ("preview", "preview")
+    assert (blocked.error, blocked.httpStatus, blocked.retryable) == ("OPERATION_TIME_LIMIT", 429, True)
+    assert "operating_reset_at" in blocked.message
+    assert gets(portal) == 3  # not retried in a loop
