@@ -20,7 +20,16 @@ from pydantic import BaseModel, Field
 from b24_mcp.catalog import where_it_goes
 from b24_mcp.deletion import LOST_ANSWER_NOTE, DeletionService, error_message
 from b24_mcp.errors import B24Error, GateError, PortalError, TransportError, may_have_acted
-from b24_mcp.gate import Answer, Consent, Route, confirmation_required, elicitation_unsupported, not_asked
+from b24_mcp.gate import (
+    Answer,
+    Consent,
+    Question,
+    Route,
+    changed_since_asked,
+    confirmation_required,
+    elicitation_unsupported,
+    not_asked,
+)
 from b24_mcp.gate import mode_hint as _mode_hint
 from b24_mcp.items import display_name, type_name
 from b24_mcp.journal import Attempt, Entry
@@ -203,7 +212,7 @@ class BulkDeletion:
             confirmationExpiresAt=expires,
         )
 
-    async def question(self, entity_type_id: int, ids: Sequence[int]) -> str | None:
+    async def question(self, entity_type_id: int, ids: Sequence[int]) -> Question | None:
         """The one question for the whole set, or None when it cannot be put."""
         with self.portal.deadline(self.service.call_deadline):
             try:
@@ -215,11 +224,15 @@ class BulkDeletion:
                 return None
             recycle_bin = await self.service.catalog.recycle_bin(entity_type_id)
         skipped = len(ids) - len(reading.items)
-        return (
+        # The latest change among them is part of the text, so a later-round answer never covers a changed set.
+        latest = max(str(item.get("updatedTime", "")) for item in reading.items.values())
+        text = (
             f"Delete {_plural(entity_type_id, len(reading.items))} from {self.portal.host}: {_titles(reading)}?"
             + (f" ({skipped} of the requested ids do not exist or cannot be read.)" if skipped else "")
+            + (f" Latest change among them: {latest}." if latest else "")
             + f" {where_it_goes(recycle_bin, many=len(reading.items) > 1)}"
         )
+        return Question(text, reading.version())
 
     async def delete(
         self, entity_type_id: int, ids: Sequence[int], consent: Consent, progress: Progress | None = None
@@ -258,6 +271,10 @@ class BulkDeletion:
         if consent.route is Route.NONE:
             return reading, "none"
         if consent.answer is Answer.ACCEPTED:
+            if consent.shown is None:
+                raise not_asked()
+            if reading.version() != consent.shown:
+                raise changed_since_asked(f"One of these {type_name(entity_type_id)} items")
             return reading, "elicitation"
         if consent.answer in (Answer.DECLINED, Answer.CANCELLED):
             return reading, None

@@ -16,7 +16,18 @@ from pydantic import BaseModel, Field
 from b24_mcp.catalog import EntityCatalog, where_it_goes
 from b24_mcp.confirmation import ConfirmationTokens
 from b24_mcp.errors import B24Error, GateError, PortalError, TransportError, may_have_acted
-from b24_mcp.gate import Answer, Consent, Guardrails, Route, confirmation_required, elicitation_unsupported, not_asked
+from b24_mcp.gate import (
+    Answer,
+    Consent,
+    Guardrails,
+    Question,
+    Route,
+    ShownVersions,
+    changed_since_asked,
+    confirmation_required,
+    elicitation_unsupported,
+    not_asked,
+)
 from b24_mcp.gate import mode_hint as _mode_hint
 from b24_mcp.items import ItemSummary, describe, summarize
 from b24_mcp.journal import Attempt, Journal
@@ -113,6 +124,7 @@ class DeletionService:
         self.journal = journal
         self.mode = mode
         self.guardrails = guardrails or Guardrails()
+        self.shown = ShownVersions()
 
     async def fetch(self, entity_type_id: int, item_id: int) -> dict[str, Any]:
         """The item as `crm.item.get` returns it (all fields)."""
@@ -134,7 +146,7 @@ class DeletionService:
         with self.portal.deadline(self.call_deadline):
             return await self._preview(entity_type_id, item_id, can_ask)
 
-    async def question(self, entity_type_id: int, item_id: int) -> str | None:
+    async def question(self, entity_type_id: int, item_id: int) -> Question | None:
         """The question to put to the person before deleting, or None when it cannot be put."""
         with self.portal.deadline(self.call_deadline):
             return await self._question(entity_type_id, item_id)
@@ -169,14 +181,19 @@ class DeletionService:
             confirmationExpiresAt=_iso(expires),
         )
 
-    async def _question(self, entity_type_id: int, item_id: int) -> str | None:
+    async def _question(self, entity_type_id: int, item_id: int) -> Question | None:
         try:
             self.guardrails.check_delete(entity_type_id)
             item = await self.fetch(entity_type_id, item_id)
         except B24Error:
             return None
         recycle_bin = await self.catalog.recycle_bin(entity_type_id)
-        return f"Delete {describe(entity_type_id, item_id, item)} from {self.portal.host}? {where_it_goes(recycle_bin)}"
+        version = str(item.get("updatedTime", ""))
+        # The version is part of the text: a client that answers in a later round (2026-07-28) is asked again
+        # when the item changed in between, since the answer is bound to the exact question.
+        changed = f" (last changed {version})" if version else ""
+        text = f"Delete {describe(entity_type_id, item_id, item)}{changed} from {self.portal.host}?"
+        return Question(f"{text} {where_it_goes(recycle_bin)}", version)
 
     async def _delete_gated(self, entity_type_id: int, item_id: int, consent: Consent) -> DeleteResult:
         try:
@@ -189,6 +206,10 @@ class DeletionService:
                 return await self._delete(entity_type_id, item_id, await self.fetch(entity_type_id, item_id), "none")
             if consent.answer is Answer.ACCEPTED:
                 item = await self.fetch(entity_type_id, item_id)
+                if consent.shown is None:
+                    raise not_asked()
+                if str(item.get("updatedTime", "")) != consent.shown:
+                    raise changed_since_asked(describe(entity_type_id, item_id, item))
                 return await self._delete(entity_type_id, item_id, item, "elicitation")
             if consent.answer in (Answer.DECLINED, Answer.CANCELLED):
                 return await self._cancelled(entity_type_id, item_id, consent.answer)

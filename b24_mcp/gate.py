@@ -34,6 +34,44 @@ class Consent:
     route: Route
     token: str | None = None
     answer: Answer | None = None
+    shown: str | None = None  # the version of the item(s) the person was asked about
+
+
+@dataclass(frozen=True)
+class Question:
+    """What the person is asked, and the version of the item(s) it describes."""
+
+    text: str
+    version: str
+
+
+class ShownVersions:
+    """Which version each pending question showed, from the question to the deletion of the same request.
+
+    The person may take a while to answer; if the item changes meanwhile, what they agreed to is not what would
+    be deleted. Bounded: an abandoned question is forgotten after `limit` newer ones.
+    """
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._limit = limit
+        self._versions: dict[object, str] = {}
+
+    def remember(self, key: object, version: str) -> None:
+        self._versions.pop(key, None)
+        self._versions[key] = version
+        while len(self._versions) > self._limit:
+            del self._versions[next(iter(self._versions))]
+
+    def pop(self, key: object) -> str | None:
+        return self._versions.pop(key, None)
+
+
+def changed_since_asked(subject: str) -> GateError:
+    return GateError(
+        "ITEM_CHANGED",
+        f"{subject} changed on the portal while the person was being asked, so what they agreed to is not what "
+        "would be deleted. Nothing was deleted; call again to ask about the current version.",
+    )
 
 
 def route_for(mode: ConfirmMode, *, can_ask: bool) -> Route:

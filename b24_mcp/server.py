@@ -21,7 +21,7 @@ from b24_mcp.bulk import MAX_IDS, BatchResult, BulkDeletion
 from b24_mcp.catalog import EntityType
 from b24_mcp.confirmation import ConfirmationTokens
 from b24_mcp.deletion import DeleteResult, DeletionService
-from b24_mcp.gate import Answer, Consent, Guardrails, Route, mode_hint, route_for
+from b24_mcp.gate import Answer, Consent, Guardrails, Question, Route, mode_hint, route_for
 from b24_mcp.journal import Journal
 from b24_mcp.limiter import LeakyBucket
 from b24_mcp.portal import PortalClient
@@ -143,13 +143,27 @@ def _asks(service: DeletionService, ctx: Context[Any, Any], dry_run: bool) -> bo
     return not dry_run and route_for(service.mode, can_ask=can_ask(ctx)) is Route.ASK
 
 
+def _request_key(ctx: Context[Any, Any]) -> object:
+    return (id(ctx.session), ctx.request_id)
+
+
+def _put(
+    service: DeletionService, ctx: Context[Any, Any], question: Question | None
+) -> NotAsked | Elicit[ConfirmDeletion]:
+    """Ask, remembering which version the question showed, so the deletion can check it is still that one."""
+    if question is None:
+        return NotAsked()
+    service.shown.remember(_request_key(ctx), question.version)
+    return Elicit(question.text, ConfirmDeletion)
+
+
 async def ask_person_batch(
     entityTypeId: int, ids: list[int], dryRun: bool, ctx: Context[Any, Any]
 ) -> NotAsked | Elicit[ConfirmDeletion]:
     """The one question for a whole set, when the gate says so. Deterministic, as it may run twice."""
     service: DeletionService = ctx.request_context.lifespan_context
     question = await BulkDeletion(service).question(entityTypeId, ids) if _asks(service, ctx, dryRun) else None
-    return NotAsked() if question is None else Elicit(question, ConfirmDeletion)
+    return _put(service, ctx, question)
 
 
 async def ask_person(
@@ -158,17 +172,18 @@ async def ask_person(
     """Put the deletion question to the person when the gate says so. Deterministic, as it may run twice."""
     service: DeletionService = ctx.request_context.lifespan_context
     question = await service.question(entityTypeId, id) if _asks(service, ctx, dryRun) else None
-    return NotAsked() if question is None else Elicit(question, ConfirmDeletion)
+    return _put(service, ctx, question)
 
 
 def _consent(service: DeletionService, ctx: Context[Any, Any], token: str | None, outcome: Any) -> Consent:
     route = route_for(service.mode, can_ask=can_ask(ctx))
+    shown = service.shown.pop(_request_key(ctx))
     if route is not Route.ASK:
         return Consent(route=route, token=token)
     if isinstance(outcome, AcceptedElicitation):
         data = outcome.data
         if isinstance(data, ConfirmDeletion):
-            return Consent(route=route, answer=Answer.ACCEPTED if data.delete else Answer.DECLINED)
+            return Consent(route=route, answer=Answer.ACCEPTED if data.delete else Answer.DECLINED, shown=shown)
         return Consent(route=route, answer=Answer.NOT_ASKED)
     return Consent(route=route, answer=Answer.DECLINED if outcome.action == "decline" else Answer.CANCELLED)
 

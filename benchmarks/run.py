@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -28,13 +27,13 @@ from typing import Any, TextIO
 
 import anyio
 import httpx2
-import uvicorn
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult
 
-from b24_mcp.sandbox.emulator import Portal, create_app
+from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
+from b24_mcp.sandbox.serve import serve_portal
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -235,29 +234,6 @@ async def mcp_server(args: Sequence[str], env: dict[str, str], errlog: TextIO) -
     params = StdioServerParameters(command=sys.executable, args=list(args), env=env, cwd=tempfile.gettempdir())
     async with Client(stdio_client(params, errlog=errlog), mode=CLIENT_MODE, cache=None) as client:
         yield client
-
-
-@contextmanager
-def serve_http(portal: Portal, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve the emulator over plain HTTP on a free loopback port in a background thread; yields its origin."""
-    config = uvicorn.Config(
-        create_app(portal), host=host, port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="b24-bench-emulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the emulator did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def webhook_of(origin: str) -> str:
@@ -486,7 +462,7 @@ async def per_call(profile: Profile, folder: Path) -> dict[str, Any]:
     unpaced = {"B24_RATE_BURST": "10000", "B24_RATE_PER_SECOND": "1000"}
     mcp_samples: list[float] = []
     direct_samples: list[float] = []
-    with serve_http(portal) as origin, log_file(folder, "per-call-stderr.txt") as errlog:
+    with serve_portal(portal) as origin, log_file(folder, "per-call-stderr.txt") as errlog:
         webhook = webhook_of(origin)
         env = portal_env(webhook, folder, **unpaced)
         with anyio.fail_after(120):
@@ -609,7 +585,7 @@ async def bulk_batch(profile: Profile, folder: Path) -> dict[str, Any]:
     """Preview and delete BULK_ITEMS deals with `crm_item_delete_batch` (when the server has it)."""
     portal, ids = bulk_portal()
     outcome: dict[str, Any] = {"available": False, "items": len(ids)}
-    with serve_http(portal) as origin, log_file(folder, "batch-stderr.txt") as errlog:
+    with serve_portal(portal) as origin, log_file(folder, "batch-stderr.txt") as errlog:
         env = portal_env(webhook_of(origin), folder)
         async with mcp_server(REAL_ARGS, env, errlog) as client:
             with anyio.fail_after(60):
@@ -664,7 +640,7 @@ async def bulk_one_by_one(profile: Profile, folder: Path) -> dict[str, Any]:
     portal, ids = bulk_portal()
     finished_at: list[float] = []
     errors: list[str] = []
-    with serve_http(portal) as origin, log_file(folder, "one-by-one-stderr.txt") as errlog:
+    with serve_portal(portal) as origin, log_file(folder, "one-by-one-stderr.txt") as errlog:
         env = portal_env(webhook_of(origin), folder)
         async with mcp_server(REAL_ARGS, env, errlog) as client:
             with anyio.fail_after(60):

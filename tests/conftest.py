@@ -20,7 +20,7 @@ from mcp import Client
 from b24_mcp.deletion import DeletionService
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
-from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook, serve_https
+from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook, serve_portal
 from b24_mcp.server import build_server, build_service
 from b24_mcp.settings import Settings, load_settings
 
@@ -105,7 +105,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
 @pytest.fixture
 def https_origin(portal: Portal, tls: TLSFiles) -> Iterator[str]:
     """The emulator served over real HTTPS on a loopback port."""
-    with serve_https(portal, certfile=str(tls.certfile), keyfile=str(tls.keyfile)) as origin:
+    with serve_portal(portal, certfile=str(tls.certfile), keyfile=str(tls.keyfile)) as origin:
         yield origin
 
 

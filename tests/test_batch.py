@@ -273,13 +273,15 @@ async def test_one_question_names_the_count_the_type_and_the_first_titles(
     connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path, era: str
 ) -> None:
     person = Person("accept")
+    latest = max(portal.items[2][item_id]["updatedTime"] for item_id in deals[:5])
     options = {"elicitation_callback": person} | ({"mode": "legacy"} if era == "legacy" else {})
     result = await call(connect, {"entityTypeId": 2, "ids": deals[:5], "dryRun": False}, confirm="auto", client=options)
     assert result.structured_content is not None
     assert (result.structured_content["status"], result.structured_content["deleted"]) == ("deleted", 5)
     assert set(person.questions) == {
         "Delete 5 deals from sandbox.bitrix24.test: #5000 «Test deal 0», #5001 «Test deal 1», #5002 «Test deal 2» "
-        "and 2 more? They go to the portal's recycle bin, from where they can be restored."
+        f"and 2 more? Latest change among them: {latest}. They go to the portal's recycle bin, from where they can "
+        "be restored."
     }
     assert {entry["confirmation"] for entry in journal(journal_path)} == {"elicitation"}
 
@@ -320,3 +322,21 @@ async def test_bad_input_is_refused_before_the_portal(
     assert result.is_error is True
     assert named in result.content[0].text  # type: ignore[union-attr]
     assert portal.calls == []
+
+
+async def test_a_set_changed_while_the_person_was_asked_is_not_deleted(
+    connect: Callable[..., Any], portal: Portal, deals: list[int]
+) -> None:
+    class Meanwhile(Person):
+        async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
+            portal.touch(2, FIRST + 1, stageId="WON")
+            return await super().__call__(context, params)
+
+    result = await call(
+        connect,
+        {"entityTypeId": 2, "ids": deals[:3], "dryRun": False},
+        confirm="auto",
+        client={"elicitation_callback": Meanwhile("accept"), "mode": "legacy"},
+    )
+    assert result.structured_content is not None and result.structured_content["error"] == "ITEM_CHANGED"
+    assert portal.calls_to("crm.item.delete") == []

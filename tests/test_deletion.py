@@ -175,8 +175,14 @@ async def test_a_client_that_cannot_be_asked_is_refused_when_asking_is_required(
     assert portal.calls == []
 
 
+def accepted(portal: Portal, entity_type_id: int = 2, item_id: int = 42) -> Consent:
+    """The person's yes to a question that showed the item as it is now."""
+    shown = portal.items[entity_type_id][item_id]["updatedTime"]
+    return Consent(route=Route.ASK, answer=Answer.ACCEPTED, shown=shown)
+
+
 async def test_the_persons_yes_deletes(service: DeletionService, portal: Portal, journal_path: Path) -> None:
-    result = await service.delete(2, 42, Consent(route=Route.ASK, answer=Answer.ACCEPTED))
+    result = await service.delete(2, 42, accepted(portal))
     assert (result.status, result.confirmation) == ("deleted", "elicitation")
     assert journal(journal_path)[-1]["confirmation"] == "elicitation"
 
@@ -192,6 +198,20 @@ async def test_the_persons_no_cancels_and_is_journaled(
     assert (entry["event"], entry["item"]["title"]) == ("cancelled", "Acme renewal")
 
 
+async def test_a_yes_to_an_older_version_deletes_nothing(service: DeletionService, portal: Portal) -> None:
+    consent = accepted(portal)
+    portal.touch(2, 42, opportunity=1.0)
+    result = await service.delete(2, 42, consent)
+    assert (result.status, result.error) == ("error", "ITEM_CHANGED")
+    assert deletes(portal) == 0
+
+
+async def test_a_yes_without_the_version_shown_deletes_nothing(service: DeletionService, portal: Portal) -> None:
+    result = await service.delete(2, 42, Consent(route=Route.ASK, answer=Answer.ACCEPTED))
+    assert result.error == "CONFIRMATION_REQUIRED"
+    assert deletes(portal) == 0
+
+
 async def test_an_unasked_question_never_deletes(service: DeletionService, portal: Portal) -> None:
     result = await service.delete(2, 42, Consent(route=Route.ASK, answer=Answer.NOT_ASKED))
     assert result.error == "CONFIRMATION_REQUIRED"
@@ -204,10 +224,13 @@ async def test_an_unasked_question_for_a_missing_item_reports_not_found(service:
 
 
 async def test_the_question_names_type_id_title_and_portal(service: DeletionService) -> None:
-    assert await service.question(2, 42) == (
-        f"Delete deal #42 «Acme renewal» from {SANDBOX_HOST}? "
+    question = await service.question(2, 42)
+    assert question is not None
+    assert question.text == (
+        f"Delete deal #42 «Acme renewal» (last changed 2026-03-08T14:05:00+03:00) from {SANDBOX_HOST}? "
         "It goes to the portal's recycle bin, from where it can be restored."
     )
+    assert question.version == "2026-03-08T14:05:00+03:00"
 
 
 @pytest.mark.parametrize(
@@ -227,7 +250,7 @@ async def test_the_preview_says_whether_the_item_can_be_restored(
     assert result.recycleBin is recycle_bin
     assert words in result.message
     question = await service.question(entity_type_id, item_id)
-    assert question is not None and words in question
+    assert question is not None and words in question.text
 
 
 async def test_the_type_list_is_read_once_for_many_previews(service: DeletionService, portal: Portal) -> None:

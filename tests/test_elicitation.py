@@ -65,7 +65,7 @@ async def test_auto_asks_the_person_and_deletes_on_yes(
     result = await delete(connect, era, person, confirm="auto")
     assert (result["status"], result["confirmation"], result["isError"]) == ("deleted", "elicitation", False)
     assert set(person.questions) == {
-        f"Delete deal #42 «Acme renewal» from {SANDBOX_HOST}? "
+        f"Delete deal #42 «Acme renewal» (last changed 2026-03-08T14:05:00+03:00) from {SANDBOX_HOST}? "
         "It goes to the portal's recycle bin, from where it can be restored."
     }
     assert 42 not in portal.items[2]
@@ -180,3 +180,35 @@ async def test_a_preview_tells_the_assistant_the_person_will_be_asked(connect: C
         preview = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42})
     assert preview.structured_content is not None
     assert "the person is asked to confirm" in preview.structured_content["message"]
+
+
+class ChangingPerson(Person):
+    """Accepts, but while they think, someone edits the item on the portal (once)."""
+
+    def __init__(self, portal: Portal) -> None:
+        super().__init__("accept", {"delete": True})
+        self.portal = portal
+
+    async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
+        if not self.questions:
+            self.portal.touch(2, 42, title="Acme renewal (renegotiated)")
+        return await super().__call__(context, params)
+
+
+async def test_legacy_an_item_changed_while_the_person_was_asked_is_not_deleted(
+    connect: Callable[..., Any], portal: Portal
+) -> None:
+    result = await delete(connect, "legacy", ChangingPerson(portal), confirm="auto")
+    assert (result["status"], result["error"]) == ("error", "ITEM_CHANGED")
+    assert 42 in portal.items[2]
+
+
+async def test_modern_an_item_changed_while_the_person_was_asked_is_asked_about_again(
+    connect: Callable[..., Any], portal: Portal
+) -> None:
+    person = ChangingPerson(portal)
+    result = await delete(connect, "default", person, confirm="auto")
+    assert len(set(person.questions)) == 2
+    assert "renegotiated" in person.questions[-1]
+    assert result["status"] == "deleted"
+    assert result["item"]["title"] == "Acme renewal (renegotiated)"

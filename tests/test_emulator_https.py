@@ -12,7 +12,7 @@ import trustme
 
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
-from b24_mcp.sandbox.serve import serve_https
+from b24_mcp.sandbox.serve import serve_portal
 
 HOOK = f"/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/"
 DELETE_42 = {"entityTypeId": 2, "id": 42}
@@ -44,7 +44,7 @@ def portal() -> Portal:
 @pytest.fixture
 def origin(portal: Portal, tls_files: tuple[Path, Path]) -> Iterator[str]:
     server_pem, _ = tls_files
-    with serve_https(portal, certfile=str(server_pem), keyfile=str(server_pem)) as url:
+    with serve_portal(portal, certfile=str(server_pem), keyfile=str(server_pem)) as url:
         yield url
 
 

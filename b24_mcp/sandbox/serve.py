@@ -25,8 +25,11 @@ def sandbox_transport(portal: Portal | None = None) -> httpx2.ASGITransport:
 
 
 @contextmanager
-def serve_https(portal: Portal, *, certfile: str, keyfile: str, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve the emulator over HTTPS on a free loopback port in a background thread; yields its origin."""
+def serve_portal(
+    portal: Portal, *, certfile: str | None = None, keyfile: str | None = None, host: str = "127.0.0.1"
+) -> Iterator[str]:
+    """Serve the emulator on a free loopback port in a background thread (HTTPS with a certificate, else plain
+    HTTP); yields its origin."""
     import uvicorn
 
     config = uvicorn.Config(
@@ -45,11 +48,12 @@ def serve_https(portal: Portal, *, certfile: str, keyfile: str, host: str = "127
     deadline = time.monotonic() + 10
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
             raise RuntimeError("the emulator did not start")
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"https://{host}:{port}"
+        yield f"{'https' if certfile else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
