@@ -73,3 +73,49 @@ def test_nothing_is_deleted_without_a_valid_token_for_that_item(args: dict[str, 
         assert (type(sent["entityTypeId"]), type(sent["id"])) == (int, int)
         assert (sent["entityTypeId"], sent["id"], sent["dryRun"]) == (2, 43, False)
         assert sent["confirmationToken"] == sent["_token"]
+
+
+batch_arguments = st.fixed_dictionaries(
+    {},
+    optional={
+        "entityTypeId": st.sampled_from([2, 3, "2", 2.0]) | json_values,
+        "ids": st.sampled_from([[43, 44], [44, 43], [43], [43, 43], "[43, 44]", [43.0, 44]]) | json_values,
+        "dryRun": st.sampled_from([False, True, "false", 0]) | json_values,
+        "confirmationToken": st.sampled_from([VALID, TAMPERED, "b24c1.x.y"]) | json_values,
+    },
+) | st.dictionaries(
+    st.sampled_from(["entityTypeId", "ids", "dryRun", "confirmationToken", "halt", "cmd"]), json_values, max_size=5
+)
+
+
+async def attempt_batch(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict[str, Any]]:
+    portal = seeded_portal()
+    config = load_settings(confirm="token", audit_log=f"{tmp}/audit.jsonl")
+    server = build_server(config, transport=sandbox_transport(portal), credentials=sandbox_webhook(), retry_base=0.01)
+    async with Client(server) as client:
+        preview = await client.call_tool("crm_item_delete_batch", {"entityTypeId": 2, "ids": [43, 44]})
+        assert preview.structured_content is not None
+        token = preview.structured_content["confirmationToken"]
+        real = dict(args)
+        if real.get("confirmationToken") == VALID:
+            real["confirmationToken"] = token
+        elif real.get("confirmationToken") == TAMPERED:
+            real["confirmationToken"] = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+        await client.call_tool("crm_item_delete_batch", real)
+    return portal.calls_to("crm.item.delete"), real | {"_token": token}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(args=batch_arguments)
+@example(args={"entityTypeId": 2, "ids": [44, 43], "dryRun": False, "confirmationToken": VALID})
+def test_nothing_is_deleted_in_bulk_without_a_valid_token_for_those_items(
+    args: dict[str, Any], tmp_path_factory: Any
+) -> None:
+    deletes, sent = anyio.run(attempt_batch, args, str(tmp_path_factory.getbasetemp()))
+    event("deleted" if deletes else "nothing deleted")
+    if deletes:
+        assert set(args) <= {"entityTypeId", "ids", "dryRun", "confirmationToken"}
+        assert (sent["entityTypeId"], sent["dryRun"]) == (2, False)
+        assert sorted(sent["ids"]) == [43, 44] if isinstance(sent["ids"], list) else sent["ids"] == "[43, 44]"
+        assert sent["confirmationToken"] == sent["_token"]
+        assert sorted(int(call.params["id"]) for call in deletes) == [43, 44]
