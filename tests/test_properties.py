@@ -44,6 +44,16 @@ arguments = (
 )
 
 
+def with_token(args: dict[str, Any], token: str) -> dict[str, Any]:
+    """The arguments with the placeholders for a valid or a tampered token filled in."""
+    real = dict(args)
+    if real.get("confirmationToken") == VALID:
+        real["confirmationToken"] = token
+    elif real.get("confirmationToken") == TAMPERED:
+        real["confirmationToken"] = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    return real
+
+
 async def attempt(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict[str, Any]]:
     portal = seeded_portal()
     config = load_settings(confirm="token", audit_log=f"{tmp}/audit.jsonl")
@@ -52,11 +62,7 @@ async def attempt(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict[str, 
         preview = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 43})
         assert preview.structured_content is not None
         token = preview.structured_content["confirmationToken"]
-        real = dict(args)
-        if real.get("confirmationToken") == VALID:
-            real["confirmationToken"] = token
-        elif real.get("confirmationToken") == TAMPERED:
-            real["confirmationToken"] = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+        real = with_token(args, token)
         await client.call_tool("crm_item_delete", real)
     return portal.calls_to("crm.item.delete"), real | {"_token": token}
 
@@ -96,11 +102,7 @@ async def attempt_batch(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict
         preview = await client.call_tool("crm_item_delete_batch", {"entityTypeId": 2, "ids": [43, 44]})
         assert preview.structured_content is not None
         token = preview.structured_content["confirmationToken"]
-        real = dict(args)
-        if real.get("confirmationToken") == VALID:
-            real["confirmationToken"] = token
-        elif real.get("confirmationToken") == TAMPERED:
-            real["confirmationToken"] = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+        real = with_token(args, token)
         await client.call_tool("crm_item_delete_batch", real)
     return portal.calls_to("crm.item.delete"), real | {"_token": token}
 
