@@ -54,16 +54,19 @@ def with_token(args: dict[str, Any], token: str) -> dict[str, Any]:
     return real
 
 
-async def attempt(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict[str, Any]]:
+async def attempt(
+    tool: str, previewed: dict[str, Any], args: dict[str, Any], tmp: str
+) -> tuple[list[Any], dict[str, Any]]:
+    """Preview `previewed` with `tool`, then send `args` (its token placeholders filled in); the deletes sent."""
     portal = seeded_portal()
     config = load_settings(confirm="token", audit_log=f"{tmp}/audit.jsonl")
-    server = build_server(config, transport=sandbox_transport(portal), credentials=sandbox_webhook())
+    server = build_server(config, transport=sandbox_transport(portal), credentials=sandbox_webhook(), retry_base=0.01)
     async with Client(server) as client:
-        preview = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 43})
+        preview = await client.call_tool(tool, previewed)
         assert preview.structured_content is not None
         token = preview.structured_content["confirmationToken"]
         real = with_token(args, token)
-        await client.call_tool("crm_item_delete", real)
+        await client.call_tool(tool, real)
     return portal.calls_to("crm.item.delete"), real | {"_token": token}
 
 
@@ -71,7 +74,9 @@ async def attempt(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict[str, 
 @given(args=arguments)
 @example(args={"entityTypeId": 2, "id": 43, "dryRun": False, "confirmationToken": VALID})
 def test_nothing_is_deleted_without_a_valid_token_for_that_item(args: dict[str, Any], tmp_path_factory: Any) -> None:
-    deletes, sent = anyio.run(attempt, args, str(tmp_path_factory.getbasetemp()))
+    deletes, sent = anyio.run(
+        attempt, "crm_item_delete", {"entityTypeId": 2, "id": 43}, args, str(tmp_path_factory.getbasetemp())
+    )
     event("deleted" if deletes else "nothing deleted")
     if deletes:
         assert len(deletes) == 1
@@ -94,26 +99,19 @@ batch_arguments = st.fixed_dictionaries(
 )
 
 
-async def attempt_batch(args: dict[str, Any], tmp: str) -> tuple[list[Any], dict[str, Any]]:
-    portal = seeded_portal()
-    config = load_settings(confirm="token", audit_log=f"{tmp}/audit.jsonl")
-    server = build_server(config, transport=sandbox_transport(portal), credentials=sandbox_webhook(), retry_base=0.01)
-    async with Client(server) as client:
-        preview = await client.call_tool("crm_item_delete_batch", {"entityTypeId": 2, "ids": [43, 44]})
-        assert preview.structured_content is not None
-        token = preview.structured_content["confirmationToken"]
-        real = with_token(args, token)
-        await client.call_tool("crm_item_delete_batch", real)
-    return portal.calls_to("crm.item.delete"), real | {"_token": token}
-
-
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(args=batch_arguments)
 @example(args={"entityTypeId": 2, "ids": [44, 43], "dryRun": False, "confirmationToken": VALID})
 def test_nothing_is_deleted_in_bulk_without_a_valid_token_for_those_items(
     args: dict[str, Any], tmp_path_factory: Any
 ) -> None:
-    deletes, sent = anyio.run(attempt_batch, args, str(tmp_path_factory.getbasetemp()))
+    deletes, sent = anyio.run(
+        attempt,
+        "crm_item_delete_batch",
+        {"entityTypeId": 2, "ids": [43, 44]},
+        args,
+        str(tmp_path_factory.getbasetemp()),
+    )
     event("deleted" if deletes else "nothing deleted")
     if deletes:
         assert set(args) <= {"entityTypeId", "ids", "dryRun", "confirmationToken"}
