@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from b24_mcp.catalog import where_it_goes
 from b24_mcp.deletion import LOST_ANSWER_NOTE, DeletionService, error_message
-from b24_mcp.errors import B24Error, GateError, PortalError, TransportError, may_have_acted
+from b24_mcp.errors import B24Error, Refusal, PortalError, TransportError, may_have_acted
 from b24_mcp.gate import (
     Answer,
     Consent,
@@ -260,7 +260,7 @@ class BulkDeletion:
             claim = self.service.tokens.check(consent.token, entity_type_id, SUBJECT)
             reading = await self.read(entity_type_id, ids)
             if reading.version() != claim.version:
-                raise GateError(
+                raise Refusal(
                     "ITEM_CHANGED",
                     "Some of these items were modified, deleted or created since the preview, or the ids differ "
                     "from the preview's. Nothing was deleted. Preview the same ids again and confirm anew.",
@@ -367,7 +367,7 @@ class BulkDeletion:
             else:
                 entries.append(Entry("error", attempt, outcome.error, outcome.error_description))
         # The intents are on disk already; a failure here must not hide what the portal did.
-        with contextlib.suppress(GateError):
+        with contextlib.suppress(Refusal):
             await self.service.journal.write_many(entries)
 
     async def _cancelled(self, entity_type_id: int, reading: Reading, consent: Consent) -> BatchResult:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from b24_mcp.errors import GateError
+from b24_mcp.errors import Refusal
 
 _PREFIX = "b24c1"
 
@@ -44,8 +44,8 @@ def _name(subject: str) -> str:
     return f"id {subject}" if subject.isdigit() else subject
 
 
-def invalid(reason: str) -> GateError:
-    return GateError(
+def invalid(reason: str) -> Refusal:
+    return Refusal(
         "INVALID_CONFIRMATION_TOKEN",
         f"{reason} Call crm_item_delete with dryRun: true for a fresh preview and token.",
     )
@@ -73,7 +73,7 @@ class ConfirmationTokens:
         return f"{_PREFIX}.{payload}.{self._sign(payload)}", datetime.fromtimestamp(expires, UTC)
 
     def check(self, token: str, entity_type_id: int, subject: int | str) -> Claim:
-        """The token's claim, when it is genuine, unexpired and for this subject; `GateError` otherwise.
+        """The token's claim, when it is genuine, unexpired and for this subject; `Refusal` otherwise.
 
         Whether it was used is decided by `consume`, so that a repeated deletion can first learn from the portal
         that the item is already gone.

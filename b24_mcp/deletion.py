@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from b24_mcp.catalog import EntityCatalog, where_it_goes
 from b24_mcp.confirmation import ConfirmationTokens
-from b24_mcp.errors import B24Error, GateError, PortalError, TransportError, may_have_acted
+from b24_mcp.errors import B24Error, Refusal, PortalError, TransportError, may_have_acted
 from b24_mcp.gate import (
     Answer,
     Consent,
@@ -98,7 +98,7 @@ def _explain(exc: B24Error, subject: str, nothing: str) -> str:
             f"{nothing}The portal rejected the credentials ({exc.code}): {exc.description} Check the webhook "
             "(B24_WEBHOOK_URL) or the OAuth tokens; a retry will not help."
         )
-    if isinstance(exc, GateError):
+    if isinstance(exc, Refusal):
         return f"{nothing}{exc.description}"
     retry = " Retrying later may help." if exc.retryable else " A retry will not help."
     return f"{nothing}{exc.code}: {exc.description}{retry}"
@@ -225,7 +225,7 @@ class DeletionService:
         claim = self.tokens.check(token, entity_type_id, item_id)
         item = await self.fetch(entity_type_id, item_id)
         if str(item.get("updatedTime", "")) != claim.version:
-            raise GateError(
+            raise Refusal(
                 "ITEM_CHANGED",
                 f"{describe(entity_type_id, item_id, item)} was modified on the portal after the preview "
                 f"(updatedTime {claim.version} → {item.get('updatedTime')}). Preview it again, show the "
@@ -261,7 +261,7 @@ class DeletionService:
             message += " It is in the portal's recycle bin." if recycle_bin else " It is gone for good."
         try:
             await self.journal.write("deleted", attempt, note=note)
-        except GateError as exc:
+        except Refusal as exc:
             message += f" Warning: the deletion could not be journaled: {exc.description}"
         if note:
             message += " " + note
@@ -296,7 +296,7 @@ class DeletionService:
 
     async def _journal_error(self, attempt: Attempt, exc: B24Error, note: str | None = None) -> None:
         # The intent line is already there; the error itself is what the caller reports.
-        with contextlib.suppress(GateError):
+        with contextlib.suppress(Refusal):
             await self.journal.write("error", attempt, error=exc.code, error_description=exc.description, note=note)
 
     def _unknown(self, entity_type_id: int, item_id: int, exc: B24Error) -> DeleteResult:

@@ -1,10 +1,19 @@
 """The failures b24-mcp reports: each has a code the assistant can act on.
 
-`PortalError` is what the portal said, passed through exactly; `TransportError` is what happened on the way
-(nothing usable came back); `GateError` is a refusal of our own, decided before the portal's delete is called.
+Three kinds, by who said it:
+- `PortalError`: the portal answered with an error body; its code and description exactly as sent.
+- `TransportError`: nothing usable came back (unreachable, timed out, a body that is not a REST answer, a
+  redirect): our own code for what happened on the way.
+- `Refusal`: our own decision, taken before anything was deleted (the gate, a guardrail, the journal, a
+  method the portal blocked earlier).
+
+Every field, `hint` included, is set at construction; `with_lost_answer` returns a copy instead of mutating.
 """
 
 from __future__ import annotations
+
+import copy
+from typing import Self
 
 # Codes a retry can help with, whatever the HTTP status (compared upper-cased: the portal mixes cases).
 _RETRYABLE_CODES = frozenset({"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR"})
@@ -34,28 +43,42 @@ _FATAL_CODES = frozenset(
 class B24Error(Exception):
     """A failure with a stable code, a description and whether retrying can help."""
 
-    def __init__(self, code: str, description: str, *, http_status: int | None = None, retryable: bool = False):
+    def __init__(
+        self,
+        code: str,
+        description: str,
+        *,
+        http_status: int | None = None,
+        retryable: bool = False,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(f"{code}: {description}")
         self.code = code
         self.description = description
         self.http_status = http_status
         self.retryable = retryable
-        # Set by the portal client when an earlier attempt of the same call may have reached the portal.
-        self.after_lost_answer = False
         # What to do about it, for the assistant; kept apart so `description` stays exactly what was sent.
-        self.hint: str | None = None
+        self.hint = hint
+        # True when an earlier attempt of the same call may have reached the portal (see `with_lost_answer`).
+        self.after_lost_answer = False
 
     def is_code(self, code: str) -> bool:
         """Compare the code case-insensitively, as the portal's codes come in both cases."""
         return self.code.upper() == code.upper()
 
+    def with_lost_answer(self) -> Self:
+        """A copy marked as following an attempt whose answer was lost (that attempt may have acted)."""
+        marked = copy.copy(self)
+        marked.after_lost_answer = True
+        return marked
+
 
 class PortalError(B24Error):
     """The portal answered with an error body; `code` is its `error` exactly as sent (numbers as strings)."""
 
-    def __init__(self, code: str, description: str, *, http_status: int | None):
+    def __init__(self, code: str, description: str, *, http_status: int | None, hint: str | None = None) -> None:
         retryable = portal_error_is_retryable(code, http_status)
-        super().__init__(code, description, http_status=http_status, retryable=retryable)
+        super().__init__(code, description, http_status=http_status, retryable=retryable, hint=hint)
 
 
 class TransportError(B24Error):
@@ -73,16 +96,17 @@ class TransportError(B24Error):
         http_status: int | None = None,
         retryable: bool,
         maybe_sent: bool,
-    ):
-        super().__init__(code, description, http_status=http_status, retryable=retryable)
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(code, description, http_status=http_status, retryable=retryable, hint=hint)
         self.maybe_sent = maybe_sent
 
 
-class GateError(B24Error):
-    """A refusal of the confirmation gate or of a guardrail; nothing was deleted."""
+class Refusal(B24Error):
+    """A decision of our own, taken before anything was deleted: nothing reached `crm.item.delete`."""
 
-    def __init__(self, code: str, description: str):
-        super().__init__(code, description, http_status=None, retryable=False)
+    def __init__(self, code: str, description: str, *, retryable: bool = False, hint: str | None = None) -> None:
+        super().__init__(code, description, http_status=None, retryable=retryable, hint=hint)
 
 
 def portal_error_is_retryable(code: str, http_status: int | None) -> bool:

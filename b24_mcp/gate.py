@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from b24_mcp.errors import GateError
+from b24_mcp.errors import Refusal
 from b24_mcp.settings import ConfirmMode
 
 
@@ -66,8 +66,8 @@ class ShownVersions:
         return self._versions.pop(key, None)
 
 
-def changed_since_asked(subject: str) -> GateError:
-    return GateError(
+def changed_since_asked(subject: str) -> Refusal:
+    return Refusal(
         "ITEM_CHANGED",
         f"{subject} changed on the portal while the person was being asked, so what they agreed to is not what "
         "would be deleted. Nothing was deleted; call again to ask about the current version.",
@@ -104,23 +104,23 @@ def mode_hint(mode: ConfirmMode, *, can_ask: bool | None = None) -> str:
     )
 
 
-def confirmation_required() -> GateError:
-    return GateError(
+def confirmation_required() -> Refusal:
+    return Refusal(
         "CONFIRMATION_REQUIRED",
         "A deletion needs confirmation: call with dryRun: true to preview the item, show the person what would "
         "be deleted, then call with dryRun: false and the confirmationToken from that preview.",
     )
 
 
-def not_asked() -> GateError:
-    return GateError(
+def not_asked() -> Refusal:
+    return Refusal(
         "CONFIRMATION_REQUIRED",
         "The person could not be asked to confirm this deletion; call again to ask, or preview first.",
     )
 
 
-def elicitation_unsupported() -> GateError:
-    return GateError(
+def elicitation_unsupported() -> Refusal:
+    return Refusal(
         "ELICITATION_UNSUPPORTED",
         "This server requires the person to confirm each deletion (B24_CONFIRM=elicit), and this client cannot "
         "ask them (no elicitation capability). Use a client that supports elicitation; previews still work.",
@@ -138,7 +138,7 @@ class Guardrails:
         """Refuse a type outside `B24_ALLOWED_ENTITY_TYPES` before the portal is contacted."""
         if self.allowed_types is not None and entity_type_id not in self.allowed_types:
             allowed = ", ".join(str(t) for t in sorted(self.allowed_types))
-            raise GateError(
+            raise Refusal(
                 "ENTITY_TYPE_NOT_ALLOWED",
                 f"This server only works on entityTypeId {allowed} (B24_ALLOWED_ENTITY_TYPES); "
                 f"{entity_type_id} is not allowed. Do not retry with this type.",
@@ -147,7 +147,7 @@ class Guardrails:
     def check_delete(self, entity_type_id: int) -> None:
         """Refuse any real deletion in read-only mode, and types outside the allowed list."""
         if self.read_only:
-            raise GateError(
+            raise Refusal(
                 "READ_ONLY",
                 "This server is read-only (B24_READ_ONLY=true): previews work, deletions are refused. "
                 "Do not retry; an administrator must change the setting.",

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import anyio.to_thread
 
-from b24_mcp.errors import GateError
+from b24_mcp.errors import Refusal
 
 Event = Literal["intent", "deleted", "error", "cancelled"]
 
@@ -80,7 +80,7 @@ class Journal:
         error_description: str | None = None,
         note: str | None = None,
     ) -> None:
-        """Append one event durably; `GateError` `JOURNAL_UNWRITABLE` when the file cannot be written."""
+        """Append one event durably; `Refusal` `JOURNAL_UNWRITABLE` when the file cannot be written."""
         await self.write_many([Entry(event, attempt, error, error_description, note)])
 
     async def write_many(self, entries: Sequence[Entry]) -> None:
@@ -89,7 +89,7 @@ class Journal:
         try:
             await anyio.to_thread.run_sync(self._append, data)
         except OSError as exc:
-            raise GateError(
+            raise Refusal(
                 "JOURNAL_UNWRITABLE",
                 f"The audit journal {self.path} cannot be written ({exc.strerror or type(exc).__name__}); "
                 "a deletion that cannot be recorded is not performed. Fix B24_AUDIT_LOG or its permissions.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from b24_mcp.confirmation import ConfirmationTokens
-from b24_mcp.errors import GateError
+from b24_mcp.errors import Refusal
 
 SECRET = b"k" * 32
 
@@ -24,8 +24,8 @@ def tokens(
     return ConfirmationTokens(secret, portal=portal, ttl=300, clock=clock or Clock())
 
 
-def refused(gate: ConfirmationTokens, token: str, entity_type_id: int = 2, item_id: int | str = 42) -> GateError:
-    with pytest.raises(GateError) as caught:
+def refused(gate: ConfirmationTokens, token: str, entity_type_id: int = 2, item_id: int | str = 42) -> Refusal:
+    with pytest.raises(Refusal) as caught:
         gate.consume(gate.check(token, entity_type_id, item_id))
     assert caught.value.code == "INVALID_CONFIRMATION_TOKEN"
     assert caught.value.retryable is False
