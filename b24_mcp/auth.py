@@ -1,26 +1,79 @@
 """How requests to the portal are authenticated: an incoming webhook, or an OAuth grant that refreshes itself.
 
 An OAuth access token lasts an hour. On `expired_token` the portal client asks `OAuthSession.refresh`, which
-refreshes once for all concurrent callers, and saves the rotated pair to the token file (mode 0600, atomically).
-Tokens travel in request bodies, never in URLs.
+refreshes once for all concurrent callers, and saves the rotated pair to the token file. Tokens travel in request
+bodies, never in URLs.
+
+Every credential knows its secrets (the webhook code and base URL; the access and refresh tokens, the ones before
+the last refresh too, and the client secret) and offers `scrub(text)`: whatever text came from the other side
+(an error description, an OAuth error, a redirect's address) passes through it before it goes into an error, so a
+portal echoing a secret back cannot put it in front of the assistant, into the journal or into a log line.
+
+The token file (B24_TOKEN_FILE) is treated as hostile until checked:
+- it is never opened through a symbolic link (`O_NOFOLLOW`), nor read when it is not a regular file owned by
+  this user, nor when it is larger than any token file we write;
+- writing creates a temporary file with a random name, exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600),
+  and renames it over the file: a link planted at either name never receives the tokens;
+- permission policy: a file that group or others may *read* is tightened to 0600 and used (the tokens in it
+  are still ours; whoever could read them before is told about in one warning line, advising re-authorisation);
+  a file that group or others may *write* is refused (its tokens may not be ours) and the configured tokens are
+  used instead, also with one warning line. No line names a secret.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-from collections.abc import Mapping
+import re
+import stat
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-import httpx2
 
 from b24_mcp.errors import PortalError, TransportError
 from b24_mcp.settings import OAuthConfig, Webhook
 
 logger = logging.getLogger(__name__)
+
+MASK = "***"
+# Far more than the file we write (four short fields): anything bigger is not ours.
+_TOKEN_FILE_LIMIT = 64 * 1024
+_REAUTHORISE = (
+    "The OAuth server refused to refresh the access token: the application must be re-authorised in the portal, "
+    "and B24_ACCESS_TOKEN / B24_REFRESH_TOKEN set anew."
+)
+
+# POSTs a form to a URL and returns (HTTP status, decoded body); raises `TransportError` when no answer came.
+PostForm = Callable[[str, Mapping[str, str]], Awaitable[tuple[int, bytes]]]
+
+
+class Secrets:
+    """The texts that must never leave the process except towards the portal: finds and masks them."""
+
+    __slots__ = ("_encoded", "_pattern")
+
+    def __init__(self, *values: str | None) -> None:
+        self._encoded: tuple[bytes, ...] = ()
+        self._pattern: re.Pattern[str] | None = None
+        self.set(*values)
+
+    def set(self, *values: str | None) -> None:
+        """Replace the known secrets; empty values are ignored."""
+        known = sorted({value for value in values if value}, key=len, reverse=True)  # longest first: URL, then code
+        self._encoded = tuple(value.encode() for value in known)
+        self._pattern = re.compile("|".join(map(re.escape, known)), re.IGNORECASE) if known else None
+
+    def scrub(self, text: str) -> str:
+        """`text` with every occurrence of a secret (in any letter case) replaced by `***`."""
+        return self._pattern.sub(MASK, text) if self._pattern is not None else text
+
+    def found_in(self, data: bytes) -> bool:
+        """Whether a secret occurs verbatim in `data` (a fast check on a raw answer)."""
+        return any(secret in data for secret in self._encoded)
 
 
 class Auth(Protocol):
@@ -45,11 +98,20 @@ class Auth(Protocol):
     @property
     def can_refresh(self) -> bool: ...
 
+    @property
+    def secrets(self) -> Secrets:
+        """This credential's secrets, to find and mask them in what came from the other side."""
+        ...
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret of this credential replaced by `***`."""
+        ...
+
     def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         """The URL and JSON body for a call of `method`."""
         ...
 
-    async def refresh(self, http: httpx2.AsyncClient, seen_generation: int) -> None:
+    async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
         """Renew the credential, unless another caller already did since `seen_generation`."""
         ...
 
@@ -59,6 +121,8 @@ class WebhookAuth:
 
     def __init__(self, webhook: Webhook) -> None:
         self._webhook = webhook
+        code = webhook.base_url.rstrip("/").rsplit("/", 1)[-1]
+        self._secrets = Secrets(webhook.base_url, code)
 
     def __repr__(self) -> str:
         return f"WebhookAuth(host={self.host!r}, user_id={self.user_id})"
@@ -83,10 +147,17 @@ class WebhookAuth:
     def can_refresh(self) -> bool:
         return False
 
+    @property
+    def secrets(self) -> Secrets:
+        return self._secrets
+
+    def scrub(self, text: str) -> str:
+        return self._secrets.scrub(text)
+
     def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         return self._webhook.base_url + method, dict(params)
 
-    async def refresh(self, http: httpx2.AsyncClient, seen_generation: int) -> None:
+    async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
         raise RuntimeError("a webhook cannot be refreshed")
 
 
@@ -102,12 +173,19 @@ class OAuthSession:
         self._lock = anyio.Lock()
         saved = read_token_file(config.token_file, config.host) if config.token_file else None
         if saved is not None:
-            self._access = str(saved["access_token"])
-            self._refresh = str(saved.get("refresh_token") or "") or self._refresh
-            self._user_id = saved["user_id"] if isinstance(saved.get("user_id"), int) else None
+            self._access = saved["access_token"]
+            self._refresh = saved.get("refresh_token") or self._refresh
+            self._user_id = saved.get("user_id")
+        # The configured pair stays secret too when the saved one replaced it.
+        self._previous: tuple[str | None, ...] = (config.access_token, config.refresh_token)
+        self._secrets = Secrets()
+        self._remember()
 
     def __repr__(self) -> str:
         return f"OAuthSession(host={self.host!r})"
+
+    def _remember(self) -> None:
+        self._secrets.set(self._access, self._refresh, *self._previous, self._config.client_secret)
 
     @property
     def host(self) -> str:
@@ -129,11 +207,22 @@ class OAuthSession:
     def can_refresh(self) -> bool:
         return bool(self._refresh and self._config.client_id and self._config.client_secret)
 
+    @property
+    def secrets(self) -> Secrets:
+        return self._secrets
+
+    def scrub(self, text: str) -> str:
+        return self._secrets.scrub(text)
+
     def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         return self._config.rest_base + method, {**params, "auth": self._access}
 
-    async def refresh(self, http: httpx2.AsyncClient, seen_generation: int) -> None:
-        """Exchange the refresh token for a new pair; concurrent callers wait for one exchange."""
+    async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
+        """Exchange the refresh token for a new pair; concurrent callers wait for one exchange.
+
+        Raises `PortalError` with the OAuth server's own code when it refused, `TransportError` when its answer
+        was lost or is not a token answer.
+        """
         async with self._lock:
             if self._generation != seen_generation:
                 return  # another call refreshed while this one waited
@@ -143,32 +232,35 @@ class OAuthSession:
                 "client_secret": self._config.client_secret or "",
                 "refresh_token": self._refresh or "",
             }
-            try:
-                response = await http.post(self._config.oauth_url, data=form)
-            except httpx2.TransportError as exc:
+            status, content = await post_form(self._config.oauth_url, form)
+            body = _json_object(content)
+            if body is not None and "error" in body:
+                description = body.get("error_description")
+                raise PortalError(
+                    self.scrub(str(body["error"])),
+                    "" if description is None else self.scrub(str(description)),
+                    http_status=status,
+                    hint=_REAUTHORISE,
+                )
+            access = body.get("access_token") if body is not None else None
+            rotated = body.get("refresh_token") if body is not None else None
+            if not isinstance(access, str) or not _is_token(access) or not (rotated is None or _is_token(rotated)):
                 raise TransportError(
-                    "PORTAL_UNREACHABLE",
-                    f"Could not reach the OAuth server to refresh the access token ({type(exc).__name__}).",
-                    retryable=True,
-                    maybe_sent=False,
-                ) from None
-            body = _json(response)
-            if "error" in body or not body.get("access_token"):
-                error = PortalError(
-                    str(body.get("error", "BAD_OAUTH_RESPONSE")),
-                    str(body.get("error_description") or ""),
-                    http_status=response.status_code,
+                    "BAD_PORTAL_RESPONSE",
+                    f"The OAuth server answered the token refresh with HTTP {status} and a body that is not a token "
+                    "answer.",
+                    http_status=status,
+                    retryable=status >= 500,
+                    maybe_sent=False,  # the method call itself was not sent again
                 )
-                error.hint = (
-                    "The OAuth server refused to refresh the access token: the application must be re-authorised "
-                    "in the portal, and B24_ACCESS_TOKEN / B24_REFRESH_TOKEN set anew."
-                )
-                raise error
-            self._access = str(body["access_token"])
-            self._refresh = str(body.get("refresh_token") or self._refresh or "")
-            if isinstance(body.get("user_id"), int):
-                self._user_id = body["user_id"]
+            self._previous = (self._access, self._refresh)
+            self._access = access
+            self._refresh = rotated if isinstance(rotated, str) else self._refresh
+            user_id = body.get("user_id") if body is not None else None
+            if isinstance(user_id, int) and not isinstance(user_id, bool):
+                self._user_id = user_id
             self._generation += 1
+            self._remember()
             logger.info("Refreshed the OAuth access token for %s", self.host)
             if self._config.token_file is not None:
                 await anyio.to_thread.run_sync(self._save, self._config.token_file)
@@ -190,39 +282,126 @@ class OAuthSession:
             )
 
 
-def _json(response: httpx2.Response) -> dict[str, Any]:
+def _is_token(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 4096 and value.isprintable() and value.strip() == value
+
+
+def _json_object(content: bytes) -> dict[str, Any] | None:
     try:
-        body = json.loads(response.content)
-    except ValueError:
-        return {"error": "BAD_OAUTH_RESPONSE", "error_description": f"HTTP {response.status_code}, not JSON"}
-    return body if isinstance(body, dict) else {"error": "BAD_OAUTH_RESPONSE"}
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def read_token_file(path: Path, host: str) -> dict[str, Any] | None:
-    """The tokens saved for `host`, or None when there are none usable."""
+    """The tokens saved for `host`, or None when there are none usable (see the module's permission policy).
+
+    The result has a non-empty `access_token` string, `refresh_token` a string or None, `user_id` an int or None.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        logger.warning("B24_TOKEN_FILE could not be read; using the configured tokens")
+    except OSError as exc:
+        # ELOOP: the name is a symbolic link, which is never followed.
+        reason = "it is a symbolic link" if exc.errno == errno.ELOOP else (exc.strerror or type(exc).__name__)
+        logger.warning("B24_TOKEN_FILE was not read (%s); using the configured tokens", reason)
         return None
-    if not isinstance(data, dict) or data.get("portal") != host or not data.get("access_token"):
+    try:
+        raw = _read_checked(fd)
+    finally:
+        os.close(fd)
+    if raw is None:
         return None
-    return data
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        logger.warning("B24_TOKEN_FILE is not a token file of b24-mcp; using the configured tokens")
+        return None
+    if not isinstance(data, dict) or data.get("portal") != host or not _is_token(data.get("access_token")):
+        return None
+    refresh = data.get("refresh_token")
+    user_id = data.get("user_id")
+    return {
+        "portal": host,
+        "access_token": data["access_token"],
+        "refresh_token": refresh if _is_token(refresh) else None,
+        "user_id": user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
+    }
+
+
+def _read_checked(fd: int) -> bytes | None:
+    """The contents of an open token file once it passed the checks; None (and one warning line) otherwise."""
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "it is not a regular file"
+    elif info.st_uid != os.geteuid():
+        problem = "it belongs to another user"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"other users may write it (mode {stat.S_IMODE(info.st_mode):04o}), so its tokens may not be ours"
+    elif info.st_size > _TOKEN_FILE_LIMIT:
+        problem = "it is too large"
+    if problem is not None:
+        logger.warning("B24_TOKEN_FILE was not read (%s); using the configured tokens", problem)
+        return None
+    if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        mode = stat.S_IMODE(info.st_mode)
+        os.fchmod(fd, mode & 0o700)
+        logger.warning(
+            "B24_TOKEN_FILE was readable by other users (mode %04o); it is now owner-only. If others could have "
+            "read it, re-authorise the application to replace its tokens.",
+            mode,
+        )
+    chunks = []
+    size = 0
+    while chunk := os.read(fd, 16384):
+        size += len(chunk)
+        if size > _TOKEN_FILE_LIMIT:
+            logger.warning("B24_TOKEN_FILE was not read (it is too large); using the configured tokens")
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with `data`, readable by the owner only."""
+    """Replace `path` atomically with `data`, readable by the owner only.
+
+    The data goes to a new file with a random name created exclusively without following links, which is then
+    renamed over `path` (a link at `path` is replaced, never followed).
+    """
+    import secrets
+
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
-    os.replace(temporary, path)
 
 
 def make_auth(credentials: Webhook | OAuthConfig) -> WebhookAuth | OAuthSession:

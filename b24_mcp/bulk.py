@@ -17,28 +17,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from b24_mcp.app import App
 from b24_mcp.catalog import where_it_goes
-from b24_mcp.deletion import LOST_ANSWER_NOTE, DeletionService, error_message
-from b24_mcp.errors import B24Error, Refusal, PortalError, TransportError, may_have_acted
-from b24_mcp.gate import (
-    Answer,
-    Consent,
-    Question,
-    Route,
-    changed_since_asked,
-    confirmation_required,
-    elicitation_unsupported,
-    not_asked,
-)
-from b24_mcp.gate import mode_hint as _mode_hint
-from b24_mcp.items import display_name, type_name
+from b24_mcp.deletion import iso_utc
+from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
+from b24_mcp.gate import Answer, ConfirmedBy, Consent, Declined, Question, Reach, Target, mode_hint, pass_gate
+from b24_mcp.items import counted, display_name, type_name, version_of
 from b24_mcp.journal import Attempt, Entry
+from b24_mcp.questions import describe_set, set_question
+from b24_mcp.results import LOST_ANSWER_NOTE, ToolResult, error_message, settle_lost_answer
 
 BATCH_SIZE = 50  # the portal runs at most 50 commands of one batch request
 MAX_IDS = 500
 SUBJECT = "batch"
 Progress = Callable[[int, int, str], Awaitable[None]]
-How = Literal["elicitation", "token", "none"]
 
 
 class FoundItem(BaseModel):
@@ -66,7 +58,7 @@ class ItemOutcome(BaseModel):
     note: str | None = None
 
 
-class BatchResult(BaseModel):
+class BatchResult(ToolResult):
     """The outcome of one `crm_item_delete_batch` call."""
 
     status: Literal["preview", "deleted", "partial", "cancelled", "error"] = Field(
@@ -81,7 +73,7 @@ class BatchResult(BaseModel):
     recycleBin: bool | None = Field(default=None, description="Whether deleted items go to the recycle bin.")
     confirmationToken: str | None = Field(default=None, description="Preview: pass with dryRun: false.")
     confirmationExpiresAt: str | None = None
-    confirmation: How | None = None
+    confirmation: ConfirmedBy | None = None
     results: list[ItemOutcome] | None = Field(default=None, description="Delete: one entry per requested id.")
     deleted: int | None = None
     failed: int | None = None
@@ -89,13 +81,6 @@ class BatchResult(BaseModel):
     error_description: str | None = None
     retryable: bool | None = None
     httpStatus: int | None = None
-
-    def wire(self) -> dict[str, Any]:
-        """The structured content: unset fields left out, except the error fields an error always has."""
-        data = self.model_dump(mode="json", exclude_none=True)
-        if self.status == "error":
-            data |= {key: getattr(self, key) for key in ("error", "error_description", "retryable", "httpStatus")}
-        return data
 
 
 @dataclass
@@ -106,9 +91,10 @@ class Reading:
     missing: list[int] = field(default_factory=list)
     unreadable: list[Unreadable] = field(default_factory=list)
 
+    @property
     def version(self) -> str:
         """A digest of the existing ids and their `updatedTime`s: what a bulk token is bound to."""
-        pairs = sorted((item_id, str(item.get("updatedTime", ""))) for item_id, item in self.items.items())
+        pairs = sorted((item_id, version_of(item)) for item_id, item in self.items.items())
         digest = hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).digest()
         return base64.urlsafe_b64encode(digest[:18]).decode()
 
@@ -128,25 +114,16 @@ def split_batch(result: Any) -> tuple[dict[str, Any], dict[str, Mapping[str, Any
     return (dict(ok) if isinstance(ok, Mapping) else {}), (dict(failed) if isinstance(failed, Mapping) else {})
 
 
-def _plural(entity_type_id: int, count: int) -> str:
-    name = type_name(entity_type_id)
-    if count == 1:
-        return f"1 {name}"
-    return f"{count} {name}s" if entity_type_id in (1, 2, 3, 4, 7, 31) else f"{count} items of type {entity_type_id}"
-
-
-def _titles(reading: Reading, limit: int = 3) -> str:
-    names = [f"#{item_id} «{display_name(item) or '?'}»" for item_id, item in list(reading.items.items())[:limit]]
-    more = len(reading.items) - len(names)
-    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+def _not_found(item_id: int) -> ItemOutcome:
+    return ItemOutcome(id=item_id, status="error", error="NOT_FOUND", error_description="Item was not found.")
 
 
 class BulkDeletion:
-    """Previews and deletes sets of items with the deletion service's portal, tokens, journal and guardrails."""
+    """Previews and deletes sets of items of one type with the application's portal, tokens, journal and gate."""
 
-    def __init__(self, service: DeletionService) -> None:
-        self.service = service
-        self.portal = service.portal
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.portal = app.portal
 
     async def read(self, entity_type_id: int, ids: Sequence[int]) -> Reading:
         """Read every id with `batch` requests of `crm.item.get`."""
@@ -158,7 +135,7 @@ class BulkDeletion:
             for item_id in run:
                 key = f"g{item_id}"
                 item = ok.get(key, {}).get("item") if isinstance(ok.get(key), Mapping) else None
-                if isinstance(item, Mapping):
+                if isinstance(item, Mapping) and str(item.get("id", "")) == str(item_id):
                     reading.items[item_id] = dict(item)
                 elif key in failed and str(failed[key].get("error", "")).upper() == "NOT_FOUND":
                     reading.missing.append(item_id)
@@ -173,15 +150,15 @@ class BulkDeletion:
                     )
         return reading
 
-    async def preview(self, entity_type_id: int, ids: Sequence[int], *, can_ask: bool | None = None) -> BatchResult:
+    async def preview(self, entity_type_id: int, ids: Sequence[int], *, reach: Reach | None = None) -> BatchResult:
         """Read the items and say which would be deleted; one token for the whole set."""
-        with self.portal.deadline(self.service.call_deadline):
+        with self.portal.deadline(self.app.call_deadline):
             try:
-                self.service.guardrails.check_type(entity_type_id)
+                self.app.guardrails.check_type(entity_type_id)
                 reading = await self.read(entity_type_id, ids)
             except B24Error as exc:
                 return self._error(entity_type_id, exc)
-            recycle_bin = await self.service.catalog.recycle_bin(entity_type_id)
+            recycle_bin = await self.app.catalog.recycle_bin(entity_type_id)
         found = [FoundItem(id=item_id, title=display_name(item)) for item_id, item in reading.items.items()]
         parts = [f"Preview only, nothing was deleted: {len(found)} of {len(ids)} ids exist."]
         if reading.missing:
@@ -190,14 +167,16 @@ class BulkDeletion:
             parts.append(f"Not readable: {', '.join(str(entry.id) for entry in reading.unreadable)}.")
         token = expires = None
         if found:
-            token, expires_at = self.service.tokens.issue(entity_type_id, SUBJECT, reading.version())
-            expires = expires_at.isoformat().replace("+00:00", "Z")
-            parts.append(f"{_plural(entity_type_id, len(found))} would be deleted: {_titles(reading)}.")
+            token, expires_at = self.app.tokens.issue(entity_type_id, SUBJECT, reading.version)
+            expires = iso_utc(expires_at)
+            parts.append(
+                f"{counted(entity_type_id, len(found))} would be deleted. {describe_set(entity_type_id, reading.items)}"
+            )
             parts.append(where_it_goes(recycle_bin, many=len(found) > 1))
-            if self.service.guardrails.read_only:
+            if self.app.guardrails.read_only:
                 parts.append("This server is read-only (B24_READ_ONLY=true): it will not delete them.")
             else:
-                parts.append(_mode_hint(self.service.mode, can_ask=can_ask).replace("same item", "same ids"))
+                parts.append(mode_hint(self.app.mode, "ids", reach))
         else:
             parts.append("There is nothing to delete.")
         return BatchResult(
@@ -214,79 +193,64 @@ class BulkDeletion:
 
     async def question(self, entity_type_id: int, ids: Sequence[int]) -> Question | None:
         """The one question for the whole set, or None when it cannot be put."""
-        with self.portal.deadline(self.service.call_deadline):
+        with self.portal.deadline(self.app.call_deadline):
             try:
-                self.service.guardrails.check_delete(entity_type_id)
+                self.app.guardrails.check_delete(entity_type_id)
                 reading = await self.read(entity_type_id, ids)
             except B24Error:
                 return None
             if not reading.items:
                 return None
-            recycle_bin = await self.service.catalog.recycle_bin(entity_type_id)
+            recycle_bin = await self.app.catalog.recycle_bin(entity_type_id)
         skipped = len(ids) - len(reading.items)
         # The latest change among them is part of the text, so a later-round answer never covers a changed set.
-        latest = max(str(item.get("updatedTime", "")) for item in reading.items.values())
-        text = (
-            f"Delete {_plural(entity_type_id, len(reading.items))} from {self.portal.host}: {_titles(reading)}?"
-            + (f" ({skipped} of the requested ids do not exist or cannot be read.)" if skipped else "")
-            + (f" Latest change among them: {latest}." if latest else "")
-            + f" {where_it_goes(recycle_bin, many=len(reading.items) > 1)}"
-        )
-        return Question(text, reading.version())
+        text = set_question(self.portal.host, entity_type_id, reading.items, recycle_bin, skipped=skipped)
+        return Question(text, reading.version)
 
     async def delete(
         self, entity_type_id: int, ids: Sequence[int], consent: Consent, progress: Progress | None = None
     ) -> BatchResult:
         """Delete the set once the gate lets it through; a failed item never stops the others."""
-        with self.portal.deadline(self.service.call_deadline):
+        with self.portal.deadline(self.app.call_deadline):
             try:
-                self.service.guardrails.check_delete(entity_type_id)
-                reading, how = await self._confirmed(entity_type_id, ids, consent)
-                if how is None:
-                    return await self._cancelled(entity_type_id, reading, consent)
-                if not reading.items:
-                    raise PortalError("NOT_FOUND", "None of the requested ids exist.", http_status=None)
-                return await self._delete_all(entity_type_id, ids, reading, how, progress)
+                target = self._target(entity_type_id, ids)
+                outcome = await pass_gate(consent, target, self.app.tokens, self.app.guardrails)
+                if isinstance(outcome, Declined):
+                    return await self._cancelled(entity_type_id, outcome)
+                if not outcome.reading.items:
+                    raise Refusal("NOT_FOUND", "None of the requested ids exist.")
+                return await self._delete_all(entity_type_id, ids, outcome.reading, outcome.by, progress)
             except B24Error as exc:
                 return self._error(entity_type_id, exc, deleting=True)
 
-    async def _confirmed(self, entity_type_id: int, ids: Sequence[int], consent: Consent) -> tuple[Reading, How | None]:
-        """The items as they are now and how their deletion was confirmed (None: the person said no)."""
-        if consent.route is Route.UNSUPPORTED:
-            raise elicitation_unsupported()
-        if consent.route is Route.TOKEN:
-            if not consent.token:
-                raise confirmation_required()
-            claim = self.service.tokens.check(consent.token, entity_type_id, SUBJECT)
-            reading = await self.read(entity_type_id, ids)
-            if reading.version() != claim.version:
-                raise Refusal(
-                    "ITEM_CHANGED",
-                    "Some of these items were modified, deleted or created since the preview, or the ids differ "
-                    "from the preview's. Nothing was deleted. Preview the same ids again and confirm anew.",
-                )
-            self.service.tokens.consume(claim)
-            return reading, "token"
-        reading = await self.read(entity_type_id, ids)
-        if consent.route is Route.NONE:
-            return reading, "none"
-        if consent.answer is Answer.ACCEPTED:
-            if consent.shown is None:
-                raise not_asked()
-            if reading.version() != consent.shown:
-                raise changed_since_asked(f"One of these {type_name(entity_type_id)} items")
-            return reading, "elicitation"
-        if consent.answer in (Answer.DECLINED, Answer.CANCELLED):
-            return reading, None
-        raise not_asked()
+    def _target(self, entity_type_id: int, ids: Sequence[int]) -> Target[Reading]:
+        async def read() -> Reading:
+            return await self.read(entity_type_id, ids)
+
+        def changed_since_preview(_previewed: str, _now: Reading) -> Refusal:
+            return Refusal(
+                "ITEM_CHANGED",
+                "Some of these items were modified, deleted or created since the preview, or the ids differ "
+                "from the preview's. Nothing was deleted. Preview the same ids again and confirm anew.",
+            )
+
+        def changed_since_asked(_now: Reading) -> Refusal:
+            return Refusal(
+                "ITEM_CHANGED",
+                f"One of these {type_name(entity_type_id)} items changed on the portal while the person was being "
+                "asked, so what they agreed to is not what would be deleted. Nothing was deleted; call again to "
+                "ask about the current version.",
+            )
+
+        return Target(entity_type_id, SUBJECT, "ids", read, changed_since_preview, changed_since_asked)
+
+    async def _missing(self, entity_type_id: int, ids: Sequence[int]) -> set[int]:
+        return set((await self.read(entity_type_id, ids)).missing)
 
     async def _delete_all(
-        self, entity_type_id: int, ids: Sequence[int], reading: Reading, how: How, progress: Progress | None
+        self, entity_type_id: int, ids: Sequence[int], reading: Reading, how: ConfirmedBy, progress: Progress | None
     ) -> BatchResult:
-        outcomes: dict[int, ItemOutcome] = {
-            item_id: ItemOutcome(id=item_id, status="error", error="NOT_FOUND", error_description="Item was not found.")
-            for item_id in reading.missing
-        }
+        outcomes: dict[int, ItemOutcome] = {item_id: _not_found(item_id) for item_id in reading.missing}
         outcomes |= {
             entry.id: ItemOutcome(
                 id=entry.id, status="error", error=entry.error, error_description=entry.error_description
@@ -298,11 +262,10 @@ class BulkDeletion:
         stop: B24Error | None = None
         for run in chunks(todo):
             if stop is not None:
-                for item_id in run:
-                    outcomes[item_id] = self._not_attempted(item_id, stop)
+                outcomes |= {item_id: self._not_attempted(item_id, stop) for item_id in run}
                 continue
             attempts = {item_id: self._attempt(entity_type_id, item_id, how, reading.items[item_id]) for item_id in run}
-            await self.service.journal.write_many([Entry("intent", attempt) for attempt in attempts.values()])
+            await self.app.journal.write_many([Entry("intent", attempt) for attempt in attempts.values()])
             run_outcomes, stop = await self._delete_run(entity_type_id, run)
             outcomes |= run_outcomes
             await self._journal_outcomes(attempts, run_outcomes)
@@ -317,16 +280,19 @@ class BulkDeletion:
         """Delete one batch; a failure of the batch request itself is global and stops the rest."""
         cmd = {f"d{item_id}": f"crm.item.delete?entityTypeId={entity_type_id}&id={item_id}" for item_id in run}
         outcomes: dict[int, ItemOutcome] = {}
+
+        async def missing(ids: Sequence[int]) -> set[int]:
+            return await self._missing(entity_type_id, ids)
+
         try:
             answer = await self.portal.call("batch", {"halt": 0, "cmd": cmd})
         except (PortalError, TransportError) as exc:
-            uncertain = exc.after_lost_answer or may_have_acted(exc)
-            gone = await self._gone(entity_type_id, run) if uncertain else set()
+            gone = await settle_lost_answer(exc, run, missing)
+            unknown = " It is unknown whether it was deleted; preview it again." if gone is None else ""
             for item_id in run:
                 if gone is not None and item_id in gone:
                     outcomes[item_id] = ItemOutcome(id=item_id, status="deleted", note=LOST_ANSWER_NOTE)
                 else:
-                    unknown = " It is unknown whether it was deleted; preview it again." if gone is None else ""
                     outcomes[item_id] = ItemOutcome(
                         id=item_id, status="error", error=exc.code, error_description=exc.description + unknown
                     )
@@ -346,17 +312,10 @@ class BulkDeletion:
                 id=item_id, status="error", error=code, error_description=str(error.get("error_description", ""))
             )
         if recheck:
-            gone = await self._gone(entity_type_id, recheck) or set()
-            for item_id in gone:
-                outcomes[item_id] = ItemOutcome(id=item_id, status="deleted", note=LOST_ANSWER_NOTE)
+            with contextlib.suppress(B24Error):
+                for item_id in await missing(recheck):
+                    outcomes[item_id] = ItemOutcome(id=item_id, status="deleted", note=LOST_ANSWER_NOTE)
         return outcomes, None
-
-    async def _gone(self, entity_type_id: int, ids: list[int]) -> set[int] | None:
-        """The ids the portal now does not find; None when that cannot be told."""
-        try:
-            return set((await self.read(entity_type_id, ids)).missing)
-        except B24Error:
-            return None
 
     async def _journal_outcomes(self, attempts: Mapping[int, Attempt], outcomes: Mapping[int, ItemOutcome]) -> None:
         entries = []
@@ -368,27 +327,28 @@ class BulkDeletion:
                 entries.append(Entry("error", attempt, outcome.error, outcome.error_description))
         # The intents are on disk already; a failure here must not hide what the portal did.
         with contextlib.suppress(Refusal):
-            await self.service.journal.write_many(entries)
+            await self.app.journal.write_many(entries)
 
-    async def _cancelled(self, entity_type_id: int, reading: Reading, consent: Consent) -> BatchResult:
-        await self.service.journal.write_many(
+    async def _cancelled(self, entity_type_id: int, declined: Declined[Reading]) -> BatchResult:
+        items = declined.reading.items if declined.reading is not None else {}
+        await self.app.journal.write_many(
             [
-                Entry("cancelled", self._attempt(entity_type_id, item_id, "elicitation", item))
-                for item_id, item in reading.items.items()
+                Entry("cancelled", self._attempt(entity_type_id, item_id, ConfirmedBy.ELICITATION, item))
+                for item_id, item in items.items()
             ]
         )
-        verb = "declined" if consent.answer is Answer.DECLINED else "cancelled"
+        verb = "declined" if declined.answer is Answer.DECLINED else "cancelled"
         return BatchResult(
             status="cancelled",
             entityTypeId=entity_type_id,
-            message=f"The person {verb} deleting {_plural(entity_type_id, len(reading.items))}; nothing was "
+            message=f"The person {verb} deleting {counted(entity_type_id, len(items))}; nothing was "
             "deleted. Do not ask again unless they say so.",
             deleted=0,
             failed=0,
         )
 
-    def _attempt(self, entity_type_id: int, item_id: int, how: How, item: Mapping[str, Any] | None) -> Attempt:
-        return Attempt(self.portal.host, self.portal.user_id, entity_type_id, item_id, how, item)
+    def _attempt(self, entity_type_id: int, item_id: int, how: ConfirmedBy, item: Mapping[str, Any] | None) -> Attempt:
+        return Attempt(self.portal.host, self.portal.user_id, entity_type_id, item_id, how.value, item)
 
     @staticmethod
     def _not_attempted(item_id: int, cause: B24Error) -> ItemOutcome:
@@ -400,11 +360,10 @@ class BulkDeletion:
         )
 
     def _summary(
-        self, entity_type_id: int, outcomes: list[ItemOutcome], how: How, stop: B24Error | None
+        self, entity_type_id: int, outcomes: list[ItemOutcome], how: ConfirmedBy, stop: B24Error | None
     ) -> BatchResult:
         deleted = sum(1 for outcome in outcomes if outcome.status == "deleted")
         failed = len(outcomes) - deleted
-        status: Literal["deleted", "partial", "error"] = "deleted" if failed == 0 else "partial" if deleted else "error"
         message = f"Deleted {deleted} of {len(outcomes)}"
         if failed:
             codes = sorted({outcome.error or "?" for outcome in outcomes if outcome.status == "error"})
@@ -414,31 +373,19 @@ class BulkDeletion:
             message += f" The deletion stopped: {stop.code}: {stop.description}"
             message += f" {stop.hint}" if stop.hint else ""
             message += " Retrying later may help." if stop.retryable else ""
-        result = BatchResult(
-            status=status,
-            entityTypeId=entity_type_id,
-            message=message,
-            confirmation=how,
-            results=outcomes,
-            deleted=deleted,
-            failed=failed,
-        )
-        if status == "error":
-            cause = stop or PortalError(
-                outcomes[0].error or "ERROR", outcomes[0].error_description or "", http_status=None
-            )
-            result.error, result.error_description = cause.code, cause.description
-            result.retryable, result.httpStatus = cause.retryable, cause.http_status
-        return result
+        fields: dict[str, Any] = {
+            "entityTypeId": entity_type_id,
+            "confirmation": how,
+            "results": outcomes,
+            "deleted": deleted,
+            "failed": failed,
+        }
+        if deleted == 0:
+            first = outcomes[0]
+            cause = stop or PortalError(first.error or "ERROR", first.error_description or "", http_status=None)
+            return BatchResult.failure(cause, message, **fields)
+        return BatchResult(status="deleted" if failed == 0 else "partial", message=message, **fields)
 
     def _error(self, entity_type_id: int, exc: B24Error, *, deleting: bool = False) -> BatchResult:
-        subject = f"{type_name(entity_type_id)} items"
-        return BatchResult(
-            status="error",
-            entityTypeId=entity_type_id,
-            message=error_message(exc, subject, deleting=deleting),
-            error=exc.code,
-            error_description=exc.description,
-            retryable=exc.retryable,
-            httpStatus=exc.http_status,
-        )
+        message = error_message(exc, f"{type_name(entity_type_id)} items", deleting=deleting)
+        return BatchResult.failure(exc, message, entityTypeId=entity_type_id)

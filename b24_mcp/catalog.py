@@ -10,12 +10,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from b24_mcp.errors import B24Error
+from b24_mcp.items import SYSTEM_TYPES
 from b24_mcp.portal import PortalClient
 
-# Classic types whose factories use the recycle bin (spec §1.7). Invoice 31 is a smart-process-based type:
-# its setting is read like a smart process's, when the portal lists it.
-_CLASSIC = {1: "Lead", 2: "Deal", 3: "Contact", 4: "Company", 7: "Quote (estimate)"}
-_SYSTEM = {**_CLASSIC, 31: "Invoice"}
 _MAX_PAGES = 20  # 1,000 smart processes is far beyond any real portal
 
 
@@ -62,24 +59,23 @@ class EntityCatalog:
     async def all(self) -> tuple[list[EntityType], B24Error | None]:
         """System types and smart processes; with the error when the smart processes could not be read."""
         system = [
-            EntityType(
-                entityTypeId=type_id, title=title, kind="system", recycleBin=True if type_id in _CLASSIC else None
-            )
-            for type_id, title in _SYSTEM.items()
+            EntityType(entityTypeId=type_id, title=known.title, kind="system", recycleBin=known.recycle_bin)
+            for type_id, known in SYSTEM_TYPES.items()
         ]
         try:
             smart = await self.smart_processes()
         except B24Error as exc:
             return system, exc
         by_id = {entry.entityTypeId: entry for entry in system} | smart
-        if 31 in smart:
-            by_id[31] = smart[31].model_copy(update={"kind": "system", "title": "Invoice"})
+        for type_id in SYSTEM_TYPES.keys() & smart.keys():  # invoice: a system type built on a smart process
+            by_id[type_id] = smart[type_id].model_copy(update={"kind": "system", "title": SYSTEM_TYPES[type_id].title})
         return sorted(by_id.values(), key=lambda entry: entry.entityTypeId), None
 
     async def recycle_bin(self, entity_type_id: int) -> bool | None:
         """Whether deleting an item of this type is restorable from the recycle bin; None when unknown."""
-        if entity_type_id in _CLASSIC:
-            return True
+        known = SYSTEM_TYPES.get(entity_type_id)
+        if known is not None and known.recycle_bin is not None:
+            return known.recycle_bin
         try:
             entry = (await self.smart_processes()).get(entity_type_id)
         except B24Error:

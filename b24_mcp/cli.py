@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
         "Without a command it serves MCP over stdio.",
     )
     parser.add_argument("--version", action="version", version=f"b24-mcp {__version__}")
+    env_file_help = "read B24_* settings from this env file too (no .env is read unless named; or B24_ENV_FILE)"
+    parser.add_argument("--env-file", metavar="PATH", help=env_file_help)
     parser.add_argument(
         "--sandbox",
         action="store_true",
@@ -40,9 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="a scripted walk-through against the sandbox, printed as a transcript")
     check = commands.add_parser("check", help="check the configuration and the portal: could a deletion work?")
     check.add_argument("--sandbox", action="store_true", help="check against the built-in sandbox portal")
+    check.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help=env_file_help)
     journal = commands.add_parser("journal", help="show the audit journal's recent entries (newest last)")
     journal.add_argument("--json", action="store_true", help="print the raw JSON lines")
     journal.add_argument("-n", "--limit", type=int, default=20, help="how many entries (default 20)")
+    journal.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help=env_file_help)
     return parser
 
 
@@ -56,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from b24_mcp.demo import run_demo
 
             return run_demo()
-        settings = load_settings()
+        settings = load_settings(env_file=args.env_file)
         if args.command == "check":
             return _check(settings, sandbox=args.sandbox)
         if args.command == "journal":
@@ -87,7 +91,7 @@ def _check(settings: Any, *, sandbox: bool) -> int:
 
         findings = anyio.run(diagnose, _for_sandbox(settings), sandbox_webhook(), sandbox_transport())
     else:
-        findings = anyio.run(diagnose, settings, settings.credentials)
+        findings = anyio.run(diagnose, settings, None)
     for finding in findings:
         print(finding)
     return 0 if passed(findings) else 1
@@ -97,7 +101,8 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from b24_mcp.server import build_server, build_service
+    from b24_mcp.app import LazyTransport, build_app
+    from b24_mcp.server import build_server
 
     options: dict[str, Any] = {}
     if args.transport == "http":
@@ -105,13 +110,13 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
 
         options = http_options(settings, args.host, args.port)
     if args.sandbox:
-        from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+        from b24_mcp.sandbox.link import sandbox_http, sandbox_webhook
 
         settings = _for_sandbox(settings)
-        service = build_service(settings, sandbox_webhook(), sandbox_transport())
+        app = build_app(settings, sandbox_webhook(), http_transport=LazyTransport(sandbox_http))
     else:
-        service = build_service(settings, settings.credentials)
-    server = build_server(settings, service=service, server_options=options)
+        app = build_app(settings)
+    server = build_server(app, server_options=options)
     if settings.confirm == "none":
         logging.getLogger("b24_mcp").warning(
             "B24_CONFIRM=none: deletions are NOT confirmed by anyone. Use this only for unattended, scripted work."

@@ -1,7 +1,9 @@
 """Confirmation tokens: a preview's signed, expiring, single-use permission to delete exactly what it showed.
 
-A token binds the portal, the type, the id and the item's `updatedTime` at preview; the portal enters only the
-signature, so a token from another portal fails it. Used tokens are remembered until they expire.
+A token binds the portal and credential, the type, the subject (an item id, or a set) and its version at preview;
+the identity enters only the signature, so a token from another portal or person fails it. Spent tokens are
+remembered by a `SpentTokens` store until both the wall clock and the monotonic clock say they have expired, so
+a clock stepped forward and back cannot revive one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from b24_mcp.errors import Refusal
 
@@ -47,19 +50,63 @@ def _name(subject: str) -> str:
 def invalid(reason: str) -> Refusal:
     return Refusal(
         "INVALID_CONFIRMATION_TOKEN",
-        f"{reason} Call crm_item_delete with dryRun: true for a fresh preview and token.",
+        f"{reason} Preview again (dryRun: true) for a fresh token.",
     )
 
 
-class ConfirmationTokens:
-    """Issues and redeems tokens for one portal with one secret."""
+class SpentTokens(Protocol):
+    """Where spent tokens are remembered: in this process, or shared by replicas."""
 
-    def __init__(self, secret: bytes, *, portal: str, ttl: int, clock: Callable[[], float] = time.time) -> None:
+    async def spend(self, nonce: str, expires_at: int) -> bool:
+        """Record `nonce` as spent; False when it already was."""
+        ...
+
+
+class SpentInMemory:
+    """Spent tokens of this process, forgotten once both clocks agree they expired."""
+
+    def __init__(
+        self,
+        ttl: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._monotonic = monotonic
+        self._spent: dict[str, tuple[int, float]] = {}  # nonce -> (expires_at, monotonic time of spending)
+
+    async def spend(self, nonce: str, expires_at: int) -> bool:
+        now, mono = self._clock(), self._monotonic()
+        self._spent = {
+            key: (expiry, at)
+            for key, (expiry, at) in self._spent.items()
+            if expiry > now or mono - at <= self._ttl  # a wall clock stepped forward does not forget it
+        }
+        if nonce in self._spent:
+            return False
+        self._spent[nonce] = (expires_at, mono)
+        return True
+
+
+class ConfirmationTokens:
+    """Issues and redeems tokens for one portal and credential with one secret."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        portal: str,
+        ttl: int,
+        clock: Callable[[], float] = time.time,
+        spent: SpentTokens | None = None,
+    ) -> None:
         self._secret = secret
         self._portal = portal
         self._ttl = ttl
         self._clock = clock
-        self._used: dict[str, int] = {}
+        self._spent = spent or SpentInMemory(ttl, clock=clock)
 
     def _sign(self, payload: str) -> str:
         message = f"{self._portal}\n{payload}".encode()
@@ -95,10 +142,7 @@ class ConfirmationTokens:
             raise invalid("The confirmation token has expired.")
         return claim
 
-    def consume(self, claim: Claim) -> None:
-        """Spend the token; a second `check` of it fails. Call right before the deletion is sent."""
-        now = self._clock()
-        self._used = {nonce: expiry for nonce, expiry in self._used.items() if expiry > now}
-        if claim.nonce in self._used:
+    async def consume(self, claim: Claim) -> None:
+        """Spend the token; a second `consume` of it fails. Call right before the deletion is sent."""
+        if not await self._spent.spend(claim.nonce, claim.expires_at):
             raise invalid("The confirmation token was already used.")
-        self._used[claim.nonce] = claim.expires_at

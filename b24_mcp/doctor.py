@@ -10,9 +10,9 @@ from typing import Literal
 
 import httpx2
 
+from b24_mcp.app import build_app
 from b24_mcp.errors import B24Error
 from b24_mcp.portal import PortalClient
-from b24_mcp.server import build_service
 from b24_mcp.settings import OAuthConfig, Settings, Webhook
 
 Verdict = Literal["ok", "info", "FAIL"]
@@ -30,11 +30,13 @@ class Finding:
 
 
 async def diagnose(
-    settings: Settings, credentials: Webhook | OAuthConfig, transport: httpx2.AsyncBaseTransport | None = None
+    settings: Settings,
+    credentials: Webhook | OAuthConfig | None = None,
+    http_transport: httpx2.AsyncBaseTransport | None = None,
 ) -> list[Finding]:
     """Reach the portal, check the credentials and the `crm` scope, and report the effective modes."""
-    service = build_service(settings, credentials, transport)
-    portal = service.portal
+    credentials = credentials or settings.credentials
+    portal = build_app(settings, credentials, http_transport=http_transport).portal
     kind = "webhook" if isinstance(credentials, Webhook) else "OAuth application"
     findings = [
         Finding("info", f"portal: {portal.host} ({kind}{f', user {portal.user_id}' if portal.user_id else ''})")

@@ -102,7 +102,7 @@ class TransportError(B24Error):
         self.maybe_sent = maybe_sent
 
 
-class Refusal(B24Error):
+class Refusal(B24Error):  # noqa: N818 (a refusal is a decision, not an error of ours)
     """A decision of our own, taken before anything was deleted: nothing reached `crm.item.delete`."""
 
     def __init__(self, code: str, description: str, *, retryable: bool = False, hint: str | None = None) -> None:

@@ -1,12 +1,29 @@
-"""The confirmation policy: which way a real deletion must be confirmed, and the refusals it gives."""
+"""The confirmation gate: the one rule every path to `crm.item.delete` passes, for one item and for a set alike.
+
+A real deletion is confirmed one way (the route), decided once per call from the mode and the client:
+the person's answer to a question (which names the version it showed), a signed token from a preview, or
+nothing at all when an administrator chose `B24_CONFIRM=none`. `pass_gate` applies the rule to a `Target`:
+what differs between one item and a set is only how they are read and named.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
 
-from b24_mcp.errors import Refusal
+from b24_mcp.confirmation import ConfirmationTokens
+from b24_mcp.errors import B24Error, Refusal
 from b24_mcp.settings import ConfirmMode
+
+
+class Reach(StrEnum):
+    """Whether the person can be asked through this client."""
+
+    ASKABLE = "askable"
+    NO_CAPABILITY = "no_capability"  # the client did not declare form elicitation
+    NO_BACK_CHANNEL = "no_back_channel"  # a 2025-11-25 client on a stateless HTTP server: no way to ask mid-call
 
 
 class Route(StrEnum):
@@ -18,23 +35,21 @@ class Route(StrEnum):
     UNSUPPORTED = "unsupported"  # must ask, but the client cannot be asked
 
 
+class ConfirmedBy(StrEnum):
+    """How a deletion was confirmed, as results and the journal record it."""
+
+    ELICITATION = "elicitation"
+    TOKEN = "token"
+    NONE = "none"
+
+
 class Answer(StrEnum):
-    """What came of asking the person."""
+    """What came of asking the person. Only a JSON `true` is a yes."""
 
     ACCEPTED = "accepted"
     DECLINED = "declined"
     CANCELLED = "cancelled"
     NOT_ASKED = "not_asked"  # the question could not be put (the item could not be read, a guardrail applies)
-
-
-@dataclass(frozen=True)
-class Consent:
-    """Everything the gate knows about one `dryRun: false` call."""
-
-    route: Route
-    token: str | None = None
-    answer: Answer | None = None
-    shown: str | None = None  # the version of the item(s) the person was asked about
 
 
 @dataclass(frozen=True)
@@ -45,69 +60,62 @@ class Question:
     version: str
 
 
-class ShownVersions:
-    """Which version each pending question showed, from the question to the deletion of the same request.
+@dataclass(frozen=True)
+class Plan:
+    """Decided once per call, before the tool body: the route, and the question when the route asks."""
 
-    The person may take a while to answer; if the item changes meanwhile, what they agreed to is not what would
-    be deleted. Bounded: an abandoned question is forgotten after `limit` newer ones.
-    """
-
-    def __init__(self, limit: int = 1000) -> None:
-        self._limit = limit
-        self._versions: dict[object, str] = {}
-
-    def remember(self, key: object, version: str) -> None:
-        self._versions.pop(key, None)
-        self._versions[key] = version
-        while len(self._versions) > self._limit:
-            del self._versions[next(iter(self._versions))]
-
-    def pop(self, key: object) -> str | None:
-        return self._versions.pop(key, None)
+    route: Route
+    reach: Reach
+    question: Question | None = None
 
 
-def changed_since_asked(subject: str) -> Refusal:
-    return Refusal(
-        "ITEM_CHANGED",
-        f"{subject} changed on the portal while the person was being asked, so what they agreed to is not what "
-        "would be deleted. Nothing was deleted; call again to ask about the current version.",
-    )
+@dataclass(frozen=True)
+class Consent:
+    """Everything the gate knows about one `dryRun: false` call."""
+
+    route: Route
+    token: str | None = None
+    answer: Answer | None = None
+    shown: str | None = None  # the version the person was asked about
+    reach: Reach = Reach.ASKABLE
 
 
-def route_for(mode: ConfirmMode, *, can_ask: bool) -> Route:
+def route_for(mode: ConfirmMode, reach: Reach) -> Route:
     """Decide how a deletion is confirmed under `mode`, given whether the client can be asked."""
     if mode is ConfirmMode.NONE:
         return Route.NONE
     if mode is ConfirmMode.TOKEN:
         return Route.TOKEN
-    if can_ask:
+    if reach is Reach.ASKABLE:
         return Route.ASK
     return Route.UNSUPPORTED if mode is ConfirmMode.ELICIT else Route.TOKEN
 
 
-def mode_hint(mode: ConfirmMode, *, can_ask: bool | None = None) -> str:
-    """One sentence for the assistant on how deletions are confirmed here."""
+def mode_hint(mode: ConfirmMode, noun: str, reach: Reach | None = None) -> str:
+    """One sentence for the assistant on how deletions are confirmed here; `noun` is `item` or `ids`."""
+    with_token = f"the confirmationToken from a preview of the same {noun}"
     if mode is ConfirmMode.NONE:
         return "Confirmation is switched off on this server (B24_CONFIRM=none): dryRun: false deletes at once."
-    if mode is ConfirmMode.TOKEN or (mode is ConfirmMode.AUTO and can_ask is False):
-        return (
-            "To delete, call again with dryRun: false and the confirmationToken from a preview of the same item; "
-            "show the person the preview first."
-        )
-    if mode is ConfirmMode.ELICIT:
-        return "To delete, call again with dryRun: false: the person is asked to confirm in their client."
-    if can_ask:
+    if mode is ConfirmMode.TOKEN or (mode is ConfirmMode.AUTO and reach not in (None, Reach.ASKABLE)):
+        hint = f"To delete, call again with dryRun: false and {with_token}; show the person the preview first."
+        if reach is Reach.NO_BACK_CHANNEL and mode is ConfirmMode.AUTO:
+            hint += (
+                " (This stateless HTTP server cannot ask the person on a 2025-11-25 connection, although the "
+                "client can answer questions, so a token is required instead.)"
+            )
+        return hint
+    if mode is ConfirmMode.ELICIT or reach is Reach.ASKABLE:
         return "To delete, call again with dryRun: false: the person is asked to confirm in their client."
     return (
         "To delete, call again with dryRun: false; the person is asked to confirm when their client supports "
-        "it, otherwise pass the confirmationToken from a preview of the same item."
+        f"it, otherwise pass {with_token}."
     )
 
 
-def confirmation_required() -> Refusal:
+def confirmation_required(noun: str) -> Refusal:
     return Refusal(
         "CONFIRMATION_REQUIRED",
-        "A deletion needs confirmation: call with dryRun: true to preview the item, show the person what would "
+        f"A deletion needs confirmation: call with dryRun: true to preview the {noun}, show the person what would "
         "be deleted, then call with dryRun: false and the confirmationToken from that preview.",
     )
 
@@ -119,11 +127,16 @@ def not_asked() -> Refusal:
     )
 
 
-def elicitation_unsupported() -> Refusal:
+def elicitation_unsupported(reach: Reach) -> Refusal:
+    why = (
+        "this stateless HTTP server cannot ask on a 2025-11-25 connection (no back channel)"
+        if reach is Reach.NO_BACK_CHANNEL
+        else "this client cannot ask them (no elicitation capability)"
+    )
     return Refusal(
         "ELICITATION_UNSUPPORTED",
-        "This server requires the person to confirm each deletion (B24_CONFIRM=elicit), and this client cannot "
-        "ask them (no elicitation capability). Use a client that supports elicitation; previews still work.",
+        f"This server requires the person to confirm each deletion (B24_CONFIRM=elicit), and {why}. Use a client "
+        "that supports elicitation; previews still work.",
     )
 
 
@@ -162,3 +175,80 @@ class Guardrails:
         if self.allowed_types is not None:
             parts.append("allowed entityTypeIds: " + ", ".join(str(t) for t in sorted(self.allowed_types)))
         return "; ".join(parts)
+
+
+class Versioned(Protocol):
+    """What the gate needs of a reading: the version a confirmation is bound to."""
+
+    @property
+    def version(self) -> str: ...
+
+
+S = TypeVar("S", bound=Versioned)
+
+
+@dataclass(frozen=True)
+class Target(Generic[S]):
+    """What is to be deleted, as the gate sees it: how to read it, and the words for its refusals."""
+
+    entity_type_id: int
+    subject: str  # what a token names: the item id, or the set's digest name
+    noun: str  # "item" or "ids": "a preview of the same item"
+    read: Callable[[], Awaitable[S]]
+    changed_since_preview: Callable[[str, S], Refusal]  # (the version previewed, the reading now)
+    changed_since_asked: Callable[[S], Refusal]
+
+
+@dataclass(frozen=True)
+class Passed(Generic[S]):
+    """The gate let the deletion through: the target as it is now, and how it was confirmed."""
+
+    reading: S
+    by: ConfirmedBy
+
+
+@dataclass(frozen=True)
+class Declined(Generic[S]):
+    """The person said no (or dismissed the question); the reading when it could be made."""
+
+    reading: S | None
+    answer: Answer
+
+
+async def pass_gate(
+    consent: Consent, target: Target[S], tokens: ConfirmationTokens, guardrails: Guardrails
+) -> Passed[S] | Declined[S]:
+    """Apply the confirmation rule; raise a `Refusal` (or the portal's error reading the target) when it fails.
+
+    A token is spent only once the target was read and found unchanged, right before the deletion is sent.
+    """
+    guardrails.check_delete(target.entity_type_id)
+    if consent.route is Route.UNSUPPORTED:
+        raise elicitation_unsupported(consent.reach)
+    if consent.route is Route.TOKEN:
+        if not consent.token:
+            raise confirmation_required(target.noun)
+        claim = tokens.check(consent.token, target.entity_type_id, target.subject)
+        reading = await target.read()
+        if reading.version != claim.version:
+            raise target.changed_since_preview(claim.version, reading)
+        await tokens.consume(claim)
+        return Passed(reading, ConfirmedBy.TOKEN)
+    if consent.route is Route.NONE:
+        return Passed(await target.read(), ConfirmedBy.NONE)
+    if consent.answer is Answer.ACCEPTED:
+        reading = await target.read()
+        if consent.shown is None:
+            raise not_asked()
+        if reading.version != consent.shown:
+            raise target.changed_since_asked(reading)
+        return Passed(reading, ConfirmedBy.ELICITATION)
+    if consent.answer in (Answer.DECLINED, Answer.CANCELLED):
+        try:
+            found: S | None = await target.read()
+        except B24Error:
+            found = None
+        return Declined(found, consent.answer)
+    # The question was not put: surface why (the target's own error), or ask for another try.
+    await target.read()
+    raise not_asked()

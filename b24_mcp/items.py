@@ -1,22 +1,53 @@
-"""CRM items as the assistant and the person see them: type names, display names and a short summary."""
+"""CRM items as the assistant and the person see them: the system types, names, and a short summary."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-SYSTEM_TYPES: Mapping[int, str] = {1: "lead", 2: "deal", 3: "contact", 4: "company", 7: "quote", 31: "invoice"}
+from b24_mcp.text import quoted
+
+
+@dataclass(frozen=True)
+class SystemType:
+    """A CRM type every portal has."""
+
+    name: str  # as messages name one item: "deal"
+    plural: str  # "deals"
+    title: str  # as crm_entity_types lists it: "Deal"
+    recycle_bin: bool | None  # the classic types use the recycle bin; invoice's is read like a smart process's
+
+
+SYSTEM_TYPES: Mapping[int, SystemType] = {
+    1: SystemType("lead", "leads", "Lead", True),
+    2: SystemType("deal", "deals", "Deal", True),
+    3: SystemType("contact", "contacts", "Contact", True),
+    4: SystemType("company", "companies", "Company", True),
+    7: SystemType("quote", "quotes", "Quote (estimate)", True),
+    31: SystemType("invoice", "invoices", "Invoice", None),
+}
 
 
 def type_name(entity_type_id: int) -> str:
     """`deal` for 2, `smart-process item (type 1038)` for a smart process."""
-    return SYSTEM_TYPES.get(entity_type_id, f"smart-process item (type {entity_type_id})")
+    known = SYSTEM_TYPES.get(entity_type_id)
+    return known.name if known else f"smart-process item (type {entity_type_id})"
+
+
+def counted(entity_type_id: int, count: int) -> str:
+    """`1 deal`, `140 deals`, `3 items of type 1038`."""
+    known = SYSTEM_TYPES.get(entity_type_id)
+    if count == 1:
+        return f"1 {type_name(entity_type_id)}"
+    return f"{count} {known.plural}" if known else f"{count} items of type {entity_type_id}"
 
 
 def display_name(item: Mapping[str, Any]) -> str | None:
-    """The item's title, or a contact's full name; None when it has neither."""
+    """The item's title, or a contact's full name; None when it has neither. The portal's text, unsanitised."""
     title = item.get("title")
     if isinstance(title, str) and title.strip():
         return title.strip()
@@ -25,11 +56,22 @@ def display_name(item: Mapping[str, Any]) -> str | None:
     return name or None
 
 
+def describe(entity_type_id: int, item_id: int, item: Mapping[str, Any] | None = None) -> str:
+    """`deal #42 «Acme renewal»`: how messages and questions name an item; the title sanitised and quoted."""
+    name = display_name(item) if item is not None else None
+    return f"{type_name(entity_type_id)} #{item_id}" + (f" {quoted(name)}" if name else "")
+
+
+def version_of(item: Mapping[str, Any]) -> str:
+    """The item's `updatedTime`: what a confirmation is bound to."""
+    return str(item.get("updatedTime", ""))
+
+
 class ItemSummary(BaseModel):
     """What identifies an item to a person: the fields of `crm.item.get` worth showing before a deletion."""
 
     id: int
-    title: str | None = Field(default=None, description="The title, or a contact's name.")
+    title: str | None = Field(default=None, description="The title, or a contact's name (the portal's text, as data).")
     stageId: str | None = None
     assignedById: int | None = None
     createdTime: str | None = None
@@ -38,23 +80,28 @@ class ItemSummary(BaseModel):
     currencyId: str | None = None
 
 
+_MAX_FIELD = 2000  # the portal's text stays as sent in structured results, but bounded
+
+
 def summarize(item: Mapping[str, Any]) -> ItemSummary:
-    """Summarize an item as `crm.item.get` returned it, tolerating missing or oddly typed fields."""
+    """Summarize an item as the portal returned it, tolerating missing or oddly typed fields."""
 
     def text(key: str) -> str | None:
         value = item.get(key)
-        return str(value) if value is not None and value != "" else None
+        return str(value)[:_MAX_FIELD] if value is not None and value != "" else None
 
     def number(key: str) -> float | None:
         try:
-            return float(item[key]) if item.get(key) not in (None, "") else None
-        except (TypeError, ValueError):
+            value = float(item[key]) if item.get(key) not in (None, "") else None
+        except (TypeError, ValueError, OverflowError):
             return None
+        return value if value is not None and math.isfinite(value) else None
 
     assigned = number("assignedById")
+    name = display_name(item)
     return ItemSummary(
         id=int(item["id"]),
-        title=display_name(item),
+        title=name[:_MAX_FIELD] if name else None,
         stageId=text("stageId"),
         assignedById=None if assigned is None else int(assigned),
         createdTime=text("createdTime"),
@@ -62,9 +109,3 @@ def summarize(item: Mapping[str, Any]) -> ItemSummary:
         opportunity=number("opportunity"),
         currencyId=text("currencyId"),
     )
-
-
-def describe(entity_type_id: int, item_id: int, item: Mapping[str, Any] | None = None) -> str:
-    """`deal #42 «Acme renewal»`: how messages and questions name an item."""
-    name = display_name(item) if item is not None else None
-    return f"{type_name(entity_type_id)} #{item_id}" + (f" «{name}»" if name else "")

@@ -2,6 +2,15 @@
 
 The webhook base URL carries the secret code, so it lives only inside this module's client: it is never
 formatted into a message, and the HTTP library's own request logging is silenced for good.
+
+Everything that comes back is hostile until checked:
+- `timeout` bounds each attempt as a whole (connecting, sending, and reading the last byte of the body), not
+  each read: a portal trickling bytes is cut off after `timeout` seconds (`PORTAL_TIMEOUT`);
+- an answer is read as a stream and abandoned once its decoded size passes `max_answer_bytes` (16 MiB by
+  default, far beyond any real answer): a huge body or a compression bomb is `BAD_PORTAL_RESPONSE`;
+- every failure of the HTTP library (a body that does not decode included) becomes a `TransportError`;
+- every text taken from an answer into an error (codes, descriptions, a redirect's host, a content type) passes
+  through the credential's `scrub` and is clipped; a successful answer that echoes a secret is masked too.
 """
 
 from __future__ import annotations
@@ -11,19 +20,20 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
 
 from b24_mcp import __version__
 from b24_mcp.auth import Auth
-from b24_mcp.errors import B24Error, PortalError, TransportError, may_have_acted
+from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError, may_have_acted
 from b24_mcp.limiter import LeakyBucket
 
 # httpx2 logs every request URL at INFO, and a webhook URL contains its secret code: keep those records from
@@ -32,6 +42,14 @@ for _name in ("httpx2", "httpcore2"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 logger = logging.getLogger(__name__)
+
+# No real answer comes near this (a batch of 50 full items is a few hundred KiB); measured after decompression.
+DEFAULT_MAX_ANSWER_BYTES = 16 * 1024 * 1024
+# Real codes are short words and real descriptions a sentence or two: longer texts are clipped, not passed on.
+_MAX_CODE = 200
+_MAX_TEXT = 2000
+# How far ahead an operating_reset_at may lie to block a method here (the portal's window is 10 minutes).
+_MAX_BLOCK = 3600
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,38 @@ class PortalResponse:
     after_lost_answer: bool = False  # an earlier attempt of this call may have reached the portal too
 
 
+class _Answer(NamedTuple):
+    status: int
+    content_type: str
+    location: str
+    content: bytes
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+class _Progress:
+    """Follows a request through the connection library's trace events, to tell whether it can have been sent.
+
+    `sent` stays None when the transport reports nothing (then it may have been sent), is False while
+    connecting, and True from the moment the request's headers start going out.
+    """
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent: bool | None = None
+
+    async def trace(self, name: str, info: Mapping[str, Any]) -> None:
+        if self.sent:
+            return
+        if ".send_request_" in name:
+            self.sent = True
+        elif name.startswith("connection."):
+            self.sent = False
+
+
 _deadline: ContextVar[float | None] = ContextVar("b24_deadline", default=None)
 
 
@@ -52,7 +102,8 @@ class PortalClient:
     """Calls REST methods of one portal through one pooled HTTP client, created on first use.
 
     Every call is paced by the shared leaky bucket, retried with backoff when a retry can help, and renewed once
-    on `expired_token` when the credential can be refreshed.
+    on `expired_token` when the credential can be refreshed. Each attempt, and each token refresh, lasts at most
+    `timeout` seconds and reads at most `max_answer_bytes` of decoded answer.
     """
 
     def __init__(
@@ -65,6 +116,7 @@ class PortalClient:
         limiter: LeakyBucket | None = None,
         max_retries: int = 3,
         retry_base: float = 0.5,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._auth = auth
         self._timeout = timeout
@@ -73,6 +125,7 @@ class PortalClient:
         self._limiter = limiter
         self._max_retries = max_retries
         self._retry_base = retry_base
+        self._max_answer_bytes = max_answer_bytes
         self._http: httpx2.AsyncClient | None = None
         self._reset_at: dict[str, int] = {}  # method -> the portal's operating_reset_at from its last answer
         self._blocked_until: dict[str, int] = {}
@@ -94,6 +147,10 @@ class PortalClient:
     def identity(self) -> str:
         """Portal and credential, not secret: what confirmation tokens are bound to."""
         return self._auth.identity
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret of the credential (webhook code and URL, tokens, client secret) as `***`."""
+        return self._auth.scrub(text)
 
     def _client(self) -> httpx2.AsyncClient:
         if self._http is None:
@@ -126,15 +183,16 @@ class PortalClient:
             _deadline.reset(token)
 
     async def call(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
-        """Call a REST method; raise `PortalError` for an error body, `TransportError` when no answer is usable.
+        """Call a REST method; raise `PortalError` for an error body, `TransportError` when no answer is usable,
+        `Refusal` (`OPERATION_TIME_LIMIT`) without sending when the portal blocked the method until later.
 
         An error raised after an earlier attempt may have reached the portal has `after_lost_answer` set.
         """
+        self._check_blocked(method)
         retries = 0
         refreshed = False
         lost = False
         while True:
-            self._check_blocked(method)
             if self._limiter is not None:
                 await self._limiter.acquire()
             generation = self._auth.generation
@@ -143,20 +201,30 @@ class PortalClient:
                 answer = await self._send(method, params)
             except PortalError as exc:
                 if exc.is_code("expired_token") and self._auth.can_refresh and not refreshed:
-                    await self._auth.refresh(self._client(), generation)
                     refreshed = True
+                    try:
+                        await self._auth.refresh(self._post_form, generation)
+                    except (PortalError, TransportError) as failure:
+                        raise (failure.with_lost_answer() if lost else failure) from None
                     continue
-                error = self._explain(method, exc)
+                error = exc
             except TransportError as exc:
                 error = exc
             else:
-                if answer.time and isinstance(answer.time.get("operating_reset_at"), int):
-                    self._reset_at[method] = answer.time["operating_reset_at"]
+                reset = answer.time.get("operating_reset_at") if answer.time else None
+                if isinstance(reset, int) and not isinstance(reset, bool):
+                    self._reset_at[method] = reset
                 return replace(answer, after_lost_answer=True) if lost else answer
-            error.after_lost_answer = lost
+            if lost:
+                error = error.with_lost_answer()
             delay = self._retry_base * 2**retries * (0.5 + random.random())  # noqa: S311 (jitter, not crypto)
             end = _deadline.get()
-            if not _worth_retrying(error) or retries >= self._max_retries or (end and time.monotonic() + delay > end):
+            if (
+                not _worth_retrying(error)
+                or retries >= self._max_retries
+                or (end and time.monotonic() + delay > end)
+                or self._blocked(method) is not None  # blocked meanwhile by another call: say what happened here
+            ):
                 raise error
             lost = lost or may_have_acted(error)
             retries += 1
@@ -165,61 +233,230 @@ class PortalClient:
 
     async def _send(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
         url, body = self._auth.prepare(method, params)
+        answer = await self._exchange(url, json_body=body, who="The portal", what=method, host=self.host, acts=True)
+        return self._interpret(method, answer)
+
+    async def _post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
+        """POST a form (the OAuth token refresh) under the same limits; failures never count as the call sent."""
+        host = urlsplit(url).netloc
+        answer = await self._exchange(
+            url, form=dict(form), who="The OAuth server", what="the token refresh", host=host, acts=False
+        )
+        return answer.status, answer.content
+
+    async def _exchange(
+        self,
+        url: str,
+        *,
+        who: str,
+        what: str,
+        host: str,
+        acts: bool,
+        json_body: Any = None,
+        form: dict[str, str] | None = None,
+    ) -> _Answer:
+        """One POST, bounded as a whole by `timeout` and in size by `max_answer_bytes`.
+
+        `acts` says whether reaching the other side may have done the work (a REST call) or not (a token
+        refresh): it decides `maybe_sent` of the `TransportError` raised when no usable answer came back.
+        """
+        progress = _Progress()
+        status: int | None = None
         try:
-            response = await self._client().post(url, json=body)
-        except httpx2.TimeoutException as exc:
-            # A connect timeout means nothing was sent; any later timeout may have lost a delivered request.
-            sent = not isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout)
+            with anyio.move_on_after(self._timeout) as scope:
+                async with self._client().stream(
+                    "POST", url, json=json_body, data=form, extensions={"trace": progress.trace}
+                ) as response:
+                    status = response.status_code
+                    headers = response.headers
+                    # A redirect's body is of no use (its Location is all we report).
+                    content = b"" if 300 <= status < 400 else await self._read(response)
+                    return _Answer(status, headers.get("content-type", ""), headers.get("location", ""), content)
+        except _TooLargeError:
             raise TransportError(
-                "PORTAL_TIMEOUT",
-                f"The portal did not answer {method} within {self._timeout:g} s.",
-                retryable=True,
-                maybe_sent=sent,
+                "BAD_PORTAL_RESPONSE",
+                f"{who} answered {what} with more than {self._max_answer_bytes // 1024} KiB (HTTP {status}); "
+                "reading stopped there.",
+                http_status=status,
+                retryable=False,
+                maybe_sent=acts,
             ) from None
+        except httpx2.TimeoutException as exc:
+            # A connect or pool timeout means nothing was sent; any later one may have lost a delivered request.
+            sent = acts and not isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout)
+            raise self._timed_out(who, what, sent) from None
         except httpx2.ConnectError as exc:
+            if scope.cancel_called:
+                raise self._timed_out(who, what, acts and progress.sent is not False) from None
             raise TransportError(
-                "PORTAL_UNREACHABLE", _connect_failure(exc, self.host), retryable=True, maybe_sent=False
+                "PORTAL_UNREACHABLE", _connect_failure(exc, host), retryable=True, maybe_sent=False
             ) from None
         except httpx2.TransportError as exc:
-            logger.debug("%s to %s failed: %s", method, self.host, type(exc).__name__)
+            if scope.cancel_called:
+                raise self._timed_out(who, what, acts and progress.sent is not False) from None
+            logger.debug("%s to %s failed: %s", what, host, type(exc).__name__)
             raise TransportError(
                 "PORTAL_UNREACHABLE",
-                f"The connection to {self.host} broke during {method} ({type(exc).__name__}).",
+                f"The connection to {host} broke during {what} ({type(exc).__name__}).",
                 retryable=True,
-                maybe_sent=True,
+                maybe_sent=acts,
             ) from None
-        return _interpret(method, response, self.host)
+        except (httpx2.HTTPError, httpx2.StreamError) as exc:
+            # A body that does not decode (a broken gzip stream, too many encodings) and anything else the HTTP
+            # library raises once the request went out: the other side may have acted.
+            logger.debug("%s to %s: unusable answer: %s", what, host, type(exc).__name__)
+            raise TransportError(
+                "BAD_PORTAL_RESPONSE",
+                f"{who} answered {what} with HTTP {status} and a body that could not be read ({type(exc).__name__}).",
+                http_status=status,
+                retryable=status is not None and status >= 500,
+                maybe_sent=acts,
+            ) from None
+        raise self._timed_out(who, what, acts and progress.sent is not False)
 
-    def _explain(self, method: str, error: PortalError) -> PortalError:
-        """Add what the assistant needs to act on an error: when a blocked method unblocks, how to renew."""
-        if error.is_code("QUERY_LIMIT_EXCEEDED") and self._limiter is not None:
+    async def _read(self, response: httpx2.Response) -> bytes:
+        """The decoded body, abandoned as soon as it passes the cap."""
+        limit = self._max_answer_bytes
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLargeError
+        return bytes(body)
+
+    def _timed_out(self, who: str, what: str, sent: bool) -> TransportError:
+        return TransportError(
+            "PORTAL_TIMEOUT",
+            f"{who} did not answer {what} within {self._timeout:g} s.",
+            retryable=True,
+            maybe_sent=sent,
+        )
+
+    def _interpret(self, method: str, answer: _Answer) -> PortalResponse:
+        status = answer.status
+        scrub = self._auth.scrub
+        if 300 <= status < 400:
+            # The portal moved (a new domain); following it silently would send the webhook code elsewhere.
+            target = _clip(scrub(_host_of(answer.location)), 100) or "another address"
+            raise TransportError(
+                "PORTAL_REDIRECT",
+                f"The portal {self.host} redirects to {target} (HTTP {status}); it may have moved to a new domain. "
+                "Update B24_WEBHOOK_URL after checking the new address.",
+                http_status=status,
+                retryable=False,
+                maybe_sent=False,
+            )
+        content = answer.content
+        try:
+            body = json.loads(content) if content.strip() else None
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: deep nesting
+            body = None
+        if isinstance(body, dict) and self._auth.secrets.found_in(content):
+            logger.warning("The portal's answer to %s contained a secret of the credential; it is masked", method)
+            body = _scrubbed(body, scrub)
+        if isinstance(body, dict) and "error" in body:
+            raise self._portal_error(method, body["error"], body.get("error_description"), status)
+        if isinstance(body, dict) and "result" in body and status < 300:
+            total, after, timing = body.get("total"), body.get("next"), body.get("time")
+            return PortalResponse(
+                result=body["result"],
+                total=total if _is_int(total) else None,
+                next=after if _is_int(after) else None,
+                time=timing if isinstance(timing, dict) else None,
+            )
+        kind = _clip(scrub(answer.content_type.split(";")[0].strip()), 60) or "no content type"
+        what = "an empty body" if not content.strip() else f"a {kind} body that is not a REST answer"
+        raise TransportError(
+            "BAD_PORTAL_RESPONSE",
+            f"The portal answered {method} with HTTP {status} and {what}.",
+            http_status=status,
+            retryable=status >= 500,
+            maybe_sent=True,
+        )
+
+    def _portal_error(self, method: str, code_value: Any, description_value: Any, status: int) -> PortalError:
+        """The portal's error as sent (scrubbed of secrets), with what the assistant needs to act on it."""
+        scrub = self._auth.scrub
+        code = _clip(scrub(_text(code_value)), _MAX_CODE)
+        description = "" if description_value is None else _clip(scrub(_text(description_value)), _MAX_TEXT)
+        hint = None
+        upper = code.upper()
+        if upper == "QUERY_LIMIT_EXCEEDED" and self._limiter is not None:
             self._limiter.saturate()
-        if error.is_code("OPERATION_TIME_LIMIT"):
+        elif upper == "OPERATION_TIME_LIMIT":
             reset = self._reset_at.get(method)
-            if reset is not None and reset > time.time():
+            if reset is not None and time.time() < reset <= time.time() + _MAX_BLOCK:
                 self._blocked_until[method] = reset
-                error.hint = f"The portal unblocks {method} at {_utc(reset)} (operating_reset_at); retry then."
+                hint = f"The portal unblocks {method} at {_utc(reset)} (operating_reset_at); retry then."
             else:
-                error.hint = f"The portal blocked {method} for a while; retry in a few minutes."
-        if error.is_code("expired_token") and not self._auth.can_refresh:
-            error.hint = "Set B24_REFRESH_TOKEN, B24_CLIENT_ID and B24_CLIENT_SECRET so the token renews itself."
-        return error
+                hint = f"The portal blocked {method} for a while; retry in a few minutes."
+        elif upper == "EXPIRED_TOKEN" and not self._auth.can_refresh:
+            hint = "Set B24_REFRESH_TOKEN, B24_CLIENT_ID and B24_CLIENT_SECRET so the token renews itself."
+        return PortalError(code, description, http_status=status, hint=hint)
+
+    def _blocked(self, method: str) -> int | None:
+        """Until when the portal blocked `method` (its operating_reset_at), if it still is."""
+        until = self._blocked_until.get(method)
+        if until is not None and until <= time.time():
+            del self._blocked_until[method]
+            return None
+        return until
 
     def _check_blocked(self, method: str) -> None:
-        until = self._blocked_until.get(method)
-        if until is None:
-            return
-        if until <= time.time():
-            del self._blocked_until[method]
-            return
-        error = PortalError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", http_status=None)
-        error.hint = f"Not sent: the portal unblocks {method} at {_utc(until)} (operating_reset_at); retry then."
-        raise error
+        until = self._blocked(method)
+        if until is not None:
+            raise Refusal(
+                "OPERATION_TIME_LIMIT",
+                f"Not sent: the portal blocked {method} until {_utc(until)} (its operating_reset_at), after this "
+                "credential used up its processing time for it.",
+                retryable=True,
+                hint=f"Retry after {_utc(until)}.",
+            )
 
 
 def _worth_retrying(error: B24Error) -> bool:
     # A blocked method stays blocked for minutes: say when, rather than retrying in a loop.
     return error.retryable and not error.is_code("OPERATION_TIME_LIMIT")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> str:
+    """A code or description as text: strings and numbers as sent, anything else named by its kind."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return str(value)
+    return "(a JSON object)" if isinstance(value, dict) else "(a JSON array)"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "… (cut)"
+
+
+def _host_of(location: str) -> str:
+    try:
+        return urlsplit(location).hostname or ""
+    except ValueError:
+        return ""
+
+
+def _scrubbed(body: dict[str, Any], scrub: Callable[[str], str]) -> dict[str, Any] | None:
+    """A parsed answer with every string (keys too) scrubbed; None when it is nested too deeply to walk."""
+    try:
+        return {scrub(key): _scrub_value(item, scrub) for key, item in body.items()}
+    except RecursionError:
+        return None
+
+
+def _scrub_value(value: Any, scrub: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub(key): _scrub_value(item, scrub) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrub_value(item, scrub) for item in value]
+    return value
 
 
 def _utc(timestamp: int) -> str:
@@ -228,7 +465,9 @@ def _utc(timestamp: int) -> str:
 
 def _connect_failure(exc: httpx2.ConnectError, host: str) -> str:
     cause: BaseException | None = exc
-    while cause is not None:
+    for _ in range(32):  # a chain, bounded in case it loops
+        if cause is None:
+            break
         if isinstance(cause, ssl.SSLCertVerificationError):
             return (
                 f"The TLS certificate of {host} could not be verified; "
@@ -236,41 +475,3 @@ def _connect_failure(exc: httpx2.ConnectError, host: str) -> str:
             )
         cause = cause.__cause__ or cause.__context__
     return f"Could not connect to {host}."
-
-
-def _interpret(method: str, response: httpx2.Response, host: str) -> PortalResponse:
-    status = response.status_code
-    if 300 <= status < 400:
-        # The portal moved (a new domain); following it silently would send the webhook code elsewhere.
-        target = httpx2.URL(response.headers.get("location", "")).host or "another address"
-        raise TransportError(
-            "PORTAL_REDIRECT",
-            f"The portal {host} redirects to {target} (HTTP {status}); it may have moved to a new domain. "
-            "Update B24_WEBHOOK_URL after checking the new address.",
-            http_status=status,
-            retryable=False,
-            maybe_sent=False,
-        )
-    try:
-        body = json.loads(response.content) if response.content.strip() else None
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if isinstance(body, dict) and "error" in body:
-        description = body.get("error_description")
-        raise PortalError(str(body["error"]), "" if description is None else str(description), http_status=status)
-    if isinstance(body, dict) and "result" in body and status < 300:
-        return PortalResponse(
-            result=body["result"],
-            total=body.get("total") if isinstance(body.get("total"), int) else None,
-            next=body.get("next") if isinstance(body.get("next"), int) else None,
-            time=body.get("time") if isinstance(body.get("time"), dict) else None,
-        )
-    kind = response.headers.get("content-type", "no content type").split(";")[0] or "no content type"
-    what = "an empty body" if not response.content.strip() else f"a {kind} body that is not a REST answer"
-    raise TransportError(
-        "BAD_PORTAL_RESPONSE",
-        f"The portal answered {method} with HTTP {status} and {what}.",
-        http_status=status,
-        retryable=status >= 500,
-        maybe_sent=True,
-    )

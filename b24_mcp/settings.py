@@ -1,21 +1,37 @@
-"""Configuration from the environment and a `.env` file, validated before the server starts serving."""
+"""Configuration from the environment, or from an env file named on purpose, validated before the server serves.
+
+No `.env` is read unless it is named: `--env-file PATH`, or `B24_ENV_FILE` in the real environment. MCP clients
+start stdio servers in the user's project folder, and a cloned repository can bring a `.env` of its own
+(`B24_CONFIRM=none`, or someone else's `B24_OAUTH_URL`): the working directory decides nothing here.
+
+Plain pydantic, not pydantic-settings: the same validation and messages, without ~20 ms of imports at every start.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import SplitResult, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX = "B24_"
+ENV_FILE_VARIABLE = "B24_ENV_FILE"
+MAX_ENV_FILE_BYTES = 1 << 20
+MIN_SECRET_LENGTH = 32
+MAKE_A_SECRET = "openssl rand -hex 32"
 _WEBHOOK_SHAPE = "https://<portal>/rest/<userId>/<code>/"
 _WEBHOOK_PATH = re.compile(r"/rest/(?P<user>[0-9]+)/(?P<code>[A-Za-z0-9_.~-]+)/?")
+_NOT_A_PORTAL = "is not a portal address; expected https://<portal> (e.g. https://acme.bitrix24.com)"
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token: what an Authorization header can carry
 
 
 class ConfirmMode(StrEnum):
@@ -35,6 +51,35 @@ class SettingsError(Exception):
         self.lines = lines
 
 
+def is_host_name(host: str) -> bool:
+    """Whether `host` (without brackets or port) is an IP address or a DNS name an HTTP client can connect to."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()  # a portal may have an internationalised name
+    except UnicodeError:
+        return False
+    labels = ascii_host.removesuffix(".").split(".")
+    if len(ascii_host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return False
+    return not all(label.isdigit() for label in labels)  # 1.2.3.999 is neither a name nor an IPv4 address
+
+
+def _split_url(url: str, problem: str) -> SplitResult:
+    """`urlsplit`, with its `ValueError`s (a bad IPv6 literal, a port of 99999) turned into `problem`."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError(problem) from None
+    if not parts.hostname or not is_host_name(parts.hostname) or port == 0 or parts.netloc.endswith(":"):
+        raise ValueError(problem)
+    return parts
+
+
 @dataclass(frozen=True, repr=False)
 class Webhook:
     """An incoming webhook: where the portal is, whose rights calls run with, and the secret base URL."""
@@ -50,9 +95,10 @@ class Webhook:
 
 def parse_webhook_url(url: str, *, allow_http: bool) -> Webhook:
     """Check a webhook base URL and split it; `ValueError` messages never contain the URL."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"is not an incoming-webhook base; expected {_WEBHOOK_SHAPE}")
+    problem = f"is not an incoming-webhook base; expected {_WEBHOOK_SHAPE}"
+    parts = _split_url(url, problem)
+    if parts.scheme not in ("https", "http"):
+        raise ValueError(problem)
     if parts.scheme == "http" and not allow_http:
         raise ValueError(
             "uses http://, which would send the webhook code in clear text; use https:// "
@@ -60,7 +106,7 @@ def parse_webhook_url(url: str, *, allow_http: bool) -> Webhook:
         )
     match = _WEBHOOK_PATH.fullmatch(parts.path)
     if parts.query or parts.fragment or parts.username or match is None:
-        raise ValueError(f"is not an incoming-webhook base; expected {_WEBHOOK_SHAPE}")
+        raise ValueError(problem)
     netloc = parts.netloc.lower()
     base = f"{parts.scheme}://{netloc}/rest/{match['user']}/{match['code']}/"
     return Webhook(scheme=parts.scheme, host=netloc, user_id=int(match["user"]), base_url=base)
@@ -86,32 +132,48 @@ class OAuthConfig:
 
 def parse_portal_url(url: str, *, allow_http: bool) -> tuple[str, str]:
     """`https://acme.bitrix24.com`, with or without a trailing slash or `/rest/`, as (scheme, host)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.username:
-        raise ValueError("is not a portal address; expected https://<portal> (e.g. https://acme.bitrix24.com)")
+    parts = _split_url(url, _NOT_A_PORTAL)
+    if parts.scheme not in ("https", "http") or parts.query or parts.fragment or parts.username:
+        raise ValueError(_NOT_A_PORTAL)
     if parts.path.rstrip("/") not in ("", "/rest"):
-        raise ValueError("is not a portal address; expected https://<portal> (e.g. https://acme.bitrix24.com)")
+        raise ValueError(_NOT_A_PORTAL)
     if parts.scheme == "http" and not allow_http:
         raise ValueError("uses http://; use https:// (or set B24_ALLOW_HTTP=true for a portal on a trusted network)")
     return parts.scheme, parts.netloc.lower()
 
 
+def _is_loopback_name(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_host_entry(entry: str) -> str:
+    """One `B24_MCP_ALLOWED_HOSTS` entry, normalised: `host[:port]` (a Host header) or `scheme://host[:port]`."""
+    problem = f"has {entry!r}, which is neither host[:port] nor an origin like https://host[:port]"
+    scheme, separator, _ = entry.partition("://")
+    parts = _split_url(entry if separator else f"//{entry}", problem)
+    if separator and scheme.lower() not in ("http", "https"):
+        raise ValueError(problem)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(problem)
+    netloc = parts.netloc.lower()
+    return f"{scheme.lower()}://{netloc}" if separator else netloc
+
+
 def _default_audit_log() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "b24-mcp" / "audit.jsonl"
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path("~/.local/state")  # a relative XDG_* is to be ignored
+    return base / "b24-mcp" / "audit.jsonl"
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Everything b24-mcp reads from `B24_*` variables (see `.env.example`)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_file=".env",
-        env_file_encoding="utf-8",
-        env_ignore_empty=True,
-        extra="ignore",
-        validate_default=True,
-    )
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     allow_http: bool = False
     webhook_url: SecretStr | None = None
@@ -128,7 +190,7 @@ class Settings(BaseSettings):
     ca_bundle: Path | None = None
     timeout: float = Field(default=30.0, gt=0, le=600)
     read_only: bool = False
-    allowed_entity_types: Annotated[frozenset[int] | None, NoDecode] = None
+    allowed_entity_types: frozenset[int] | None = None
     audit_log: Path = Field(default_factory=_default_audit_log)
     rate_per_second: float = Field(default=2.0, gt=0, le=1000)
     rate_burst: int = Field(default=50, ge=1, le=10_000)
@@ -136,6 +198,7 @@ class Settings(BaseSettings):
     call_deadline: float = Field(default=60.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mcp_http_token: SecretStr | None = None
+    mcp_allowed_hosts: tuple[str, ...] = ()
 
     @field_validator("webhook_url")
     @classmethod
@@ -155,16 +218,68 @@ class Settings(BaseSettings):
     @field_validator("oauth_url")
     @classmethod
     def _check_oauth_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")):
+        parts = _split_url(value, "must be an https:// URL")
+        loopback = parts.scheme == "http" and _is_loopback_name(parts.hostname or "")
+        if (parts.scheme != "https" and not loopback) or parts.username or parts.fragment:
             raise ValueError("must be an https:// URL")
+        return value
+
+    @field_validator("confirm_secret", "mcp_http_token")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"is shorter than {MIN_SECRET_LENGTH} characters, which could be guessed; "
+                f"make a random one with: {MAKE_A_SECRET}"
+            )
+        if info.field_name == "mcp_http_token" and not _BEARER_TOKEN.fullmatch(secret):
+            raise ValueError(
+                "has characters an Authorization header cannot carry (spaces, quotes, non-ASCII); "
+                f"make a random one with: {MAKE_A_SECRET}"
+            )
+        return value
+
+    @field_validator("token_file", "ca_bundle", "audit_log", mode="before")
+    @classmethod
+    def _absolute_path(cls, value: Any) -> Any:
+        if not isinstance(value, (str, os.PathLike)):
+            return value  # None, or a wrong type that pydantic names
+        text = os.fspath(value)
+        if not isinstance(text, str) or "\x00" in text:
+            raise ValueError("is not a usable path")
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:
+            raise ValueError("starts with ~ but this user has no home folder; give an absolute path") from None
+        if not path.is_absolute():
+            raise ValueError(
+                "must be an absolute path: a relative one would depend on the folder the server is started in"
+            )
+        return path
+
+    @field_validator("audit_log")
+    @classmethod
+    def _check_audit_log(cls, value: Path) -> Path:
+        if value.is_dir():
+            raise ValueError("is a folder; give the journal's file name (e.g. …/b24-mcp/audit.jsonl)")
         return value
 
     @field_validator("ca_bundle")
     @classmethod
     def _check_ca_bundle(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError("is not a readable PEM file")
+        if value is None:
+            return None
+        import ssl  # only when a bundle is set; the portal client imports it anyway
+
+        try:
+            if not value.is_file():
+                raise ValueError
+            ssl.create_default_context(cafile=str(value))  # what the portal client does on its first call
+        except (OSError, ValueError):
+            raise ValueError("is not a readable PEM file of certificates") from None
         return value
 
     @field_validator("allowed_entity_types", mode="before")
@@ -176,6 +291,14 @@ class Settings(BaseSettings):
                 raise ValueError("must be a comma-separated list of positive entityTypeIds, e.g. 2,1038")
             return frozenset(int(part) for part in parts) or None
         return value
+
+    @field_validator("mcp_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        entries: Iterable[Any] = value.split(",") if isinstance(value, str) else value
+        if not isinstance(entries, Iterable):
+            return value
+        return tuple(allowed_host_entry(entry.strip()) for entry in entries if isinstance(entry, str) and entry.strip())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -225,10 +348,70 @@ class Settings(BaseSettings):
         )
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the settings; `SettingsError` has one line per problem, each naming its variable."""
+def _b24_values(pairs: Mapping[str, str | None]) -> dict[str, str]:
+    """`B24_*` names (any case) as field names, empty values left out (as if unset)."""
+    prefix = len(ENV_PREFIX)
+    return {
+        name[prefix:].lower(): value
+        for name, value in pairs.items()
+        if name.upper().startswith(ENV_PREFIX) and name[prefix:].lower() in Settings.model_fields and value
+    }
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The `B24_*` values of an env file (dotenv syntax); `SettingsError`, one line naming the file, if unusable."""
+    shown = repr(os.fspath(path))
+
+    def refuse(problem: str) -> SettingsError:
+        return SettingsError([f"the env file {shown} {problem}"])
+
     try:
-        return Settings(**overrides)
+        # O_NONBLOCK: a FIFO put in its place must not hang the start; regular files are unaffected.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise refuse("does not exist") from None
+    except PermissionError:
+        raise refuse("cannot be read: permission denied") from None
+    except (OSError, ValueError) as exc:
+        raise refuse(f"cannot be read: {getattr(exc, 'strerror', None) or 'not a usable path'}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise refuse("is not a regular file")
+    with os.fdopen(descriptor, "rb") as file:
+        try:
+            data = file.read(MAX_ENV_FILE_BYTES + 1)
+        except OSError as exc:
+            raise refuse(f"cannot be read: {exc.strerror or 'input/output error'}") from None
+    if len(data) > MAX_ENV_FILE_BYTES:
+        raise refuse(f"is larger than {MAX_ENV_FILE_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise refuse(f"is not UTF-8 text (byte {exc.start})") from None
+    import io  # the dotenv parser only when a file is named
+
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:  # the line itself may hold a secret: only its number is shown
+            raise refuse(f"has a line {binding.original.line} that is not NAME=value")
+    return _b24_values(dotenv_values(stream=io.StringIO(text)))
+
+
+def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read and validate the settings; `SettingsError` has one line per problem, each naming its variable.
+
+    Values come from `overrides`, then the environment, then the env file: `env_file` (`--env-file`), else the
+    one `B24_ENV_FILE` in the environment names; never a `.env` that merely lies in the working directory.
+    """
+    if env_file is None:
+        env_file = os.environ.get(ENV_FILE_VARIABLE) or None
+    values: dict[str, Any] = read_env_file(env_file) if env_file is not None else {}
+    values |= _b24_values(os.environ)
+    values |= overrides
+    try:
+        return Settings.model_validate(values)
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_input=False, include_url=False):

@@ -4,12 +4,8 @@ the emulator over real HTTPS on loopback, and MCP clients connected to the real 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +13,13 @@ import pytest
 import trustme
 from mcp import Client
 
-from b24_mcp.deletion import DeletionService
+from b24_mcp.deletion import ItemDeletion
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook, serve_portal
-from b24_mcp.server import build_server, build_service
+from b24_mcp.server import build_server
 from b24_mcp.settings import Settings, load_settings
-
-SECRETS = (SANDBOX_WEBHOOK_CODE,)
+from helpers import TLSFiles, item_deletion, make_app
 
 
 @pytest.fixture
@@ -59,8 +54,8 @@ def make_settings(tmp_path: Path, journal_path: Path, monkeypatch: pytest.Monkey
 
 
 @pytest.fixture
-def service(portal: Portal, make_settings: Callable[..., Settings]) -> DeletionService:
-    return build_service(make_settings(), sandbox_webhook(), sandbox_transport(portal), retry_base=0.01)
+def service(portal: Portal, make_settings: Callable[..., Settings]) -> ItemDeletion:
+    return item_deletion(make_settings(), sandbox_webhook(), sandbox_transport(portal))
 
 
 @pytest.fixture
@@ -69,23 +64,11 @@ def connect(portal: Portal, make_settings: Callable[..., Settings]) -> Callable[
 
     @asynccontextmanager
     async def open_client(client: dict[str, Any] | None = None, **settings: Any) -> AsyncIterator[Client]:
-        server = build_server(
-            make_settings(**settings),
-            transport=sandbox_transport(portal),
-            credentials=sandbox_webhook(),
-            retry_base=0.01,
-        )
+        server = build_server(make_app(make_settings(**settings), sandbox_webhook(), sandbox_transport(portal)))
         async with Client(server, **(client or {})) as session:
             yield session
 
     return open_client
-
-
-@dataclass(frozen=True)
-class TLSFiles:
-    ca_bundle: Path
-    certfile: Path
-    keyfile: Path
 
 
 @pytest.fixture(scope="session")
@@ -112,22 +95,3 @@ def https_origin(portal: Portal, tls: TLSFiles) -> Iterator[str]:
 @pytest.fixture
 def webhook_url(https_origin: str) -> str:
     return f"{https_origin}/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/"
-
-
-def assert_no_secret(text: str) -> None:
-    for secret in SECRETS:
-        assert secret not in text
-
-
-def run_b24(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the `b24-mcp` command as a user would: a fresh process, no B24_* variable but those given."""
-    clean = {name: value for name, value in os.environ.items() if not name.startswith("B24_")}
-    return subprocess.run(
-        [sys.executable, "-m", "b24_mcp", *args],
-        env=clean | (env or {}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        cwd=tempfile.gettempdir(),
-    )

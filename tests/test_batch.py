@@ -11,9 +11,10 @@ import pytest
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from b24_mcp.bulk import BulkDeletion
-from b24_mcp.deletion import DeletionService
+from b24_mcp.deletion import ItemDeletion
 from b24_mcp.gate import Consent, Route
 from b24_mcp.sandbox.emulator import Fault, Portal
+from helpers import read_journal
 
 pytestmark = pytest.mark.anyio
 
@@ -33,10 +34,6 @@ def deals(portal: Portal) -> list[int]:
 def requests(portal: Portal) -> list[str]:
     """The HTTP requests the portal received (batch sub-commands not counted)."""
     return [call.method for call in portal.calls if not call.via_batch]
-
-
-def journal(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 async def call(connect: Callable[..., Any], arguments: dict[str, Any], **options: Any) -> CallToolResult:
@@ -99,7 +96,7 @@ async def test_every_item_is_journaled_like_a_single_deletion(
 ) -> None:
     snapshot = dict(portal.items[2][FIRST])
     await preview_and_delete(connect, deals[:60])
-    entries = journal(journal_path)
+    entries = read_journal(journal_path)
     assert [entry["event"] for entry in entries] == ["intent"] * 50 + ["deleted"] * 50 + ["intent"] * 10 + [
         "deleted"
     ] * 10
@@ -135,9 +132,9 @@ async def test_missing_ids_are_reported_per_id(connect: Callable[..., Any], port
 
 
 async def test_a_global_failure_halts_the_rest(
-    service: DeletionService, portal: Portal, deals: list[int], journal_path: Path
+    service: ItemDeletion, portal: Portal, deals: list[int], journal_path: Path
 ) -> None:
-    bulk = BulkDeletion(service)
+    bulk = BulkDeletion(service.app)
 
     async def fail_next_batch(done: int, total: int, message: str) -> None:
         portal.inject(
@@ -153,7 +150,7 @@ async def test_a_global_failure_halts_the_rest(
     assert {entry.error for entry in result.results if entry.status == "error"} == {"INVALID_CREDENTIALS"}
     assert "stopped" in result.message
     assert len(portal.calls_to("crm.item.delete")) == 50
-    events = [entry["event"] for entry in journal(journal_path)]
+    events = [entry["event"] for entry in read_journal(journal_path)]
     assert events.count("intent") == 100 and events.count("error") == 50 and events.count("deleted") == 50
 
 
@@ -254,7 +251,7 @@ async def test_a_lost_answer_of_a_delete_batch_is_confirmed_by_absence(
     assert (result.structured_content["status"], result.structured_content["deleted"]) == ("deleted", 3)
     for entry in result.structured_content["results"]:
         assert "confirmed by absence" in entry["note"]
-    assert [entry["event"] for entry in journal(journal_path)] == ["intent"] * 3 + ["deleted"] * 3
+    assert [entry["event"] for entry in read_journal(journal_path)] == ["intent"] * 3 + ["deleted"] * 3
 
 
 class Person:
@@ -269,7 +266,7 @@ class Person:
 
 
 @pytest.mark.parametrize("era", ["legacy", "default"])
-async def test_one_question_names_the_count_the_type_and_the_first_titles(
+async def test_one_question_names_the_count_the_type_and_every_title_of_a_small_set(
     connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path, era: str
 ) -> None:
     person = Person("accept")
@@ -279,11 +276,11 @@ async def test_one_question_names_the_count_the_type_and_the_first_titles(
     assert result.structured_content is not None
     assert (result.structured_content["status"], result.structured_content["deleted"]) == ("deleted", 5)
     assert set(person.questions) == {
-        "Delete 5 deals from sandbox.bitrix24.test: #5000 «Test deal 0», #5001 «Test deal 1», #5002 «Test deal 2» "
-        f"and 2 more? Latest change among them: {latest}. They go to the portal's recycle bin, from where they can "
-        "be restored."
+        "Delete 5 deals from sandbox.bitrix24.test? They go to the portal's recycle bin, from where they can be "
+        f"restored. Latest change among them: {latest}. Items: #5000 «Test deal 0», #5001 «Test deal 1», "
+        "#5002 «Test deal 2», #5003 «Test deal 3», #5004 «Test deal 4»."
     }
-    assert {entry["confirmation"] for entry in journal(journal_path)} == {"elicitation"}
+    assert {entry["confirmation"] for entry in read_journal(journal_path)} == {"elicitation"}
 
 
 async def test_a_declined_batch_deletes_nothing_and_is_journaled(
@@ -297,7 +294,7 @@ async def test_a_declined_batch_deletes_nothing_and_is_journaled(
     )
     assert result.structured_content is not None and result.structured_content["status"] == "cancelled"
     assert portal.calls_to("crm.item.delete") == []
-    assert [entry["event"] for entry in journal(journal_path)] == ["cancelled"] * 3
+    assert [entry["event"] for entry in read_journal(journal_path)] == ["cancelled"] * 3
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
-from b24_mcp.confirmation import ConfirmationTokens
+from b24_mcp.confirmation import ConfirmationTokens, SpentInMemory
 from b24_mcp.errors import Refusal
 
 SECRET = b"k" * 32
@@ -19,14 +20,23 @@ class Clock:
 
 
 def tokens(
-    clock: Clock | None = None, portal: str = "acme.bitrix24.com/1", secret: bytes = SECRET
+    clock: Clock | None = None,
+    portal: str = "acme.bitrix24.com/1",
+    secret: bytes = SECRET,
+    monotonic: Clock | None = None,
 ) -> ConfirmationTokens:
-    return ConfirmationTokens(secret, portal=portal, ttl=300, clock=clock or Clock())
+    clock = clock or Clock()
+    spent = SpentInMemory(300, clock=clock, monotonic=monotonic or Clock())
+    return ConfirmationTokens(secret, portal=portal, ttl=300, clock=clock, spent=spent)
+
+
+def spend(gate: ConfirmationTokens, token: str, entity_type_id: int = 2, item_id: int | str = 42) -> None:
+    anyio.run(gate.consume, gate.check(token, entity_type_id, item_id))
 
 
 def refused(gate: ConfirmationTokens, token: str, entity_type_id: int = 2, item_id: int | str = 42) -> Refusal:
     with pytest.raises(Refusal) as caught:
-        gate.consume(gate.check(token, entity_type_id, item_id))
+        spend(gate, token, entity_type_id, item_id)
     assert caught.value.code == "INVALID_CONFIRMATION_TOKEN"
     assert caught.value.retryable is False
     return caught.value
@@ -77,7 +87,19 @@ def test_an_expired_token_is_refused() -> None:
 def test_a_token_works_once() -> None:
     gate = tokens()
     token, _ = gate.issue(2, 42, "t")
-    gate.consume(gate.check(token, 2, 42))
+    spend(gate, token)
+    assert "already used" in refused(gate, token).description
+
+
+def test_a_spent_token_stays_spent_when_the_wall_clock_steps_forward_and_back() -> None:
+    clock = Clock()
+    gate = tokens(clock)
+    token, _ = gate.issue(2, 42, "t")
+    spend(gate, token)
+    clock.now += 3600  # the wall clock jumps past the expiry: the spent list is pruned here...
+    other, _ = gate.issue(2, 43, "t")
+    spend(gate, other, 2, 43)
+    clock.now -= 3600  # ...and back: the token looks unexpired again
     assert "already used" in refused(gate, token).description
 
 

@@ -3,7 +3,6 @@ cancels, and with a client that cannot ask."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_HOST
+from helpers import journal_events
 
 pytestmark = pytest.mark.anyio
 
@@ -53,10 +53,6 @@ async def delete(
     return result.structured_content | {"isError": result.is_error}
 
 
-def journal_events(path: Path) -> list[str]:
-    return [json.loads(line)["event"] for line in path.read_text().splitlines()] if path.exists() else []
-
-
 @pytest.mark.parametrize("era", ERAS)
 async def test_auto_asks_the_person_and_deletes_on_yes(
     connect: Callable[..., Any], portal: Portal, journal_path: Path, era: str
@@ -65,8 +61,8 @@ async def test_auto_asks_the_person_and_deletes_on_yes(
     result = await delete(connect, era, person, confirm="auto")
     assert (result["status"], result["confirmation"], result["isError"]) == ("deleted", "elicitation", False)
     assert set(person.questions) == {
-        f"Delete deal #42 «Acme renewal» (last changed 2026-03-08T14:05:00+03:00) from {SANDBOX_HOST}? "
-        "It goes to the portal's recycle bin, from where it can be restored."
+        f"Delete deal #42 from {SANDBOX_HOST} (last changed 2026-03-08T14:05:00+03:00)? "
+        "It goes to the portal's recycle bin, from where it can be restored. Title: «Acme renewal»."
     }
     assert 42 not in portal.items[2]
     assert journal_events(journal_path) == ["intent", "deleted"]

@@ -22,7 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from b24_mcp.sandbox.emulator import Fault, Portal
-from conftest import TLSFiles, assert_no_secret
+from helpers import TLSFiles, assert_no_secret
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,7 @@ from b24_mcp.sandbox.seed import (
     READONLY_WEBHOOK_CODE,
 )
 from b24_mcp.settings import parse_webhook_url
-from conftest import TLSFiles, assert_no_secret
+from helpers import TLSFiles, assert_no_secret
 
 pytestmark = pytest.mark.anyio
 

@@ -13,6 +13,7 @@ from b24_mcp.sandbox.seed import seeded_portal
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
 from b24_mcp.server import build_server
 from b24_mcp.settings import load_settings
+from helpers import make_app
 
 NAMES = ["entityTypeId", "id", "dryRun", "confirmationToken"]
 VALID = "<valid token for deal 43>"
@@ -60,7 +61,7 @@ async def attempt(
     """Preview `previewed` with `tool`, then send `args` (its token placeholders filled in); the deletes sent."""
     portal = seeded_portal()
     config = load_settings(confirm="token", audit_log=f"{tmp}/audit.jsonl")
-    server = build_server(config, transport=sandbox_transport(portal), credentials=sandbox_webhook(), retry_base=0.01)
+    server = build_server(make_app(config, sandbox_webhook(), sandbox_transport(portal)))
     async with Client(server) as client:
         preview = await client.call_tool(tool, previewed)
         assert preview.structured_content is not None

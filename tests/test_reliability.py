@@ -14,14 +14,13 @@ import anyio
 import httpx2
 import pytest
 
-from b24_mcp.deletion import DeletionService
+from b24_mcp.deletion import ItemDeletion
 from b24_mcp.gate import Consent, Route
 from b24_mcp.limiter import LeakyBucket
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
-from b24_mcp.server import build_service
 from b24_mcp.settings import Settings, parse_webhook_url
-from conftest import TLSFiles, assert_no_secret
+from helpers import TLSFiles, assert_no_secret, item_deletion
 
 pytestmark = pytest.mark.anyio
 
@@ -32,12 +31,10 @@ QUERY_LIMIT = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many r
 
 
 @pytest.fixture
-def over_https(
-    make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles
-) -> Callable[..., DeletionService]:
-    def make(**settings: Any) -> DeletionService:
+def over_https(make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles) -> Callable[..., ItemDeletion]:
+    def make(**settings: Any) -> ItemDeletion:
         config = make_settings(ca_bundle=tls.ca_bundle, **settings)
-        return build_service(config, parse_webhook_url(webhook_url, allow_http=False), retry_base=0.01)
+        return item_deletion(config, parse_webhook_url(webhook_url, allow_http=False), retry_base=0.01)
 
     return make
 
@@ -46,7 +43,7 @@ def gets(portal: Portal) -> int:
     return len(portal.calls_to("crm.item.get"))
 
 
-async def delete_42(service: DeletionService) -> Any:
+async def delete_42(service: ItemDeletion) -> Any:
     preview = await service.preview(2, 42)
     return await service.delete(2, 42, Consent(route=Route.TOKEN, token=preview.confirmationToken))
 
@@ -74,7 +71,7 @@ def test_a_saturated_bucket_waits_a_full_drain_step() -> None:
 
 
 async def test_sixty_concurrent_previews_through_one_server_all_succeed(
-    over_https: Callable[..., DeletionService], portal: Portal
+    over_https: Callable[..., ItemDeletion], portal: Portal
 ) -> None:
     service = over_https()
     ids = [40, 41, 42, 43, 44, 45] * 10
@@ -107,7 +104,7 @@ async def test_sixty_concurrent_previews_through_one_server_all_succeed(
     ids=["query-limit", "html-503", "html-502", "json-500", "empty-504", "dropped"],
 )
 async def test_a_passing_failure_is_retried_and_the_call_succeeds(
-    over_https: Callable[..., DeletionService], portal: Portal, fault: Fault
+    over_https: Callable[..., ItemDeletion], portal: Portal, fault: Fault
 ) -> None:
     portal.inject("crm.item.get", fault)
     result = await over_https().preview(2, 42)
@@ -120,7 +117,7 @@ async def test_a_passing_failure_is_retried_and_the_call_succeeds(
     [(2, 999, "NOT_FOUND"), (999_999, 1, "NOT_FOUND")],
 )
 async def test_a_4xx_answer_is_never_retried(
-    over_https: Callable[..., DeletionService], portal: Portal, entity_type_id: int, item_id: int, code: str
+    over_https: Callable[..., ItemDeletion], portal: Portal, entity_type_id: int, item_id: int, code: str
 ) -> None:
     result = await over_https().preview(entity_type_id, item_id)
     assert result.error == code
@@ -136,7 +133,7 @@ async def test_a_4xx_answer_is_never_retried(
     ],
 )
 async def test_refusals_are_never_retried(
-    over_https: Callable[..., DeletionService], portal: Portal, body: dict[str, Any]
+    over_https: Callable[..., ItemDeletion], portal: Portal, body: dict[str, Any]
 ) -> None:
     portal.inject("crm.item.get", Fault(status=400, json=body))
     result = await over_https().preview(2, 42)
@@ -144,7 +141,7 @@ async def test_refusals_are_never_retried(
     assert gets(portal) == 1
 
 
-async def test_retries_stop_after_max_retries(over_https: Callable[..., DeletionService], portal: Portal) -> None:
+async def test_retries_stop_after_max_retries(over_https: Callable[..., ItemDeletion], portal: Portal) -> None:
     for _ in range(10):
         portal.inject("crm.item.get", Fault(status=503, json=QUERY_LIMIT))
     result = await over_https(max_retries=2).preview(2, 42)
@@ -158,14 +155,14 @@ async def test_no_retry_starts_past_the_call_deadline(
     for _ in range(10):
         portal.inject("crm.item.get", Fault(status=503, json=QUERY_LIMIT))
     config = make_settings(ca_bundle=tls.ca_bundle, call_deadline=0.6, max_retries=10)
-    service = build_service(config, parse_webhook_url(webhook_url, allow_http=False), retry_base=0.2)
+    service = item_deletion(config, parse_webhook_url(webhook_url, allow_http=False), retry_base=0.2)
     result = await service.preview(2, 42)
     assert result.error == "QUERY_LIMIT_EXCEEDED"
     assert 2 <= gets(portal) <= 3
 
 
 async def test_operation_time_limit_is_not_retried_and_says_when_it_unblocks(
-    over_https: Callable[..., DeletionService], portal: Portal
+    over_https: Callable[..., ItemDeletion], portal: Portal
 ) -> None:
     service = over_https()
     assert (await service.preview(2, 42)).status == "preview"  # learns operating_reset_at
@@ -180,9 +177,7 @@ async def test_operation_time_limit_is_not_retried_and_says_when_it_unblocks(
     assert gets(portal) == 2
 
 
-async def test_a_slow_portal_is_a_timeout_and_retried(
-    over_https: Callable[..., DeletionService], portal: Portal
-) -> None:
+async def test_a_slow_portal_is_a_timeout_and_retried(over_https: Callable[..., ItemDeletion], portal: Portal) -> None:
     portal.inject("crm.item.get", Fault(status=200, json={"result": {}}, delay=1.5))
     service = over_https(timeout=0.3)
     result = await service.preview(2, 42)
@@ -191,7 +186,7 @@ async def test_a_slow_portal_is_a_timeout_and_retried(
 
 
 async def test_a_portal_that_stays_slow_gives_portal_timeout(
-    over_https: Callable[..., DeletionService], portal: Portal
+    over_https: Callable[..., ItemDeletion], portal: Portal
 ) -> None:
     portal.inject("crm.item.get", Fault(status=200, json={"result": {}}, delay=1.5))
     result = await over_https(timeout=0.3, max_retries=0).preview(2, 42)
@@ -211,7 +206,7 @@ async def test_a_portal_that_stays_slow_gives_portal_timeout(
     ids=["dropped", "timed-out", "html-502"],
 )
 async def test_a_delete_whose_answer_was_lost_is_confirmed_by_absence(
-    over_https: Callable[..., DeletionService], portal: Portal, journal_path: Path, fault: Fault
+    over_https: Callable[..., ItemDeletion], portal: Portal, journal_path: Path, fault: Fault
 ) -> None:
     portal.inject("crm.item.delete", fault)
     result = await delete_42(over_https(timeout=0.5))
@@ -223,7 +218,7 @@ async def test_a_delete_whose_answer_was_lost_is_confirmed_by_absence(
 
 
 async def test_a_lost_answer_of_a_delete_that_did_not_happen_is_retried(
-    over_https: Callable[..., DeletionService], portal: Portal
+    over_https: Callable[..., ItemDeletion], portal: Portal
 ) -> None:
     portal.inject("crm.item.delete", Fault(status=200, drop=True))
     result = await delete_42(over_https())
@@ -233,7 +228,7 @@ async def test_a_lost_answer_of_a_delete_that_did_not_happen_is_retried(
 
 
 async def test_not_found_for_an_item_never_seen_stays_an_error(
-    over_https: Callable[..., DeletionService], portal: Portal
+    over_https: Callable[..., ItemDeletion], portal: Portal
 ) -> None:
     result = await over_https().delete(2, 999, Consent(route=Route.NONE))
     assert (result.status, result.error) == ("error", "NOT_FOUND")
@@ -254,7 +249,7 @@ def oauth(
             self.access, self.refresh = portal.issue_tokens(SANDBOX_CLIENT_ID, 1)
             self.urls: list[str] = []
 
-        def service(self, **overrides: Any) -> DeletionService:
+        def service(self, **overrides: Any) -> ItemDeletion:
             values: dict[str, Any] = {
                 "portal_url": https_origin,
                 "access_token": self.access,
@@ -276,7 +271,7 @@ def oauth(
                     return await super().handle_async_request(request)
 
             transport = Recording(verify=ssl.create_default_context(cafile=str(tls.ca_bundle)))
-            return build_service(config, config.credentials, transport, retry_base=0.01)
+            return item_deletion(config, config.credentials, transport, retry_base=0.01)
 
     return OAuth()
 
@@ -354,7 +349,7 @@ async def test_oauth_secrets_never_reach_results_or_logs(
 
 
 async def test_the_portals_own_operating_limit_blocks_the_method_and_the_server_says_until_when(
-    over_https: Callable[..., DeletionService], portal: Portal
+    over_https: Callable[..., ItemDeletion], portal: Portal
 ) -> None:
     portal.operating_limit = 1.0
     portal.method_cost["crm.item.get"] = 0.6

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from b24_mcp.settings import ConfirmMode, OAuthConfig, Settings, SettingsError, parse_webhook_url
-from conftest import run_b24
+from helpers import run_b24
 
 SECRET_CODE = "zq81hf0secretcode"
 
@@ -81,10 +81,10 @@ def test_allowed_types_are_a_comma_separated_list(make_settings: Callable[..., S
     assert make_settings(allowed_entity_types="2, 1038").allowed_entity_types == {2, 1038}
 
 
-def test_settings_come_from_the_environment_and_a_dotenv_file(
-    make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_settings_come_from_the_environment(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / ".env").write_text(f"B24_WEBHOOK_URL=https://acme.bitrix24.com/rest/3/{SECRET_CODE}/\n")
+    monkeypatch.setenv("B24_WEBHOOK_URL", f"https://acme.bitrix24.com/rest/3/{SECRET_CODE}/")
     monkeypatch.setenv("B24_CONFIRM_TTL", "60")
     settings = make_settings()
     assert (settings.webhook.user_id, settings.confirm_ttl) == (3, 60)
@@ -114,10 +114,8 @@ def test_version_is_printed() -> None:
     assert done.stdout.startswith("b24-mcp ")
 
 
-def test_the_example_file_loads_as_a_dotenv(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    example = Path(__file__).parent.parent / ".env.example"
-    (tmp_path / ".env").write_text(example.read_text())
-    settings = make_settings()
+def test_the_example_file_loads_as_an_env_file(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(env_file=Path(__file__).parent.parent / ".env.example")
     assert settings.webhook.host == "your-portal.bitrix24.com"
     assert (settings.confirm_secret, settings.ca_bundle, settings.allowed_entity_types) == (None, None, None)
 

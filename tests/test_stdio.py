@@ -14,7 +14,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from b24_mcp.sandbox.emulator import Portal
-from conftest import TLSFiles, assert_no_secret, run_b24
+from helpers import TLSFiles, assert_no_secret, run_b24
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ import pytest
 from mcp.types import CallToolResult, Tool
 
 from b24_mcp.sandbox.emulator import Fault, Portal
-from conftest import assert_no_secret
+from helpers import assert_no_secret
 
 pytestmark = pytest.mark.anyio
 
