@@ -83,16 +83,26 @@ def invalid_arguments(tool: str, description: str) -> CallToolResult:
 
 
 class StrictArguments:
-    """Server middleware: refuse a call to one of `models`' tools whose arguments fail its strict model."""
+    """Server middleware: refuse a call to one of `tools` whose arguments fail the strict model of its signature.
 
-    def __init__(self, models: Mapping[str, type[BaseModel]]) -> None:
-        self._models = dict(models)
+    The models are derived on first use, off the start-up path.
+    """
+
+    def __init__(self, tools: Mapping[str, Callable[..., Any]]) -> None:
+        self._tools = dict(tools)
+        self._models: dict[str, type[BaseModel]] = {}
+
+    def model(self, name: str) -> type[BaseModel]:
+        """The strict model of tool `name`'s arguments."""
+        if name not in self._models:
+            self._models[name] = strict_model(self._tools[name])
+        return self._models[name]
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params if isinstance(ctx.params, Mapping) else {}
-        if ctx.method == "tools/call" and params.get("name") in self._models:
+        if ctx.method == "tools/call" and params.get("name") in self._tools:
             name = str(params["name"])
-            model = self._models[name]
+            model = self.model(name)
             arguments = params.get("arguments")
             try:
                 model.model_validate(arguments if arguments is not None else {})
@@ -101,6 +111,6 @@ class StrictArguments:
         result = await call_next(ctx)
         if ctx.method == "tools/list" and isinstance(result, dict):
             for tool in result.get("tools", []):
-                if isinstance(tool, dict) and tool.get("name") in self._models:
+                if isinstance(tool, dict) and tool.get("name") in self._tools:
                     tool.setdefault("inputSchema", {})["additionalProperties"] = False
         return result

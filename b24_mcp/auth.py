@@ -40,6 +40,9 @@ from b24_mcp.settings import OAuthConfig, Webhook
 logger = logging.getLogger(__name__)
 
 MASK = "***"
+# Real codes are short words and real descriptions a sentence or two: longer texts are clipped, not passed on.
+MAX_CODE = 200
+MAX_TEXT = 2000
 # Far more than the file we write (four short fields): anything bigger is not ours.
 _TOKEN_FILE_LIMIT = 64 * 1024
 _REAUTHORISE = (
@@ -74,6 +77,15 @@ class Secrets:
     def found_in(self, data: bytes) -> bool:
         """Whether a secret occurs verbatim in `data` (a fast check on a raw answer)."""
         return any(secret in data for secret in self._encoded)
+
+    def outside_text(self, value: Any, limit: int = MAX_TEXT) -> str:
+        """A value the other side sent, as text fit for an error: strings and numbers as sent, any other JSON
+        named by its kind, every secret masked, and clipped to `limit` characters."""
+        if value is None or isinstance(value, str | int | float | bool):
+            text = self.scrub(str(value))
+        else:
+            text = "(a JSON object)" if isinstance(value, dict) else "(a JSON array)"
+        return text if len(text) <= limit else text[:limit] + "… (cut)"
 
 
 class Auth(Protocol):
@@ -237,8 +249,8 @@ class OAuthSession:
             if body is not None and "error" in body:
                 description = body.get("error_description")
                 raise PortalError(
-                    self.scrub(str(body["error"])),
-                    "" if description is None else self.scrub(str(description)),
+                    self._secrets.outside_text(body["error"], MAX_CODE),
+                    "" if description is None else self._secrets.outside_text(description),
                     http_status=status,
                     hint=_REAUTHORISE,
                 )
@@ -310,6 +322,11 @@ def read_token_file(path: Path, host: str) -> dict[str, Any] | None:
         return None
     try:
         raw = _read_checked(fd)
+    except OSError as exc:
+        logger.warning(
+            "B24_TOKEN_FILE was not read (%s); using the configured tokens", exc.strerror or type(exc).__name__
+        )
+        return None
     finally:
         os.close(fd)
     if raw is None:
@@ -348,11 +365,16 @@ def _read_checked(fd: int) -> bytes | None:
         return None
     if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
         mode = stat.S_IMODE(info.st_mode)
-        os.fchmod(fd, mode & 0o700)
+        try:
+            os.fchmod(fd, mode & 0o700)
+            now = "it is now owner-only"
+        except OSError:
+            now = "it could not be made owner-only"
         logger.warning(
-            "B24_TOKEN_FILE was readable by other users (mode %04o); it is now owner-only. If others could have "
-            "read it, re-authorise the application to replace its tokens.",
+            "B24_TOKEN_FILE was readable by other users (mode %04o); %s. If others could have read it, "
+            "re-authorise the application to replace its tokens.",
             mode,
+            now,
         )
     chunks = []
     size = 0

@@ -23,7 +23,7 @@ from b24_mcp.deletion import iso_utc
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
 from b24_mcp.gate import Answer, ConfirmedBy, Consent, Declined, Question, Reach, Target, mode_hint, pass_gate
 from b24_mcp.items import counted, display_name, type_name, version_of
-from b24_mcp.journal import Attempt, Entry
+from b24_mcp.journal import Attempt, Entry, JournalUnwritable
 from b24_mcp.questions import describe_set, set_question
 from b24_mcp.results import LOST_ANSWER_NOTE, ToolResult, error_message, settle_lost_answer
 
@@ -265,10 +265,16 @@ class BulkDeletion:
                 outcomes |= {item_id: self._not_attempted(item_id, stop) for item_id in run}
                 continue
             attempts = {item_id: self._attempt(entity_type_id, item_id, how, reading.items[item_id]) for item_id in run}
-            await self.app.journal.write_many([Entry("intent", attempt) for attempt in attempts.values()])
-            run_outcomes, stop = await self._delete_run(entity_type_id, run)
-            outcomes |= run_outcomes
-            await self._journal_outcomes(attempts, run_outcomes)
+            sendable, unrecorded = await self._record_intents(attempts)
+            if unrecorded is not None:
+                # Only items whose whole intent line is on disk may be sent; the journal stops the rest.
+                stop = unrecorded
+                outcomes |= {item_id: self._not_attempted(item_id, stop) for item_id in run[len(sendable) :]}
+            if sendable:
+                run_outcomes, failure = await self._delete_run(entity_type_id, sendable)
+                stop = stop or failure
+                outcomes |= run_outcomes
+                await self._journal_outcomes({item_id: attempts[item_id] for item_id in sendable}, run_outcomes)
             done += len(run)
             if progress is not None:
                 deleted_so_far = sum(1 for outcome in outcomes.values() if outcome.status == "deleted")
@@ -317,6 +323,15 @@ class BulkDeletion:
                     outcomes[item_id] = ItemOutcome(id=item_id, status="deleted", note=LOST_ANSWER_NOTE)
         return outcomes, None
 
+    async def _record_intents(self, attempts: Mapping[int, Attempt]) -> tuple[list[int], JournalUnwritable | None]:
+        """Write the intents; the ids whose intent line is whole on disk, and the failure when not all are."""
+        ids = list(attempts)
+        try:
+            await self.app.journal.write_many([Entry("intent", attempt) for attempt in attempts.values()])
+        except JournalUnwritable as exc:
+            return ids[: exc.durable], exc
+        return ids, None
+
     async def _journal_outcomes(self, attempts: Mapping[int, Attempt], outcomes: Mapping[int, ItemOutcome]) -> None:
         entries = []
         for item_id, attempt in attempts.items():
@@ -356,7 +371,7 @@ class BulkDeletion:
             id=item_id,
             status="error",
             error=cause.code,
-            error_description=f"Not attempted: an earlier batch failed as a whole ({cause.description})",
+            error_description=f"Not attempted: the deletion stopped ({cause.description})",
         )
 
     def _summary(

@@ -6,6 +6,7 @@ Imports are deferred to the branch that needs them: the stdio server's cold star
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -52,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `b24-mcp` console script."""
+    # Start-up creates many long-lived objects (the SDK's models and schemas): collecting garbage among them is
+    # wasted work. Collection resumes before serving, with everything built so far frozen out of its way.
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     from b24_mcp.settings import SettingsError, load_settings
 
@@ -121,6 +132,8 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
         logging.getLogger("b24_mcp").warning(
             "B24_CONFIRM=none: deletions are NOT confirmed by anyone. Use this only for unattended, scripted work."
         )
+    gc.freeze()
+    gc.enable()
     if args.transport == "http":
         from b24_mcp.transport import serve_http
 

@@ -12,7 +12,6 @@ Every field, `hint` included, is set at construction; `with_lost_answer` returns
 
 from __future__ import annotations
 
-import copy
 from typing import Self
 
 # Codes a retry can help with, whatever the HTTP status (compared upper-cased: the portal mixes cases).
@@ -68,7 +67,9 @@ class B24Error(Exception):
 
     def with_lost_answer(self) -> Self:
         """A copy marked as following an attempt whose answer was lost (that attempt may have acted)."""
-        marked = copy.copy(self)
+        marked = type(self).__new__(type(self))
+        marked.__dict__.update(self.__dict__)
+        marked.args = self.args
         marked.after_lost_answer = True
         return marked
 

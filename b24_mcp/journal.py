@@ -166,7 +166,7 @@ class Journal:
     def _append(self, lines: Sequence[bytes]) -> None:
         try:
             _make_folder(self.path.parent)
-            fd, _ = _open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            fd, _ = _open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)  # read: the last byte
         except _UnusableError as exc:
             raise self._refusal(str(exc), hint=exc.hint) from None
         except OSError as exc:
@@ -417,10 +417,13 @@ def print_journal(path: Path, *, limit: int, as_json: bool) -> int:
     try:
         tail = read_tail(path, limit)
     except OSError as exc:
-        print(f"b24-mcp: the journal {for_terminal(str(path))} cannot be read: {_reason(exc)}", file=sys.stderr)
+        reason = for_terminal(_reason(exc))
+        print(f"b24-mcp: the journal {for_terminal(str(path))} cannot be read: {reason}", file=sys.stderr)
         return 1
     if tail.problem:
-        print(f"b24-mcp: warning: deletions are refused with this journal: {tail.problem}", file=sys.stderr)
+        print(
+            f"b24-mcp: warning: deletions are refused with this journal: {for_terminal(tail.problem)}", file=sys.stderr
+        )
     if tail.skipped:
         print(f"b24-mcp: {tail.skipped} line(s) of the journal are not entries and were skipped", file=sys.stderr)
     if as_json:

@@ -32,7 +32,7 @@ import anyio
 import httpx2
 
 from b24_mcp import __version__
-from b24_mcp.auth import Auth
+from b24_mcp.auth import MAX_CODE, Auth
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError, may_have_acted
 from b24_mcp.limiter import LeakyBucket
 
@@ -45,9 +45,6 @@ logger = logging.getLogger(__name__)
 
 # No real answer comes near this (a batch of 50 full items is a few hundred KiB); measured after decompression.
 DEFAULT_MAX_ANSWER_BYTES = 16 * 1024 * 1024
-# Real codes are short words and real descriptions a sentence or two: longer texts are clipped, not passed on.
-_MAX_CODE = 200
-_MAX_TEXT = 2000
 # How far ahead an operating_reset_at may lie to block a method here (the portal's window is 10 minutes).
 _MAX_BLOCK = 3600
 
@@ -281,38 +278,39 @@ class PortalClient:
                 retryable=False,
                 maybe_sent=acts,
             ) from None
-        except httpx2.TimeoutException as exc:
+        except (httpx2.HTTPError, httpx2.StreamError) as exc:
+            if scope.cancel_called:  # the library turned our own deadline into an error of its own
+                raise self._timed_out(who, what, acts and progress.sent is not False) from None
+            raise self._failure(exc, who=who, what=what, host=host, status=status, acts=acts) from None
+        raise self._timed_out(who, what, acts and progress.sent is not False)
+
+    def _failure(
+        self, exc: Exception, *, who: str, what: str, host: str, status: int | None, acts: bool
+    ) -> TransportError:
+        """Our own error for whatever the HTTP library raised; never its text (it may hold the URL)."""
+        name = type(exc).__name__
+        if isinstance(exc, httpx2.TimeoutException):
             # A connect or pool timeout means nothing was sent; any later one may have lost a delivered request.
-            sent = acts and not isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout)
-            raise self._timed_out(who, what, sent) from None
-        except httpx2.ConnectError as exc:
-            if scope.cancel_called:
-                raise self._timed_out(who, what, acts and progress.sent is not False) from None
-            raise TransportError(
-                "PORTAL_UNREACHABLE", _connect_failure(exc, host), retryable=True, maybe_sent=False
-            ) from None
-        except httpx2.TransportError as exc:
-            if scope.cancel_called:
-                raise self._timed_out(who, what, acts and progress.sent is not False) from None
-            logger.debug("%s to %s failed: %s", what, host, type(exc).__name__)
-            raise TransportError(
+            return self._timed_out(who, what, acts and not isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout))
+        if isinstance(exc, httpx2.ConnectError):
+            return TransportError("PORTAL_UNREACHABLE", _connect_failure(exc, host), retryable=True, maybe_sent=False)
+        logger.debug("%s to %s failed: %s", what, host, name)
+        if isinstance(exc, httpx2.TransportError):
+            return TransportError(
                 "PORTAL_UNREACHABLE",
-                f"The connection to {host} broke during {what} ({type(exc).__name__}).",
+                f"The connection to {host} broke during {what} ({name}).",
                 retryable=True,
                 maybe_sent=acts,
-            ) from None
-        except (httpx2.HTTPError, httpx2.StreamError) as exc:
-            # A body that does not decode (a broken gzip stream, too many encodings) and anything else the HTTP
-            # library raises once the request went out: the other side may have acted.
-            logger.debug("%s to %s: unusable answer: %s", what, host, type(exc).__name__)
-            raise TransportError(
-                "BAD_PORTAL_RESPONSE",
-                f"{who} answered {what} with HTTP {status} and a body that could not be read ({type(exc).__name__}).",
-                http_status=status,
-                retryable=status is not None and status >= 500,
-                maybe_sent=acts,
-            ) from None
-        raise self._timed_out(who, what, acts and progress.sent is not False)
+            )
+        # A body that does not decode (a broken gzip stream, too many encodings), or anything else the library
+        # raises once the request went out: the other side may have acted.
+        return TransportError(
+            "BAD_PORTAL_RESPONSE",
+            f"{who} answered {what} with HTTP {status} and a body that could not be read ({name}).",
+            http_status=status,
+            retryable=status is not None and status >= 500,
+            maybe_sent=acts,
+        )
 
     async def _read(self, response: httpx2.Response) -> bytes:
         """The decoded body, abandoned as soon as it passes the cap."""
@@ -337,7 +335,7 @@ class PortalClient:
         scrub = self._auth.scrub
         if 300 <= status < 400:
             # The portal moved (a new domain); following it silently would send the webhook code elsewhere.
-            target = _clip(scrub(_host_of(answer.location)), 100) or "another address"
+            target = self._auth.secrets.outside_text(_host_of(answer.location), 100) or "another address"
             raise TransportError(
                 "PORTAL_REDIRECT",
                 f"The portal {self.host} redirects to {target} (HTTP {status}); it may have moved to a new domain. "
@@ -364,7 +362,7 @@ class PortalClient:
                 next=after if _is_int(after) else None,
                 time=timing if isinstance(timing, dict) else None,
             )
-        kind = _clip(scrub(answer.content_type.split(";")[0].strip()), 60) or "no content type"
+        kind = self._auth.secrets.outside_text(answer.content_type.split(";")[0].strip(), 60) or "no content type"
         what = "an empty body" if not content.strip() else f"a {kind} body that is not a REST answer"
         raise TransportError(
             "BAD_PORTAL_RESPONSE",
@@ -376,9 +374,9 @@ class PortalClient:
 
     def _portal_error(self, method: str, code_value: Any, description_value: Any, status: int) -> PortalError:
         """The portal's error as sent (scrubbed of secrets), with what the assistant needs to act on it."""
-        scrub = self._auth.scrub
-        code = _clip(scrub(_text(code_value)), _MAX_CODE)
-        description = "" if description_value is None else _clip(scrub(_text(description_value)), _MAX_TEXT)
+        secrets = self._auth.secrets
+        code = secrets.outside_text(code_value, MAX_CODE)
+        description = "" if description_value is None else secrets.outside_text(description_value)
         hint = None
         upper = code.upper()
         if upper == "QUERY_LIMIT_EXCEEDED" and self._limiter is not None:
@@ -421,17 +419,6 @@ def _worth_retrying(error: B24Error) -> bool:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _text(value: Any) -> str:
-    """A code or description as text: strings and numbers as sent, anything else named by its kind."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return str(value)
-    return "(a JSON object)" if isinstance(value, dict) else "(a JSON array)"
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "… (cut)"
 
 
 def _host_of(location: str) -> str:

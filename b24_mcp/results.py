@@ -32,15 +32,15 @@ class ToolResult(BaseModel):
     @classmethod
     def failure(cls, exc: B24Error, message: str, **fields: Any) -> Self:
         """An error result carrying `exc`'s code, description, retryability and HTTP status."""
-        return cls(
-            status="error",
-            message=message,
-            error=exc.code,
-            error_description=exc.description,
-            retryable=exc.retryable,
-            httpStatus=exc.http_status,
-            **fields,
-        )
+        values: dict[str, Any] = {
+            "status": "error",
+            "message": message,
+            "error": exc.code,
+            "error_description": exc.description,
+            "retryable": exc.retryable,
+            "httpStatus": exc.http_status,
+        }
+        return cls(**values, **fields)
 
 
 def error_message(exc: B24Error, subject: str, *, deleting: bool) -> str:

@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, Field, StrictBool
 
 from b24_mcp import __version__
 from b24_mcp.app import App
-from b24_mcp.arguments import StrictArguments, strict_model
+from b24_mcp.arguments import StrictArguments
 from b24_mcp.bulk import MAX_IDS, BatchResult, BulkDeletion
 from b24_mcp.catalog import EntityType
 from b24_mcp.deletion import DeleteResult, ItemDeletion
@@ -242,11 +242,7 @@ def build_server(app: App, *, server_options: dict[str, Any] | None = None) -> M
     options = dict(server_options or {})
     middleware = list(options.pop("middleware", []))
     strict = StrictArguments(
-        {
-            TOOL_NAME: strict_model(crm_item_delete),
-            BATCH_TOOL_NAME: strict_model(crm_item_delete_batch),
-            TYPES_TOOL_NAME: strict_model(crm_entity_types),
-        }
+        {TOOL_NAME: crm_item_delete, BATCH_TOOL_NAME: crm_item_delete_batch, TYPES_TOOL_NAME: crm_entity_types}
     )
     server = MCPServer(
         "b24-mcp",

@@ -26,9 +26,10 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-TIMES = "\u00d7"  # the unit of ratios
+RATIO = "ratio"  # the unit of ratios, shown with the multiplication sign
+TIMES = "\u00d7"
 DASH = "\u2013"  # between the ends of a range
-DIGITS = {"ms": 2, "s": 3, "MiB": 2, TIMES: 3}
+DIGITS = {"ms": 2, "s": 3, "MiB": 2, RATIO: 3}
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Comparison:
             baseline=b,
             ratio=round(statistics.median(ours) / statistics.median(baseline), 3),
             difference=round(statistics.median(ours) - statistics.median(baseline), DIGITS.get(unit, 3)),
-            paired_ratios=Spread.of(pairs, TIMES),
+            paired_ratios=Spread.of(pairs, RATIO),
         )
 
 
@@ -102,14 +103,14 @@ def number(value: float, unit: str, *, signed: bool = False) -> str:
     sign = "+" if signed else ""
     if unit == "ms":
         return f"{value:{sign}.0f}" if abs(value) >= 100 else f"{value:{sign}.2f}"
-    if unit == TIMES:
+    if unit == RATIO:
         return f"{value:{sign}.3f}"
     return f"{value:{sign}.1f}"
 
 
 def with_unit(text: str, unit: str) -> str:
     """The value and its unit: `1.5 ms`, but `0.952x` with the multiplication sign."""
-    return f"{text}{unit}" if unit == TIMES else f"{text} {unit}"
+    return f"{text}{TIMES}" if unit == RATIO else f"{text} {unit}"
 
 
 def fmt(value: float | None, unit: str, *, signed: bool = False) -> str:
@@ -145,8 +146,8 @@ def comparison_rows(comparison: Comparison, ours: str, baseline: str) -> list[li
         spread_row(ours, c.ours),
         spread_row(baseline, c.baseline),
         spread_row("  ratio per pair", c.paired_ratios),
-        ["  ratio of medians", fmt(c.ratio, TIMES), f"difference {fmt(c.difference, c.ours.unit, signed=True)}"]
-        + [""] * (len(SPREAD_HEADER) - 2),
+        ["  ratio of medians", fmt(c.ratio, RATIO)] + [""] * (len(SPREAD_HEADER) - 1),
+        ["  difference of medians", fmt(c.difference, c.ours.unit, signed=True)] + [""] * (len(SPREAD_HEADER) - 1),
     ]
 
 
@@ -178,7 +179,7 @@ class Table:
 
         out = [f"**{self.title}**", "", line(self.header), line(["---"] * len(self.header))]
         out += [line(row) for row in self.rows]
-        return "\n".join(out + (["", *self.notes] if self.notes else []))
+        return "\n".join(out) + "".join(f"\n\n{note}" for note in self.notes)
 
 
 class Figure(Protocol):
@@ -207,10 +208,11 @@ class Failed:
 
 
 def explain(exc: BaseException) -> str:
-    """An exception in one line; a task group's exceptions unwrapped."""
+    """An exception in one line, with its notes; a task group's exceptions unwrapped."""
+    notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", []))
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(explain(inner) for inner in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}"
+        return "; ".join(explain(inner) for inner in exc.exceptions) + notes
+    return f"{type(exc).__name__}: {exc}{notes}"
 
 
 async def guarded(title: str, work: Awaitable[T]) -> T | Failed:
@@ -220,5 +222,3 @@ async def guarded(title: str, work: Awaitable[T]) -> T | Failed:
     except Exception as exc:
         print(f"[{title}] failed: {explain(exc)}", file=sys.stderr, flush=True)
         return Failed(title, explain(exc))
-
-

@@ -50,19 +50,29 @@ async def interleave(
     return a, b
 
 
+def read_log(log: TextIO) -> str:
+    """What a child has written to its stderr file so far (read through the path: seeking `log` would move the
+    child's write offset too, as it shares the open file)."""
+    return Path(log.name).read_text(errors="replace")
+
+
 def tail(log: TextIO, lines: int = 5) -> str:
     """The last lines of a child's stderr, for error messages."""
-    log.flush()
-    log.seek(0)
-    return " | ".join(log.read().strip().splitlines()[-lines:])
+    return " | ".join(read_log(log).strip().splitlines()[-lines:])
 
 
 @asynccontextmanager
 async def mcp_server(args: Sequence[str], env: dict[str, str], errlog: TextIO) -> AsyncIterator[Client]:
-    """A server subprocess (`python <args>`) with the SDK's client on its stdio, initialized."""
+    """A server subprocess (`python <args>`) with the SDK's client on its stdio, initialized. An error gets the
+    end of the server's stderr as a note."""
     params = StdioServerParameters(command=sys.executable, args=list(args), env=env, cwd=tempfile.gettempdir())
-    async with Client(stdio_client(params, errlog=errlog), mode=CLIENT_MODE, cache=None) as client:
-        yield client
+    try:
+        async with Client(stdio_client(params, errlog=errlog), mode=CLIENT_MODE, cache=None) as client:
+            yield client
+    except Exception as exc:
+        if said := tail(errlog):
+            exc.add_note(f"{' '.join(args)}'s stderr: {said}")
+        raise
 
 
 @dataclass(frozen=True)
@@ -216,5 +226,3 @@ def describe_error(result: CallToolResult) -> str:
         return f"{data['error']}: {data.get('message') or data.get('error_description') or ''}".strip()
     texts = [getattr(part, "text", "") for part in result.content]
     return " ".join(text for text in texts if text)[:300] or "isError"
-
-

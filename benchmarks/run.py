@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/run.py [--quick] [--only NAME ...] [--markdown] [--json PATH] [--list]
 
-Every server is a real child process spoken to through the SDK's `Client` over stdio, and the emulator runs in
-a process of its own (`emulator_process.py`): nothing of b24-mcp is imported here but the sandbox's constants.
+Every server is a real child process spoken to through the SDK's `Client` over stdio (`processes.py`), and the
+emulator runs in a process of its own (`emulator_process.py`); b24-mcp itself is never imported. Figures are
+frozen dataclasses built from `figures.py`'s `Spread` and `Comparison`, and render as `figures.Table`s.
 
-Adding a benchmark: a frozen dataclass for its figure with a `tables()` method (the `Figure` protocol), an
-`async def my_benchmark(setup: Setup) -> MyFigure`, and a `Benchmark(...)` entry in `BENCHMARKS`; `--only` and
-the JSON output pick it up from there.
+Adding a benchmark: a frozen dataclass for its figure with a `tables()` method (the `figures.Figure` protocol),
+an `async def my_benchmark(setup: Setup) -> MyFigure`, any new repetition count in `Profile`, and a
+`Benchmark(...)` entry in `BENCHMARKS`; `--only`, the tables and the JSON pick it up from there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import re
@@ -26,31 +26,50 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TextIO, TypeVar
+from typing import Any, TextIO
 
 import anyio
-from anyio.abc import ByteSendStream
-from anyio.streams.buffered import BufferedByteReceiveStream
-from mcp import Client, StdioServerParameters
-from mcp.client.stdio import stdio_client
+from figures import (
+    DASH,
+    RATIO,
+    SPREAD_HEADER,
+    TIMES,
+    Comparison,
+    Failed,
+    Figure,
+    Table,
+    comparison_rows,
+    fmt,
+    guarded,
+)
+from mcp import Client
 from mcp.types import CallToolResult
-
-from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE
+from processes import (
+    Emulator,
+    Traffic,
+    child_pid,
+    cpu_ms,
+    describe_error,
+    emulator,
+    interleave,
+    mcp_server,
+    read_log,
+    structured,
+    tail,
+    vm_hwm_mib,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS_JSON = HERE / "results.json"
-EMULATOR_SCRIPT = HERE / "emulator_process.py"
 OURS_SANDBOX = ("-m", "b24_mcp", "--sandbox")
 OURS = ("-m", "b24_mcp")
 BARE = (str(HERE / "bare_server.py"),)
 MINIMAL = (str(HERE / "minimal_tool_server.py"),)
-# The initialize handshake (2025-11-25), as today's assistants (Claude Code, Cursor, ...) speak it.
-CLIENT_MODE = "legacy"
 COLD_START_TARGET = 0.95
 DEAL = 2
 ITEM_TOOL = "crm_item_delete"
@@ -60,9 +79,6 @@ PREVIEW_ARGS: dict[str, Any] = {"entityTypeId": DEAL, "id": 42}
 BULK_ITEMS = 500
 PORTAL_BURST = 50
 PORTAL_RATE = 2.0
-MAX_LINE = 1 << 20
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,10 +95,12 @@ class Profile:
     one_by_one_cap_s: float
 
 
-FULL = Profile("full", starts=15, memory_starts=5, import_runs=3, calls=200, warmup=10, batch_cap_s=300.0,
-               one_by_one_cap_s=60.0)  # fmt: skip
-QUICK = Profile("quick", starts=3, memory_starts=2, import_runs=1, calls=30, warmup=3, batch_cap_s=30.0,
-                one_by_one_cap_s=20.0)  # fmt: skip
+FULL = Profile(
+    "full", starts=15, memory_starts=5, import_runs=3, calls=200, warmup=10, batch_cap_s=300.0, one_by_one_cap_s=60.0
+)
+QUICK = Profile(
+    "quick", starts=3, memory_starts=2, import_runs=1, calls=30, warmup=3, batch_cap_s=30.0, one_by_one_cap_s=20.0
+)
 
 
 # ================================================================================================ set-up
@@ -108,6 +126,15 @@ class Setup:
         """A file for a child's stderr (the SDK's stdio client needs a real file descriptor)."""
         with (self.folder / f"{name}.stderr.txt").open("w+") as handle:
             yield handle
+
+    @asynccontextmanager
+    async def emulator(
+        self, *, rate_limit: tuple[int, float] | None = None, extra_deals: int = 0
+    ) -> AsyncIterator[Emulator]:
+        """The emulator in its own process (see `emulator_process.py`), its stderr in the scratch folder."""
+        with self.errlog("emulator") as errlog:
+            async with emulator(errlog, rate_limit=rate_limit, extra_deals=extra_deals) as portal:
+                yield portal
 
 
 # ================================================================================================ cold start
@@ -135,6 +162,13 @@ async def start_once(setup: Setup, args: Sequence[str]) -> Start:
             cpu, hwm = cpu_ms(pid), vm_hwm_mib(pid)
             protocol = client.protocol_version
     return Start(elapsed * 1000, cpu, hwm, [tool.name for tool in listed.tools], protocol)
+
+
+def measured(values: Iterable[float | None]) -> list[float] | None:
+    """The values if every one of them could be read, else None."""
+    read = list(values)
+    known = [value for value in read if value is not None]
+    return known if len(known) == len(read) else None
 
 
 async def interleaved_starts(setup: Setup, runs: int, *, warm_up: bool) -> tuple[list[Start], list[Start]]:
@@ -187,10 +221,8 @@ async def cold_start(setup: Setup) -> ColdStart:
     """Interleaved starts of ours and the bare server; the ratio of the medians against the target."""
     ours, bare = await interleaved_starts(setup, setup.profile.starts, warm_up=True)
     wall = Comparison.of([s.wall_ms for s in ours], [s.wall_ms for s in bare], "ms", keep_samples=True)
-    cpu_pairs = [(a.cpu_ms, b.cpu_ms) for a, b in zip(ours, bare, strict=True)]
-    cpu = None
-    if all(a is not None and b is not None for a, b in cpu_pairs):
-        cpu = Comparison.of([a or 0.0 for a, _ in cpu_pairs], [b or 0.0 for _, b in cpu_pairs], "ms")
+    cpu_ours, cpu_bare = measured(s.cpu_ms for s in ours), measured(s.cpu_ms for s in bare)
+    cpu = Comparison.of(cpu_ours, cpu_bare, "ms") if cpu_ours and cpu_bare else None
     ratios = wall.paired_ratios
     return ColdStart(
         runs=len(ours),
@@ -224,11 +256,10 @@ class IdleMemory:
 async def idle_memory(setup: Setup) -> IdleMemory:
     """Starts of each, reading the peak RSS once tools/list is answered."""
     ours, bare = await interleaved_starts(setup, setup.profile.memory_starts, warm_up=False)
-    if any(s.vm_hwm_mib is None for s in [*ours, *bare]):
+    hwm_ours, hwm_bare = measured(s.vm_hwm_mib for s in ours), measured(s.vm_hwm_mib for s in bare)
+    if hwm_ours is None or hwm_bare is None:
         raise RuntimeError("VmHWM not readable (no /proc, or the server's pid was not found)")
-    return IdleMemory(
-        len(ours), Comparison.of([s.vm_hwm_mib or 0.0 for s in ours], [s.vm_hwm_mib or 0.0 for s in bare], "MiB")
-    )
+    return IdleMemory(len(ours), Comparison.of(hwm_ours, hwm_bare, "MiB"))
 
 
 # ================================================================================================ import time
@@ -322,8 +353,7 @@ async def traced_start(setup: Setup, args: Sequence[str], name: str) -> dict[str
     with setup.errlog(f"importtime-{name}") as errlog, anyio.fail_after(60):
         async with mcp_server(["-X", "importtime", *args], setup.env(), errlog) as client:
             await client.list_tools()
-        errlog.seek(0)
-        return parse_importtime(errlog.read())
+        return parse_importtime(read_log(errlog))
 
 
 async def import_time(setup: Setup) -> ImportTime:
@@ -393,7 +423,8 @@ def preview_problem(result: CallToolResult) -> str | None:
 
 def minimal_problem(result: CallToolResult) -> str | None:
     """Why the minimal tool's answer is not the item, or None."""
-    return describe_error(result) if result.is_error or "item" not in json.dumps(structured(result)) else None
+    item = structured(result).get("result", {}).get("item", {})
+    return describe_error(result) if result.is_error or item.get("id") != PREVIEW_ARGS["id"] else None
 
 
 def timed_tool(
@@ -424,7 +455,7 @@ async def per_call(setup: Setup) -> PerCall:
     profile = setup.profile
     # b24-mcp's own pacing would hold the calls to 2/s after the first 50: set it out of the way.
     unpaced = {"B24_RATE_BURST": "10000", "B24_RATE_PER_SECOND": "1000", "B24_CONFIRM": "token"}
-    async with emulator(setup) as portal:
+    async with setup.emulator() as portal:
         with setup.errlog("per-call-ours") as log_ours, setup.errlog("per-call-minimal") as log_minimal:
             with anyio.fail_after(120 + profile.calls):
                 async with (
@@ -495,9 +526,10 @@ class BatchRun:
 
 @dataclass(frozen=True)
 class Unavailable:
-    """The server does not list the tool."""
+    """The server does not list the tool: `tools` is what it lists."""
 
     tools: list[str]
+    reason: str = "n/a (tool not available)"
 
 
 @dataclass(frozen=True)
@@ -535,7 +567,7 @@ def bulk_server_env(setup: Setup, portal: Emulator) -> dict[str, str]:
 async def batch_run(setup: Setup) -> BatchRun | Unavailable:
     """Preview and delete BULK_ITEMS deals with crm_item_delete_batch, on a fresh emulator and server."""
     cap = setup.profile.batch_cap_s
-    async with emulator(setup, rate_limit=(PORTAL_BURST, PORTAL_RATE), extra_deals=BULK_ITEMS) as portal:
+    async with setup.emulator(rate_limit=(PORTAL_BURST, PORTAL_RATE), extra_deals=BULK_ITEMS) as portal:
         ids = await portal.extra_ids()
         with setup.errlog("bulk-batch") as errlog:
             async with mcp_server(OURS, bulk_server_env(setup, portal), errlog) as client:
@@ -626,7 +658,7 @@ def extrapolate(finished_at: Sequence[float], total: int, requests: int) -> Esti
 async def one_by_one_run(setup: Setup) -> OneByOneRun:
     """Item by item on a fresh emulator and server, capped in time, extrapolated to all items."""
     cap = setup.profile.one_by_one_cap_s
-    async with emulator(setup, rate_limit=(PORTAL_BURST, PORTAL_RATE), extra_deals=BULK_ITEMS) as portal:
+    async with setup.emulator(rate_limit=(PORTAL_BURST, PORTAL_RATE), extra_deals=BULK_ITEMS) as portal:
         ids = await portal.extra_ids()
         with setup.errlog("bulk-one-by-one") as errlog:
             async with mcp_server(OURS, bulk_server_env(setup, portal), errlog) as client:
@@ -687,7 +719,7 @@ class Bulk:
         if isinstance(run, Failed):
             return [label, "failed (see below)", "", "", "", "", ""]
         if isinstance(run, Unavailable):
-            return [label, "n/a (tool not available)", "", "", "", "", ""]
+            return [label, run.reason, "", "", "", "", ""]
         requests = f"{run.traffic.http_requests} (+{sum(run.traffic.batch_subcommands.values())} in batch)"
         return [
             label,
@@ -696,7 +728,7 @@ class Bulk:
             requests,
             str(run.traffic.query_limit_exceeded),
             fmt(run.limit_floor_s, "s"),
-            fmt(run.measured_over_floor, TIMES),
+            fmt(run.measured_over_floor, RATIO),
         ]
 
     def one_by_one_rows(self) -> list[list[str]]:
@@ -712,7 +744,7 @@ class Bulk:
                 str(run.traffic.http_requests),
                 str(run.traffic.query_limit_exceeded),
                 fmt(run.limit_floor_s, "s"),
-                fmt(run.measured_over_floor, TIMES),
+                fmt(run.measured_over_floor, RATIO),
             ]
         ]
         estimate = run.estimate
@@ -752,10 +784,6 @@ class Benchmark:
     name: str
     title: str
     run: Callable[[Setup], Awaitable[Figure]]
-
-    def plan(self, profile: Profile) -> str:
-        """What it is about to do, for the progress line."""
-        return f"{self.name}: {self.title} ..."
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -867,7 +895,7 @@ async def run_benchmarks(setup: Setup, selected: Sequence[Benchmark]) -> dict[st
     """Each selected benchmark in turn; a failed one is recorded as such."""
     figures: dict[str, Figure] = {}
     for benchmark in selected:
-        setup.say(benchmark.plan(setup.profile))
+        setup.say(f"{benchmark.name}: {benchmark.title} ...")
         started = time.perf_counter()
         figures[benchmark.name] = await guarded(benchmark.title, benchmark.run(setup))
         setup.say(f"  ({time.perf_counter() - started:.0f} s)")

@@ -19,7 +19,7 @@ from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_p
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook, serve_portal
 from b24_mcp.server import build_server
 from b24_mcp.settings import Settings, load_settings
-from helpers import TLSFiles, item_deletion, make_app
+from helpers import Connect, TLSFiles, item_deletion, make_app
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def service(portal: Portal, make_settings: Callable[..., Settings]) -> ItemDelet
 
 
 @pytest.fixture
-def connect(portal: Portal, make_settings: Callable[..., Settings]) -> Callable[..., Any]:
+def connect(portal: Portal, make_settings: Callable[..., Settings]) -> Connect:
     """`async with connect(confirm="auto", client=dict(...)) as client`: the real server in memory."""
 
     @asynccontextmanager

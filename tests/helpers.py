@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2
+from mcp import Client
 
 from b24_mcp.app import App, build_app
 from b24_mcp.deletion import ItemDeletion
@@ -79,3 +82,7 @@ def run_b24(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         stdin=subprocess.DEVNULL,
         cwd=tempfile.gettempdir(),
     )
+
+
+Connect = Callable[..., AbstractAsyncContextManager[Client]]
+"""The `connect` fixture: `async with connect(confirm="auto", client={...}) as client`."""

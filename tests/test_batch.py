@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
-from collections.abc import Callable
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from b24_mcp.bulk import BulkDeletion
 from b24_mcp.deletion import ItemDeletion
 from b24_mcp.gate import Consent, Route
 from b24_mcp.sandbox.emulator import Fault, Portal
-from helpers import read_journal
+from helpers import Connect, read_journal
 
 pytestmark = pytest.mark.anyio
 
@@ -36,13 +37,13 @@ def requests(portal: Portal) -> list[str]:
     return [call.method for call in portal.calls if not call.via_batch]
 
 
-async def call(connect: Callable[..., Any], arguments: dict[str, Any], **options: Any) -> CallToolResult:
+async def call(connect: Connect, arguments: dict[str, Any], **options: Any) -> CallToolResult:
     client_options = options.pop("client", None)
     async with connect(client=client_options, **options) as client:
         return await client.call_tool(TOOL, arguments)
 
 
-async def preview_and_delete(connect: Callable[..., Any], ids: list[int], **options: Any) -> dict[str, Any]:
+async def preview_and_delete(connect: Connect, ids: list[int], **options: Any) -> dict[str, Any]:
     async with connect(**options) as client:
         preview = await client.call_tool(TOOL, {"entityTypeId": 2, "ids": ids})
         assert preview.structured_content is not None
@@ -51,11 +52,12 @@ async def preview_and_delete(connect: Callable[..., Any], ids: list[int], **opti
             TOOL, {"entityTypeId": 2, "ids": ids, "dryRun": False, "confirmationToken": token}
         )
     assert done.structured_content is not None
-    return done.structured_content | {"isError": done.is_error}
+    data: dict[str, Any] = {**done.structured_content, "isError": done.is_error}
+    return data
 
 
 async def test_the_preview_lists_found_and_missing_ids_with_one_token(
-    connect: Callable[..., Any], portal: Portal, deals: list[int]
+    connect: Connect, portal: Portal, deals: list[int]
 ) -> None:
     result = await call(connect, {"entityTypeId": 2, "ids": [*deals[:3], 999_999, 42]})
     data = result.structured_content
@@ -74,7 +76,7 @@ async def test_the_preview_lists_found_and_missing_ids_with_one_token(
 
 
 async def test_120_ids_take_three_requests_to_preview_and_six_to_delete(
-    connect: Callable[..., Any], portal: Portal, deals: list[int]
+    connect: Connect, portal: Portal, deals: list[int]
 ) -> None:
     async with connect() as client:
         preview = await client.call_tool(TOOL, {"entityTypeId": 2, "ids": deals})
@@ -92,7 +94,7 @@ async def test_120_ids_take_three_requests_to_preview_and_six_to_delete(
 
 
 async def test_every_item_is_journaled_like_a_single_deletion(
-    connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path
+    connect: Connect, portal: Portal, deals: list[int], journal_path: Path
 ) -> None:
     snapshot = dict(portal.items[2][FIRST])
     await preview_and_delete(connect, deals[:60])
@@ -105,9 +107,7 @@ async def test_every_item_is_journaled_like_a_single_deletion(
     assert {entry["confirmation"] for entry in entries} == {"token"}
 
 
-async def test_a_failed_item_does_not_stop_the_others(
-    connect: Callable[..., Any], portal: Portal, deals: list[int]
-) -> None:
+async def test_a_failed_item_does_not_stop_the_others(connect: Connect, portal: Portal, deals: list[int]) -> None:
     portal.undeletable[(2, FIRST + 1)] = ("CRM_ITEM_HAS_RUNNING_WORKFLOWS", "Workflows are running")
     result = await preview_and_delete(connect, deals[:5])
     assert (result["status"], result["deleted"], result["failed"], result["isError"]) == ("partial", 4, 1, False)
@@ -123,7 +123,7 @@ async def test_a_failed_item_does_not_stop_the_others(
     assert FIRST + 1 in portal.items[2] and FIRST not in portal.items[2]
 
 
-async def test_missing_ids_are_reported_per_id(connect: Callable[..., Any], portal: Portal, deals: list[int]) -> None:
+async def test_missing_ids_are_reported_per_id(connect: Connect, portal: Portal, deals: list[int]) -> None:
     result = await preview_and_delete(connect, [deals[0], 999_999])
     assert [(entry["id"], entry["status"], entry.get("error")) for entry in result["results"]] == [
         (FIRST, "deleted", None),
@@ -160,7 +160,7 @@ def deleting(params: dict[str, Any]) -> bool:
 
 
 async def test_nothing_deleted_because_of_an_error_is_an_error_result(
-    connect: Callable[..., Any], portal: Portal, deals: list[int]
+    connect: Connect, portal: Portal, deals: list[int]
 ) -> None:
     for _ in range(4):  # the first attempt and its three retries
         limit = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
@@ -179,7 +179,7 @@ async def test_nothing_deleted_because_of_an_error_is_an_error_result(
 
 
 async def test_an_item_changed_since_the_preview_refuses_the_whole_set(
-    connect: Callable[..., Any], portal: Portal, deals: list[int]
+    connect: Connect, portal: Portal, deals: list[int]
 ) -> None:
     async with connect() as client:
         preview = await client.call_tool(TOOL, {"entityTypeId": 2, "ids": deals[:3]})
@@ -199,9 +199,7 @@ async def test_an_item_changed_since_the_preview_refuses_the_whole_set(
     assert portal.calls_to("crm.item.delete") == []
 
 
-async def test_a_single_item_token_does_not_confirm_a_batch(
-    connect: Callable[..., Any], portal: Portal, deals: list[int]
-) -> None:
+async def test_a_single_item_token_does_not_confirm_a_batch(connect: Connect, portal: Portal, deals: list[int]) -> None:
     async with connect() as client:
         single = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": FIRST})
         assert single.structured_content is not None
@@ -218,15 +216,13 @@ async def test_a_single_item_token_does_not_confirm_a_batch(
     assert portal.calls_to("crm.item.delete") == []
 
 
-async def test_without_a_token_nothing_is_sent(connect: Callable[..., Any], portal: Portal, deals: list[int]) -> None:
+async def test_without_a_token_nothing_is_sent(connect: Connect, portal: Portal, deals: list[int]) -> None:
     result = await call(connect, {"entityTypeId": 2, "ids": deals[:3], "dryRun": False})
     assert result.structured_content is not None and result.structured_content["error"] == "CONFIRMATION_REQUIRED"
     assert portal.calls == []
 
 
-async def test_progress_is_reported_after_each_batch(
-    connect: Callable[..., Any], portal: Portal, deals: list[int]
-) -> None:
+async def test_progress_is_reported_after_each_batch(connect: Connect, portal: Portal, deals: list[int]) -> None:
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -242,7 +238,7 @@ async def test_progress_is_reported_after_each_batch(
 
 
 async def test_a_lost_answer_of_a_delete_batch_is_confirmed_by_absence(
-    connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path
+    connect: Connect, portal: Portal, deals: list[int], journal_path: Path
 ) -> None:
     lost = Fault(status=502, body=b"<html>Bad Gateway</html>", content_type="text/html", perform=True)
     portal.inject("batch", lost, when=deleting)
@@ -267,7 +263,7 @@ class Person:
 
 @pytest.mark.parametrize("era", ["legacy", "default"])
 async def test_one_question_names_the_count_the_type_and_every_title_of_a_small_set(
-    connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path, era: str
+    connect: Connect, portal: Portal, deals: list[int], journal_path: Path, era: str
 ) -> None:
     person = Person("accept")
     latest = max(portal.items[2][item_id]["updatedTime"] for item_id in deals[:5])
@@ -284,7 +280,7 @@ async def test_one_question_names_the_count_the_type_and_every_title_of_a_small_
 
 
 async def test_a_declined_batch_deletes_nothing_and_is_journaled(
-    connect: Callable[..., Any], portal: Portal, deals: list[int], journal_path: Path
+    connect: Connect, portal: Portal, deals: list[int], journal_path: Path
 ) -> None:
     result = await call(
         connect,
@@ -313,7 +309,7 @@ async def test_a_declined_batch_deletes_nothing_and_is_journaled(
     ],
 )
 async def test_bad_input_is_refused_before_the_portal(
-    connect: Callable[..., Any], portal: Portal, arguments: dict[str, Any], named: str
+    connect: Connect, portal: Portal, arguments: dict[str, Any], named: str
 ) -> None:
     result = await call(connect, arguments, confirm="none")
     assert result.is_error is True
@@ -322,7 +318,7 @@ async def test_bad_input_is_refused_before_the_portal(
 
 
 async def test_a_set_changed_while_the_person_was_asked_is_not_deleted(
-    connect: Callable[..., Any], portal: Portal, deals: list[int]
+    connect: Connect, portal: Portal, deals: list[int]
 ) -> None:
     class Meanwhile(Person):
         async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
@@ -337,3 +333,97 @@ async def test_a_set_changed_while_the_person_was_asked_is_not_deleted(
     )
     assert result.structured_content is not None and result.structured_content["error"] == "ITEM_CHANGED"
     assert portal.calls_to("crm.item.delete") == []
+
+
+async def test_ids_sent_as_a_json_string_are_refused(connect: Connect, portal: Portal) -> None:
+    result = await call(connect, {"entityTypeId": 2, "ids": "[42,43]", "dryRun": False}, confirm="none")
+    assert result.structured_content is not None
+    assert (result.structured_content["error"], result.is_error) == ("INVALID_ARGUMENTS", True)
+    assert "ids" in result.structured_content["error_description"]
+    assert portal.calls == [] and 42 in portal.items[2]
+
+
+async def test_a_large_set_is_described_by_stage_and_a_sample_the_server_chooses(
+    connect: Connect, portal: Portal
+) -> None:
+    # Three throw-away deals first in the caller's order, then nine real ones: the question must not let the
+    # caller's order decide what the person sees.
+    for offset in range(3):
+        portal.add_item(
+            2,
+            {
+                "id": 5000 + offset,
+                "title": f"Test deal {offset}",
+                "stageId": "NEW",
+                "updatedTime": "2026-01-01T00:00:00+03:00",
+            },
+        )
+    for offset in range(9):
+        portal.add_item(
+            2,
+            {
+                "id": 6000 + offset,
+                "title": f"Real deal {offset}",
+                "stageId": "WON",
+                "opportunity": 1000.0 * (offset + 1),
+                "currencyId": "USD",
+                "updatedTime": f"2026-02-0{offset + 1}T00:00:00+03:00",
+            },
+        )
+    person = Person("decline")
+    ids = [5000, 5001, 5002, *range(6000, 6009)]
+    await call(
+        connect,
+        {"entityTypeId": 2, "ids": ids, "dryRun": False},
+        confirm="auto",
+        client={"elicitation_callback": person},
+    )
+    (question,) = set(person.questions)
+    assert question.startswith(
+        "Delete 12 deals from sandbox.bitrix24.test? They go to the portal's recycle bin, from where they can be "
+        "restored. Latest change among them: 2026-02-09T00:00:00+03:00. By stage: WON 9, NEW 3. "
+    )
+    assert "Most recently changed: #6008 «Real deal 8», #6007 «Real deal 7», #6006 «Real deal 6»." in question
+    assert "Largest amounts: #6008 «Real deal 8» (9000 USD), #6007 «Real deal 7» (8000 USD)," in question
+    assert "Test deal" not in question
+
+
+async def test_the_batch_question_asks_about_all_the_items(connect: Connect, portal: Portal, deals: list[int]) -> None:
+    schemas: list[dict[str, Any]] = []
+
+    async def person(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        schemas.append(getattr(params, "requested_schema", {}))
+        return ElicitResult(action="decline")
+
+    await call(
+        connect,
+        {"entityTypeId": 2, "ids": deals[:2], "dryRun": False},
+        confirm="auto",
+        client={"elicitation_callback": person},
+    )
+    assert schemas[0]["properties"]["delete"]["description"] == "Tick to delete all these items."
+
+
+async def test_on_a_full_disk_only_items_whose_intent_is_on_disk_are_sent(
+    connect: Connect, portal: Portal, deals: list[int], journal_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+    writes: list[int] = []
+
+    def disk_fills_up(fd: int, data: Any) -> int:
+        writes.append(len(data))
+        if len(writes) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        lines = bytes(data).split(b"\n")
+        room = sum(len(line) + 1 for line in lines[:5]) + len(lines[5]) // 2  # five whole lines and half a sixth
+        return real_write(fd, bytes(data[:room]))
+
+    monkeypatch.setattr("b24_mcp.journal.os.write", disk_fills_up)
+    result = await call(connect, {"entityTypeId": 2, "ids": deals[:50], "dryRun": False}, confirm="none")
+    assert result.structured_content is not None
+    data = result.structured_content
+    assert (data["status"], data["deleted"], data["failed"]) == ("partial", 5, 45)
+    assert {entry["error"] for entry in data["results"] if entry["status"] == "error"} == {"JOURNAL_UNWRITABLE"}
+    assert sorted(int(call.params["id"]) for call in portal.calls_to("crm.item.delete")) == deals[:5]
+    assert [entry["event"] for entry in read_journal(journal_path)] == ["intent"] * 5
+    assert journal_path.read_bytes().endswith(b"\n")

@@ -3,7 +3,6 @@ cancels, and with a client that cannot ask."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_HOST
-from helpers import journal_events
+from helpers import Connect, journal_events
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +39,7 @@ def client_options(era: str, person: Person | None) -> dict[str, Any]:
 
 
 async def delete(
-    connect: Callable[..., Any],
+    connect: Connect,
     era: str,
     person: Person | None,
     arguments: dict[str, Any] | None = None,
@@ -50,12 +49,13 @@ async def delete(
     async with connect(client=client_options(era, person), **settings) as client:
         result: CallToolResult = await client.call_tool("crm_item_delete", args)
     assert result.structured_content is not None
-    return result.structured_content | {"isError": result.is_error}
+    data: dict[str, Any] = {**result.structured_content, "isError": result.is_error}
+    return data
 
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_auto_asks_the_person_and_deletes_on_yes(
-    connect: Callable[..., Any], portal: Portal, journal_path: Path, era: str
+    connect: Connect, portal: Portal, journal_path: Path, era: str
 ) -> None:
     person = Person("accept", {"delete": True})
     result = await delete(connect, era, person, confirm="auto")
@@ -71,7 +71,7 @@ async def test_auto_asks_the_person_and_deletes_on_yes(
 @pytest.mark.parametrize("era", ERAS)
 @pytest.mark.parametrize("action", ["decline", "cancel"])
 async def test_auto_cancels_when_the_person_says_no(
-    connect: Callable[..., Any], portal: Portal, journal_path: Path, era: str, action: str
+    connect: Connect, portal: Portal, journal_path: Path, era: str, action: str
 ) -> None:
     result = await delete(connect, era, Person(action), confirm="auto")
     assert (result["status"], result["isError"]) == ("cancelled", False)
@@ -80,18 +80,14 @@ async def test_auto_cancels_when_the_person_says_no(
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_an_accepted_form_without_the_tick_deletes_nothing(
-    connect: Callable[..., Any], portal: Portal, era: str
-) -> None:
+async def test_an_accepted_form_without_the_tick_deletes_nothing(connect: Connect, portal: Portal, era: str) -> None:
     result = await delete(connect, era, Person("accept", {"delete": False}), confirm="auto")
     assert result["status"] == "cancelled"
     assert 42 in portal.items[2]
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_auto_without_the_capability_falls_back_to_the_token(
-    connect: Callable[..., Any], portal: Portal, era: str
-) -> None:
+async def test_auto_without_the_capability_falls_back_to_the_token(connect: Connect, portal: Portal, era: str) -> None:
     refused = await delete(connect, era, None, confirm="auto")
     assert refused["error"] == "CONFIRMATION_REQUIRED"
     async with connect(client=client_options(era, None), confirm="auto") as client:
@@ -107,7 +103,7 @@ async def test_auto_without_the_capability_falls_back_to_the_token(
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_auto_with_the_capability_asks_even_when_a_token_is_given(
-    connect: Callable[..., Any], portal: Portal, era: str
+    connect: Connect, portal: Portal, era: str
 ) -> None:
     person = Person("decline")
     result = await delete(connect, era, person, {"confirmationToken": "b24c1.x.y"}, confirm="auto")
@@ -116,20 +112,20 @@ async def test_auto_with_the_capability_asks_even_when_a_token_is_given(
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_elicit_refuses_a_client_that_cannot_ask(connect: Callable[..., Any], portal: Portal, era: str) -> None:
+async def test_elicit_refuses_a_client_that_cannot_ask(connect: Connect, portal: Portal, era: str) -> None:
     result = await delete(connect, era, None, confirm="elicit")
     assert (result["error"], result["isError"]) == ("ELICITATION_UNSUPPORTED", True)
     assert portal.calls_to("crm.item.delete") == []
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_elicit_asks_a_client_that_can(connect: Callable[..., Any], portal: Portal, era: str) -> None:
+async def test_elicit_asks_a_client_that_can(connect: Connect, portal: Portal, era: str) -> None:
     result = await delete(connect, era, Person("accept", {"delete": True}), confirm="elicit")
     assert result["status"] == "deleted"
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_token_mode_never_asks(connect: Callable[..., Any], portal: Portal, era: str) -> None:
+async def test_token_mode_never_asks(connect: Connect, portal: Portal, era: str) -> None:
     person = Person("accept", {"delete": True})
     result = await delete(connect, era, person, confirm="token")
     assert result["error"] == "CONFIRMATION_REQUIRED"
@@ -137,7 +133,7 @@ async def test_token_mode_never_asks(connect: Callable[..., Any], portal: Portal
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_none_mode_deletes_without_asking(connect: Callable[..., Any], portal: Portal, era: str) -> None:
+async def test_none_mode_deletes_without_asking(connect: Connect, portal: Portal, era: str) -> None:
     person = Person("decline")
     result = await delete(connect, era, person, confirm="none")
     assert (result["status"], result["confirmation"]) == ("deleted", "none")
@@ -145,7 +141,7 @@ async def test_none_mode_deletes_without_asking(connect: Callable[..., Any], por
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_a_missing_item_is_reported_without_asking(connect: Callable[..., Any], era: str) -> None:
+async def test_a_missing_item_is_reported_without_asking(connect: Connect, era: str) -> None:
     person = Person("accept", {"delete": True})
     result = await delete(connect, era, person, {"id": 999}, confirm="auto")
     assert result["error"] == "NOT_FOUND"
@@ -153,7 +149,7 @@ async def test_a_missing_item_is_reported_without_asking(connect: Callable[..., 
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_read_only_refuses_without_asking(connect: Callable[..., Any], portal: Portal, era: str) -> None:
+async def test_read_only_refuses_without_asking(connect: Connect, portal: Portal, era: str) -> None:
     person = Person("accept", {"delete": True})
     result = await delete(connect, era, person, confirm="auto", read_only=True)
     assert result["error"] == "READ_ONLY"
@@ -162,7 +158,7 @@ async def test_read_only_refuses_without_asking(connect: Callable[..., Any], por
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_a_type_outside_the_allowed_list_is_refused_without_asking(
-    connect: Callable[..., Any], portal: Portal, era: str
+    connect: Connect, portal: Portal, era: str
 ) -> None:
     person = Person("accept", {"delete": True})
     result = await delete(connect, era, person, {"entityTypeId": 3, "id": 21}, confirm="auto", allowed_entity_types="2")
@@ -171,7 +167,7 @@ async def test_a_type_outside_the_allowed_list_is_refused_without_asking(
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_a_preview_tells_the_assistant_the_person_will_be_asked(connect: Callable[..., Any], era: str) -> None:
+async def test_a_preview_tells_the_assistant_the_person_will_be_asked(connect: Connect, era: str) -> None:
     async with connect(client=client_options(era, Person("accept", {"delete": True})), confirm="auto") as client:
         preview = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42})
     assert preview.structured_content is not None
@@ -192,7 +188,7 @@ class ChangingPerson(Person):
 
 
 async def test_legacy_an_item_changed_while_the_person_was_asked_is_not_deleted(
-    connect: Callable[..., Any], portal: Portal
+    connect: Connect, portal: Portal
 ) -> None:
     result = await delete(connect, "legacy", ChangingPerson(portal), confirm="auto")
     assert (result["status"], result["error"]) == ("error", "ITEM_CHANGED")
@@ -200,7 +196,7 @@ async def test_legacy_an_item_changed_while_the_person_was_asked_is_not_deleted(
 
 
 async def test_modern_an_item_changed_while_the_person_was_asked_is_asked_about_again(
-    connect: Callable[..., Any], portal: Portal
+    connect: Connect, portal: Portal
 ) -> None:
     person = ChangingPerson(portal)
     result = await delete(connect, "default", person, confirm="auto")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import httpx2
@@ -22,49 +22,85 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from b24_mcp.sandbox.emulator import Fault, Portal
-from helpers import TLSFiles, assert_no_secret
+from b24_mcp.transport import REQUEST_READ_SECONDS
+from helpers import TLSFiles, assert_no_secret, run_b24
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "team-token-5f2a9c1e7b3d4a6f8e0c2b4d6f8a0c2e"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
+# `python -c LIMITED N args...` runs `b24-mcp args...` allowed N open files at most, soft and hard limit alike.
+LIMITED = (
+    "import resource, runpy, sys; files = int(sys.argv.pop(1)); "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (files, files)); "
+    "runpy.run_module('b24_mcp', run_name='__main__', alter_sys=True)"
+)
+
+
+class Served(NamedTuple):
+    """A running `b24-mcp --transport http`: its /mcp URL, the process, and the file its stderr goes to."""
+
+    url: str
+    process: subprocess.Popen[str]
+    log: Path
+
+
 @contextmanager
-def http_server(env: dict[str, str], *args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """`b24-mcp --transport http` on a free loopback port; yields its /mcp URL and the process."""
-    port = free_port()
+def http_server(
+    env: dict[str, str], *args: str, host: str = "127.0.0.1", open_files: int | None = None
+) -> Iterator[Served]:
+    """`b24-mcp --transport http` on a free port of a loopback `host`, until the block ends.
+
+    Its stderr goes to a file: a pipe nobody reads while the test runs would stop the server once full.
+    """
+    port = free_port(host)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("B24_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "b24_mcp", "--transport", "http", "--port", str(port), *args],
-        env=clean | env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tempfile.gettempdir(),
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    reason = process.stderr.read() if process.stderr else ""
-                    raise RuntimeError(f"the server did not start: {reason}") from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp", process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=20)
+    command = ["-m", "b24_mcp"] if open_files is None else ["-c", LIMITED, str(open_files)]
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "stderr.txt"
+        with log.open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, *command, "--transport", "http", "--host", host, "--port", str(port), *args],
+                env=clean | env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                text=True,
+                cwd=tempfile.gettempdir(),
+            )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    socket.create_connection((host, port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the server did not start: {log.read_text()}") from None
+                    time.sleep(0.05)
+            yield Served(f"http://{url_host(host)}:{port}/mcp", process, log)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
+
+
+def stderr_after_stop(served: Served) -> str:
+    """Stop the server (SIGTERM) and return all it wrote to stderr."""
+    served.process.terminate()
+    served.process.wait(timeout=20)
+    return served.log.read_text()
 
 
 @pytest.fixture
@@ -85,16 +121,27 @@ def client(url: str, token: str | None = TOKEN, *, terminate_on_close: bool = Tr
     return Client(streamable_http_client(url, http_client=http, terminate_on_close=terminate_on_close))
 
 
+async def list_tools_raw(url: str, headers: dict[str, str] | None = None, token: str | None = TOKEN) -> httpx2.Response:
+    """A bare `tools/list` POST (stateless servers answer it without a session), with these headers."""
+    sent = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    sent |= {"authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        return await http.post(
+            url, headers=sent | (headers or {}), content=b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+        )
+
+
 async def call(url: str, arguments: dict[str, Any]) -> dict[str, Any]:
     async with client(url) as session:
         result = await session.call_tool("crm_item_delete", arguments)
-    assert result.structured_content is not None
-    return result.structured_content
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x"])
 async def test_a_request_without_the_token_gets_401(env: dict[str, str], authorization: str | None) -> None:
-    with http_server(env) as (url, _):
+    with http_server(env) as (url, _, _):
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
         if authorization:
             headers["authorization"] = authorization
@@ -105,11 +152,10 @@ async def test_a_request_without_the_token_gets_401(env: dict[str, str], authori
 
 
 async def test_tools_are_listed_with_the_token(env: dict[str, str]) -> None:
-    with http_server(env) as (url, process):
-        async with client(url) as session:
+    with http_server(env) as served:
+        async with client(served.url) as session:
             tools = await session.list_tools()
-        process.terminate()
-        _, stderr = process.communicate(timeout=20)
+        stderr = stderr_after_stop(served)
     assert sorted(tool.name for tool in tools.tools) == ["crm_entity_types", "crm_item_delete", "crm_item_delete_batch"]
     assert TOKEN not in stderr
     assert_no_secret(stderr)
@@ -131,7 +177,7 @@ def test_a_non_loopback_binding_without_a_token_is_refused(env: dict[str, str]) 
 
 
 async def test_stateless_replicas_honour_each_others_tokens(env: dict[str, str], portal: Portal) -> None:
-    with http_server(env, "--stateless") as (first, _), http_server(env, "--stateless") as (second, _):
+    with http_server(env, "--stateless") as (first, _, _), http_server(env, "--stateless") as (second, _, _):
         preview = await call(first, {"entityTypeId": 2, "id": 42})
         deleted = await call(
             second, {"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": preview["confirmationToken"]}
@@ -142,7 +188,7 @@ async def test_stateless_replicas_honour_each_others_tokens(env: dict[str, str],
 
 async def test_replicas_with_different_secrets_refuse_each_others_tokens(env: dict[str, str], portal: Portal) -> None:
     other = env | {"B24_CONFIRM_SECRET": "another-secret-entirely-987654321"}
-    with http_server(env, "--stateless") as (first, _), http_server(other, "--stateless") as (second, _):
+    with http_server(env, "--stateless") as (first, _, _), http_server(other, "--stateless") as (second, _, _):
         preview = await call(first, {"entityTypeId": 2, "id": 42})
         refused = await call(
             second, {"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": preview["confirmationToken"]}
@@ -166,7 +212,7 @@ async def test_sigterm_lets_an_in_flight_deletion_finish(
         "accept": "application/json, text/event-stream",
         "mcp-protocol-version": "2025-11-25",
     }
-    with http_server(env | {"B24_CONFIRM": "none"}, "--stateless") as (url, process):
+    with http_server(env | {"B24_CONFIRM": "none"}, "--stateless") as (url, process, _):
         portal.inject("crm.item.delete", Fault(status=200, json={"result": []}, perform=True, delay=1.5))
 
         async def stop_soon() -> None:
@@ -182,3 +228,201 @@ async def test_sigterm_lets_an_in_flight_deletion_finish(
     assert answer["result"]["structuredContent"]["status"] == "deleted"
     events = [json.loads(line)["event"] for line in journal_path.read_text().splitlines()]
     assert events == ["intent", "deleted"]
+
+
+# ------------------------------------------------------------------------------------ Host and Origin (DNS rebinding)
+
+BINDS = ["127.0.0.2", "0:0:0:0:0:0:0:1"]  # loopback, but not the spellings the SDK protects by itself
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+@pytest.mark.parametrize("host", BINDS)
+async def test_a_request_naming_a_foreign_host_is_refused(env: dict[str, str], host: str) -> None:
+    with http_server(env, "--stateless", host=host) as (url, _, _):
+        response = await list_tools_raw(url, {"host": f"evil.example:{port_of(url)}"})
+    assert response.status_code == 421
+
+
+@pytest.mark.parametrize("host", BINDS)
+async def test_a_request_from_a_foreign_origin_is_refused(env: dict[str, str], host: str) -> None:
+    with http_server(env, "--stateless", host=host) as (url, _, _):
+        response = await list_tools_raw(url, {"origin": "http://evil.example"})
+    assert response.status_code == 403
+
+
+async def test_a_page_elsewhere_cannot_use_a_loopback_server_without_a_token(env: dict[str, str]) -> None:
+    without_token = {k: v for k, v in env.items() if k != "B24_MCP_HTTP_TOKEN"}
+    with http_server(without_token, "--stateless", host="127.0.0.2") as (url, _, _):
+        rebound = await list_tools_raw(url, {"host": f"evil.example:{port_of(url)}"}, token=None)
+        cross_origin = await list_tools_raw(url, {"origin": "http://evil.example"}, token=None)
+        direct = await list_tools_raw(url, token=None)
+    assert (rebound.status_code, cross_origin.status_code, direct.status_code) == (421, 403, 200)
+
+
+async def test_every_spelling_of_the_bound_ipv6_address_is_accepted(env: dict[str, str]) -> None:
+    with http_server(env, "--stateless", host="0:0:0:0:0:0:0:1") as (url, _, _):
+        port = port_of(url)
+        spellings = ["[::1]", "[0:0:0:0:0:0:0:1]", "[0000:0000:0000:0000:0000:0000:0000:0001]", "localhost"]
+        statuses = [(await list_tools_raw(url, {"host": f"{name}:{port}"})).status_code for name in spellings]
+        same_origin = await list_tools_raw(url, {"origin": f"http://[::1]:{port}"})
+    assert statuses == [200] * len(spellings)
+    assert same_origin.status_code == 200
+
+
+async def test_the_names_and_origins_allowed_by_setting_are_accepted(env: dict[str, str]) -> None:
+    allowed = env | {"B24_MCP_ALLOWED_HOSTS": "mcp.example.com, https://tools.example"}
+    with http_server(allowed, "--stateless", host="127.0.0.2") as (url, _, _):
+        proxied = await list_tools_raw(url, {"host": "mcp.example.com", "origin": "https://mcp.example.com"})
+        other_tool = await list_tools_raw(url, {"origin": "https://tools.example"})
+        unlisted = await list_tools_raw(url, {"origin": "https://tools.example:8443"})
+    assert (proxied.status_code, other_tool.status_code, unlisted.status_code) == (200, 200, 403)
+
+
+async def test_a_server_on_ipv6_loopback_with_a_token_serves_a_client(env: dict[str, str]) -> None:
+    with http_server(env, host="::1") as (url, _, _):
+        async with client(url) as session:
+            tools = await session.list_tools()
+    assert "crm_item_delete" in [tool.name for tool in tools.tools]
+
+
+def test_a_wildcard_bind_without_allowed_hosts_says_what_to_set(env: dict[str, str]) -> None:
+    with http_server(env, host="0.0.0.0") as served:
+        stderr = stderr_after_stop(served)
+    assert "B24_MCP_ALLOWED_HOSTS is empty" in stderr
+    assert TOKEN not in stderr
+
+
+# ---------------------------------------------------------------------------------- the bearer token, and no OAuth
+
+
+async def test_a_wrong_token_is_called_wrong_and_no_oauth_metadata_is_named(env: dict[str, str]) -> None:
+    with http_server(env) as (url, _, _):
+        response = await list_tools_raw(url, token="wrong-token-" + "0" * 32)
+    challenge = response.headers["www-authenticate"]
+    assert response.status_code == 401
+    assert challenge == (
+        'Bearer realm="b24-mcp", error="invalid_token", '
+        'error_description="the bearer token is not this server\'s B24_MCP_HTTP_TOKEN"'
+    )
+    assert response.json()["error"] == "invalid_token"
+
+
+async def test_a_missing_token_is_called_missing(env: dict[str, str]) -> None:
+    with http_server(env) as (url, _, _):
+        response = await list_tools_raw(url, token=None)
+    assert response.status_code == 401
+    assert (
+        'error_description="no bearer token: send Authorization: Bearer <B24_MCP_HTTP_TOKEN>"'
+        in (response.headers["www-authenticate"])
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp",
+     "/.well-known/oauth-authorization-server"],
+)  # fmt: skip
+async def test_no_oauth_discovery_document_is_served(env: dict[str, str], path: str) -> None:
+    with http_server(env) as (url, _, _):
+        origin = url.removesuffix("/mcp")
+        async with httpx2.AsyncClient(timeout=30) as http:
+            anonymous = await http.get(origin + path)
+            with_token = await http.get(origin + path, headers={"authorization": f"Bearer {TOKEN}"})
+    assert (anonymous.status_code, with_token.status_code) == (404, 404)
+
+
+async def test_other_paths_need_the_token(env: dict[str, str]) -> None:
+    with http_server(env) as (url, _, _):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            response = await http.get(url.removesuffix("/mcp") + "/anything")
+    assert response.status_code == 401
+
+
+# --------------------------------------------------------------------------------------------- stateless and asking
+
+
+def test_stateless_with_auto_confirmation_warns_at_start(env: dict[str, str]) -> None:
+    with http_server(env | {"B24_CONFIRM": "auto"}, "--stateless") as served:
+        stderr = stderr_after_stop(served)
+    assert "--stateless with B24_CONFIRM=auto: a client on the 2025-11-25 protocol cannot be asked here" in stderr
+
+
+def test_stateless_with_token_confirmation_does_not_warn(env: dict[str, str]) -> None:
+    with http_server(env, "--stateless") as served:
+        stderr = stderr_after_stop(served)
+    assert "B24_CONFIRM=auto" not in stderr
+
+
+# ------------------------------------------------------------------------------------------------------ slow clients
+
+STALLED = 300
+
+
+def stall(url: str, count: int) -> list[socket.socket]:
+    """`count` connections that each send half a request head and then nothing."""
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+    stalled = []
+    for _ in range(count):
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appli")
+        stalled.append(sock)
+    return stalled
+
+
+def closed_within(sockets: list[socket.socket], seconds: float) -> int:
+    """How many of `sockets` the server closes within `seconds`."""
+    deadline = time.monotonic() + seconds
+    closed = 0
+    for sock in sockets:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            closed += sock.recv(1) == b""
+        except ConnectionResetError:
+            closed += 1
+        except TimeoutError:
+            pass
+    return closed
+
+
+async def test_stalled_requests_do_not_keep_an_authenticated_client_waiting(env: dict[str, str]) -> None:
+    # More stalled connections than the server may open files: without a cap, accept() fails and the client waits.
+    with http_server(env, open_files=256) as (url, _, _):
+        stalled = await anyio.to_thread.run_sync(stall, url, STALLED)
+        try:
+            with anyio.fail_after(5):
+                async with client(url) as session:
+                    tools = await session.list_tools()
+        finally:
+            for sock in stalled:
+                sock.close()
+    assert len(tools.tools) == 3
+
+
+async def test_stalled_requests_are_closed_after_the_read_deadline(env: dict[str, str]) -> None:
+    with http_server(env) as (url, _, _):
+        stalled = await anyio.to_thread.run_sync(stall, url, STALLED)
+        started = time.monotonic()
+        try:
+            closed = await anyio.to_thread.run_sync(closed_within, stalled, REQUEST_READ_SECONDS + 5)
+        finally:
+            for sock in stalled:
+                sock.close()
+    assert closed == STALLED
+    assert time.monotonic() - started > REQUEST_READ_SECONDS - 1
+
+
+async def test_a_refusal_is_logged_without_the_token(env: dict[str, str]) -> None:
+    with http_server(env) as served:
+        await list_tools_raw(served.url, token=TOKEN[:-1] + "x")
+        stderr = stderr_after_stop(served)
+    assert "the bearer token is not this server's B24_MCP_HTTP_TOKEN" in stderr
+    assert TOKEN[:-1] not in stderr
+
+
+def test_a_port_out_of_range_is_one_line() -> None:
+    done = run_b24("--sandbox", "--transport", "http", "--port", "99999")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["b24-mcp: --port 99999 is not a TCP port (1-65535)"]

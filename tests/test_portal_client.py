@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from b24_mcp.auth import WebhookAuth
-from b24_mcp.errors import PortalError, TransportError
+from b24_mcp.errors import PortalError, Refusal, TransportError
 from b24_mcp.portal import PortalClient
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import (
@@ -18,6 +18,7 @@ from b24_mcp.sandbox.seed import (
     NOSCOPE_WEBHOOK_CODE,
     READONLY_USER_ID,
     READONLY_WEBHOOK_CODE,
+    SANDBOX_WEBHOOK_CODE,
 )
 from b24_mcp.settings import parse_webhook_url
 from helpers import TLSFiles, assert_no_secret
@@ -203,3 +204,120 @@ async def test_one_connection_serves_consecutive_calls(client: PortalClient, por
     pool = client._client()._transport._pool  # type: ignore[attr-defined]
     assert len(pool.connections) == 1
     await client.aclose()
+
+
+# The method the portal blocked
+
+
+BLOCKED = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked due to operation time limit."}
+
+
+async def test_the_portals_operation_time_limit_passes_through_and_says_when_it_unblocks(
+    client: PortalClient, portal: Portal
+) -> None:
+    await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})  # learns operating_reset_at
+    portal.inject("crm.item.get", Fault(status=429, json=BLOCKED))
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert (error.code, error.description, error.http_status) == (
+        "OPERATION_TIME_LIMIT",
+        BLOCKED["error_description"],
+        429,
+    )
+    assert error.hint is not None and "operating_reset_at" in error.hint
+
+
+async def test_a_method_the_portal_blocked_is_refused_here_without_sending_until_it_unblocks(
+    client: PortalClient, portal: Portal
+) -> None:
+    await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    portal.inject("crm.item.get", Fault(status=429, json=BLOCKED))
+    await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    with pytest.raises(Refusal) as caught:
+        await client.call("crm.item.get", {"entityTypeId": 2, "id": 43})
+    await client.aclose()
+    refusal = caught.value
+    assert (refusal.code, refusal.retryable, refusal.http_status) == ("OPERATION_TIME_LIMIT", True, None)
+    assert "operating_reset_at" in refusal.description and refusal.hint
+    assert len(portal.calls_to("crm.item.get")) == 2
+
+
+# Answers that cannot be read
+
+
+async def test_a_broken_gzip_body_after_the_portal_acted_is_a_transport_error_that_may_have_acted(
+    client: PortalClient, portal: Portal
+) -> None:
+    broken = Fault(status=200, body=b"this is not gzip", headers={"Content-Encoding": "gzip"}, perform=True)
+    portal.inject("crm.item.delete", broken)
+    error = await transport_error(client, "crm.item.delete")
+    assert (error.code, error.maybe_sent, error.http_status) == ("BAD_PORTAL_RESPONSE", True, 200)
+    assert 42 not in portal.items[2]  # it did act: the caller's reconciliation has to find that out
+
+
+async def test_a_json_answer_nested_too_deeply_to_parse_is_a_bad_portal_response(
+    client: PortalClient, portal: Portal
+) -> None:
+    portal.inject("crm.item.get", Fault(status=200, body=b"[" * 100_000 + b"]" * 100_000))
+    error = await transport_error(client)
+    assert (error.code, error.http_status) == ("BAD_PORTAL_RESPONSE", 200)
+
+
+async def test_an_absurdly_long_description_is_clipped(client: PortalClient, portal: Portal) -> None:
+    portal.inject("crm.item.get", Fault(status=400, json={"error": "NOT_FOUND", "error_description": "x" * 100_000}))
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert error.code == "NOT_FOUND"
+    assert error.description.startswith("xxx") and len(error.description) < 2100
+
+
+# Secrets echoed back
+
+
+async def test_an_error_description_echoing_the_webhook_is_masked(
+    client: PortalClient, portal: Portal, webhook_url: str
+) -> None:
+    echo = f"Webhook {webhook_url} (code {SANDBOX_WEBHOOK_CODE.upper()}) is not allowed here"
+    portal.inject("crm.item.delete", Fault(status=403, json={"error": "ACCESS_DENIED", "error_description": echo}))
+    error = await portal_error(client, "crm.item.delete", {"entityTypeId": 2, "id": 42})
+    assert error.code == "ACCESS_DENIED"
+    assert error.description == "Webhook *** (code ***) is not allowed here"
+
+
+async def test_an_error_code_echoing_the_webhook_code_is_masked(client: PortalClient, portal: Portal) -> None:
+    portal.inject(
+        "crm.item.get", Fault(status=400, json={"error": f"BAD_{SANDBOX_WEBHOOK_CODE}", "error_description": ""})
+    )
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert error.code == "BAD_***"
+
+
+async def test_a_redirect_to_a_host_named_after_the_webhook_code_is_masked(
+    client: PortalClient, portal: Portal
+) -> None:
+    location = f"https://{SANDBOX_WEBHOOK_CODE}.example.com/rest/1/{SANDBOX_WEBHOOK_CODE}/crm.item.get"
+    portal.inject("crm.item.get", Fault(status=301, body=b"", headers={"Location": location}))
+    error = await transport_error(client)
+    assert error.code == "PORTAL_REDIRECT"
+    assert "***.example.com" in error.description
+
+
+async def test_a_content_type_echoing_the_webhook_code_is_masked(client: PortalClient, portal: Portal) -> None:
+    portal.inject("crm.item.get", Fault(status=502, body=b"<html/>", content_type=f"text/{SANDBOX_WEBHOOK_CODE}"))
+    error = await transport_error(client)
+    assert error.code == "BAD_PORTAL_RESPONSE"
+    assert "text/***" in error.description
+
+
+async def test_a_successful_answer_echoing_the_webhook_is_masked(
+    client: PortalClient, portal: Portal, webhook_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    item = {"id": 42, "title": f"Integration via {webhook_url}", SANDBOX_WEBHOOK_CODE: [SANDBOX_WEBHOOK_CODE, 7]}
+    portal.inject("crm.item.get", Fault(status=200, json={"result": {"item": item}, "total": 1}))
+    answer = await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    await client.aclose()
+    assert answer.result == {"item": {"id": 42, "title": "Integration via ***", "***": ["***", 7]}}
+    assert answer.total == 1
+    assert_no_secret(caplog.text)
+
+
+async def test_the_client_scrubs_any_text_for_other_modules(client: PortalClient, webhook_url: str) -> None:
+    assert client.scrub(f"see {webhook_url}crm.item.get and {SANDBOX_WEBHOOK_CODE}") == "see ***crm.item.get and ***"

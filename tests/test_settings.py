@@ -78,7 +78,7 @@ def test_every_confirm_mode_is_accepted(make_settings: Callable[..., Settings]) 
 
 
 def test_allowed_types_are_a_comma_separated_list(make_settings: Callable[..., Settings]) -> None:
-    assert make_settings(allowed_entity_types="2, 1038").allowed_entity_types == {2, 1038}
+    assert make_settings(allowed_entity_types="2, 1038").allowed_entity_types == frozenset({2, 1038})
 
 
 def test_settings_come_from_the_environment(

@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from mcp import Client
 from mcp.types import CallToolResult, Tool
 
 from b24_mcp.sandbox.emulator import Fault, Portal
-from helpers import assert_no_secret
+from helpers import Connect, assert_no_secret
 
 pytestmark = pytest.mark.anyio
 
 TOOL = "crm_item_delete"
 
 
-async def delete_tool(client: Any) -> Tool:
+async def delete_tool(client: Client) -> Tool:
     (tool,) = [tool for tool in (await client.list_tools()).tools if tool.name == TOOL]
     return tool
 
 
-async def call(connect: Callable[..., Any], arguments: dict[str, Any], **settings: Any) -> CallToolResult:
+async def call(connect: Connect, arguments: dict[str, Any], **settings: Any) -> CallToolResult:
     async with connect(**settings) as client:
         return await client.call_tool(TOOL, arguments)
 
 
-async def test_the_delete_tool_is_listed_with_its_title_and_hints(connect: Callable[..., Any]) -> None:
+async def test_the_delete_tool_is_listed_with_its_title_and_hints(connect: Connect) -> None:
     async with connect() as client:
         tool = await delete_tool(client)
     assert (tool.name, tool.title) == (TOOL, "Delete CRM item")
@@ -40,7 +40,7 @@ async def test_the_delete_tool_is_listed_with_its_title_and_hints(connect: Calla
     )
 
 
-async def test_the_input_schema_is_strict_and_bounded(connect: Callable[..., Any]) -> None:
+async def test_the_input_schema_is_strict_and_bounded(connect: Connect) -> None:
     async with connect() as client:
         tool = await delete_tool(client)
     schema = tool.input_schema
@@ -53,7 +53,7 @@ async def test_the_input_schema_is_strict_and_bounded(connect: Callable[..., Any
     assert "consent" not in schema["properties"]
 
 
-async def test_the_output_schema_describes_every_outcome(connect: Callable[..., Any]) -> None:
+async def test_the_output_schema_describes_every_outcome(connect: Connect) -> None:
     async with connect() as client:
         tool = await delete_tool(client)
     assert tool.output_schema is not None
@@ -74,7 +74,7 @@ async def test_the_output_schema_describes_every_outcome(connect: Callable[..., 
         assert name in properties
 
 
-async def test_the_description_guides_the_assistant(connect: Callable[..., Any]) -> None:
+async def test_the_description_guides_the_assistant(connect: Connect) -> None:
     async with connect(confirm="token", read_only=True) as client:
         tool = await delete_tool(client)
     assert tool.description is not None
@@ -82,7 +82,7 @@ async def test_the_description_guides_the_assistant(connect: Callable[..., Any])
         assert words in tool.description or words in str(tool.input_schema)
 
 
-async def test_a_preview_is_structured_and_said_in_one_line(connect: Callable[..., Any], portal: Portal) -> None:
+async def test_a_preview_is_structured_and_said_in_one_line(connect: Connect, portal: Portal) -> None:
     result = await call(connect, {"entityTypeId": 2, "id": 42})
     data = result.structured_content
     assert data is not None and result.is_error is False
@@ -98,7 +98,7 @@ async def test_a_preview_is_structured_and_said_in_one_line(connect: Callable[..
     assert portal.calls_to("crm.item.delete") == []
 
 
-async def test_an_error_carries_the_portals_code_status_and_retryability(connect: Callable[..., Any]) -> None:
+async def test_an_error_carries_the_portals_code_status_and_retryability(connect: Connect) -> None:
     result = await call(connect, {"entityTypeId": 2, "id": 999})
     assert result.is_error is True
     data = result.structured_content
@@ -113,7 +113,7 @@ async def test_an_error_carries_the_portals_code_status_and_retryability(connect
     assert result.content[0].type == "text" and result.content[0].text.startswith("NOT_FOUND:")
 
 
-async def test_own_errors_have_a_null_http_status(connect: Callable[..., Any]) -> None:
+async def test_own_errors_have_a_null_http_status(connect: Connect) -> None:
     result = await call(connect, {"entityTypeId": 2, "id": 42, "dryRun": False})
     assert result.structured_content is not None
     assert (result.structured_content["error"], result.structured_content["httpStatus"]) == (
@@ -122,7 +122,7 @@ async def test_own_errors_have_a_null_http_status(connect: Callable[..., Any]) -
     )
 
 
-async def test_preview_then_confirmed_delete_through_mcp(connect: Callable[..., Any], portal: Portal) -> None:
+async def test_preview_then_confirmed_delete_through_mcp(connect: Connect, portal: Portal) -> None:
     async with connect() as client:
         preview = await client.call_tool(TOOL, {"entityTypeId": 2, "id": 42})
         assert preview.structured_content is not None
@@ -166,18 +166,32 @@ BAD_ARGUMENTS = [
 
 @pytest.mark.parametrize(("arguments", "named"), BAD_ARGUMENTS)
 async def test_bad_input_is_refused_naming_the_argument_and_never_reaches_the_portal(
-    connect: Callable[..., Any], portal: Portal, arguments: dict[str, Any], named: str
+    connect: Connect, portal: Portal, arguments: dict[str, Any], named: str
 ) -> None:
     result = await call(connect, arguments, confirm="none")
     assert result.is_error is True
+    assert result.structured_content is not None
+    assert (result.structured_content["status"], result.structured_content["error"]) == ("error", "INVALID_ARGUMENTS")
+    assert named in result.structured_content["message"]
     assert named in result.content[0].text  # type: ignore[union-attr]
     assert portal.calls == []
+
+
+async def test_an_argument_error_says_what_the_argument_must_be_without_a_link(connect: Connect) -> None:
+    result = await call(connect, {"entityTypeId": "2", "id": 42, "force": True})
+    assert result.structured_content is not None
+    description = result.structured_content["error_description"]
+    assert description == (
+        "entityTypeId: Input should be a valid integer; force: unknown argument (the arguments are entityTypeId, "
+        "id, dryRun, confirmationToken)"
+    )
+    assert "http" not in result.structured_content["message"]
 
 
 # crm_entity_types
 
 
-async def test_the_types_tool_is_read_only(connect: Callable[..., Any]) -> None:
+async def test_the_types_tool_is_read_only(connect: Connect) -> None:
     async with connect() as client:
         (tool,) = [tool for tool in (await client.list_tools()).tools if tool.name == "crm_entity_types"]
     assert tool.annotations is not None
@@ -185,7 +199,7 @@ async def test_the_types_tool_is_read_only(connect: Callable[..., Any]) -> None:
     assert tool.input_schema.get("properties", {}) == {}
 
 
-async def test_the_types_tool_lists_system_types_and_smart_processes(connect: Callable[..., Any]) -> None:
+async def test_the_types_tool_lists_system_types_and_smart_processes(connect: Connect) -> None:
     async with connect() as client:
         result = await client.call_tool("crm_entity_types", {})
     assert result.structured_content is not None and result.is_error is False
@@ -200,23 +214,21 @@ async def test_the_types_tool_lists_system_types_and_smart_processes(connect: Ca
     assert types[1046]["recycleBin"] is True
 
 
-async def test_the_types_tool_is_cached(connect: Callable[..., Any], portal: Portal) -> None:
+async def test_the_types_tool_is_cached(connect: Connect, portal: Portal) -> None:
     async with connect() as client:
         for _ in range(3):
             await client.call_tool("crm_entity_types", {})
     assert len(portal.calls_to("crm.type.list")) == 1
 
 
-async def test_the_types_tool_shows_only_allowed_types(connect: Callable[..., Any]) -> None:
+async def test_the_types_tool_shows_only_allowed_types(connect: Connect) -> None:
     async with connect(allowed_entity_types="2,1038") as client:
         result = await client.call_tool("crm_entity_types", {})
     assert result.structured_content is not None
     assert [entry["entityTypeId"] for entry in result.structured_content["types"]] == [2, 1038]
 
 
-async def test_without_rights_to_list_smart_processes_system_types_still_come(
-    connect: Callable[..., Any], portal: Portal
-) -> None:
+async def test_without_rights_to_list_smart_processes_system_types_still_come(connect: Connect, portal: Portal) -> None:
     portal.inject(
         "crm.type.list", Fault(status=400, json={"error": "ACCESS_DENIED", "error_description": "Access denied"})
     )
@@ -227,7 +239,7 @@ async def test_without_rights_to_list_smart_processes_system_types_still_come(
     assert [entry["entityTypeId"] for entry in result.structured_content["types"]] == [1, 2, 3, 4, 7, 31]
 
 
-async def test_the_types_tool_refuses_arguments(connect: Callable[..., Any], portal: Portal) -> None:
+async def test_the_types_tool_refuses_arguments(connect: Connect, portal: Portal) -> None:
     async with connect() as client:
         result = await client.call_tool("crm_entity_types", {"entityTypeId": 2})
     assert result.is_error is True

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import httpx2
 
-from b24_mcp.settings import Webhook
+from b24_mcp.sandbox.accounts import SANDBOX_HOST, SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE
+from b24_mcp.settings import Webhook, parse_webhook_url
 
 
 def sandbox_webhook() -> Webhook:
     """The sandbox portal's main webhook (an administrator)."""
-    from b24_mcp.sandbox.serve import sandbox_webhook as webhook
-
-    return webhook()
+    return parse_webhook_url(f"https://{SANDBOX_HOST}/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/", allow_http=False)
 
 
 def sandbox_http() -> httpx2.AsyncBaseTransport:

@@ -1,10 +1,11 @@
-"""Seeded demo data for the sandbox portal: webhooks with different rights, two smart processes, stable items."""
+"""Seeded demo data for the sandbox portal: named users with different rights and their webhooks, an OAuth app
+(its person signed in as the administrator), two smart processes, stable items."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from b24_mcp.sandbox.emulator import Portal, Webhook
+from b24_mcp.sandbox.emulator import Portal, User, Webhook
 
 __all__ = [
     "CONTRACTS_TYPE_ID",
@@ -15,6 +16,7 @@ __all__ = [
     "PROJECTS_TYPE_ID",
     "READONLY_USER_ID",
     "READONLY_WEBHOOK_CODE",
+    "SALES_USER_ID",
     "SANDBOX_CLIENT_ID",
     "SANDBOX_CLIENT_SECRET",
     "SANDBOX_HOST",
@@ -23,19 +25,22 @@ __all__ = [
     "seeded_portal",
 ]
 
-SANDBOX_HOST = "sandbox.bitrix24.test"
-SANDBOX_USER_ID = 1
-SANDBOX_WEBHOOK_CODE = "sbx7f3k9q2w8e5r1t6y4"
-READONLY_USER_ID = 7
-READONLY_WEBHOOK_CODE = "sbx-readonly-7c2d"
-EXTRANET_USER_ID = 9
-EXTRANET_WEBHOOK_CODE = "sbx-extranet-9a1b"
-NOSCOPE_USER_ID = 11
-NOSCOPE_WEBHOOK_CODE = "sbx-noscope-11e4"
-SANDBOX_CLIENT_ID = "local.sbx0000000000001"
-SANDBOX_CLIENT_SECRET = "sbxClientSecret0123456789abcdef"
-CONTRACTS_TYPE_ID = 1038
-PROJECTS_TYPE_ID = 1046
+from b24_mcp.sandbox.accounts import (
+    CONTRACTS_TYPE_ID,
+    EXTRANET_USER_ID,
+    EXTRANET_WEBHOOK_CODE,
+    NOSCOPE_USER_ID,
+    NOSCOPE_WEBHOOK_CODE,
+    PROJECTS_TYPE_ID,
+    READONLY_USER_ID,
+    READONLY_WEBHOOK_CODE,
+    SALES_USER_ID,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_HOST,
+    SANDBOX_USER_ID,
+    SANDBOX_WEBHOOK_CODE,
+)
 
 
 def _ts(day: int, hour: int, minute: int = 0) -> str:
@@ -97,6 +102,13 @@ def seeded_portal(**portal_kwargs: Any) -> Portal:
     and stable demo items."""
     portal_kwargs.setdefault("host", SANDBOX_HOST)
     portal = Portal(**portal_kwargs)
+    portal.add_user(User(SANDBOX_USER_ID, "Sandbox", "Administrator", "admin@sandbox.test", admin=True))
+    portal.add_user(User(READONLY_USER_ID, "Rita", "Reader", "rita@sandbox.test", can_delete=False))
+    portal.add_user(User(EXTRANET_USER_ID, "Eve", "Guest", "eve@partner.test", intranet=False))
+    portal.add_user(User(NOSCOPE_USER_ID, "Ned", "Noscope", "ned@sandbox.test"))
+    sales = portal.add_user(User(SALES_USER_ID, "Sam", "Sales", "sam@sandbox.test"))
+    sales.deny("read", PROJECTS_TYPE_ID)
+    sales.deny("delete", 4)
     portal.add_webhook(
         Webhook(SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, admin=True, name="Sandbox", last_name="Administrator")
     )
@@ -107,7 +119,8 @@ def seeded_portal(**portal_kwargs: Any) -> Portal:
     portal.add_webhook(
         Webhook(NOSCOPE_USER_ID, NOSCOPE_WEBHOOK_CODE, scopes=frozenset({"user"}), name="Ned", last_name="Noscope")
     )
-    portal.add_app(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET)
+    portal.add_app(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, scopes=frozenset({"crm", "user_brief"}))
+    portal.sign_in_as(SANDBOX_USER_ID)
 
     contracts = portal.add_type(CONTRACTS_TYPE_ID, "Contracts", recycle_bin=False)
     contracts.code = "contracts"

@@ -10,18 +10,27 @@ from contextlib import contextmanager
 import httpx2
 
 from b24_mcp.sandbox.emulator import Portal, create_app
-from b24_mcp.sandbox.seed import SANDBOX_HOST, SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
-from b24_mcp.settings import Webhook, parse_webhook_url
+from b24_mcp.sandbox.faults import ConnectionDropped
+from b24_mcp.sandbox.link import sandbox_webhook
+from b24_mcp.sandbox.seed import seeded_portal
+
+__all__ = ["sandbox_transport", "sandbox_webhook", "serve_portal"]
 
 
-def sandbox_webhook() -> Webhook:
-    """The sandbox portal's main webhook (an administrator)."""
-    return parse_webhook_url(f"https://{SANDBOX_HOST}/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/", allow_http=False)
+class _InProcessTransport(httpx2.ASGITransport):
+    """``ASGITransport`` that reports a connection the emulator dropped as a socket client would see it."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return await super().handle_async_request(request)
+        except ConnectionDropped as dropped:
+            message = "peer closed connection without sending complete message body"
+            raise httpx2.RemoteProtocolError(message, request=request) from dropped
 
 
 def sandbox_transport(portal: Portal | None = None) -> httpx2.ASGITransport:
     """An HTTP transport that answers from the emulator in this process: no port, no network."""
-    return httpx2.ASGITransport(app=create_app(portal or seeded_portal()))
+    return _InProcessTransport(app=create_app(portal or seeded_portal()))
 
 
 @contextmanager
