@@ -55,7 +55,7 @@ def build_app(
         make_auth(credentials or settings.credentials),
         timeout=settings.timeout,
         ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
-        transport=http_transport,
+        http_transport=http_transport,
         limiter=LeakyBucket(settings.rate_burst, settings.rate_per_second),
         max_retries=settings.max_retries,
         retry_base=retry_base,

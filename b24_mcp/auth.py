@@ -6,18 +6,19 @@ bodies, never in URLs.
 
 Every credential knows its secrets (the webhook code and base URL; the access and refresh tokens, the ones before
 the last refresh too, and the client secret) and offers `scrub(text)`: whatever text came from the other side
-(an error description, an OAuth error, a redirect's address) passes through it before it goes into an error, so a
-portal echoing a secret back cannot put it in front of the assistant, into the journal or into a log line.
+(an error code or description, an OAuth error, a redirect's address) passes through it before it goes into an
+error, so a portal echoing a secret back cannot put it in front of the assistant, into the journal or into a log
+line. A successful answer in which a secret occurs verbatim is masked as a whole by the portal client.
 
 The token file (B24_TOKEN_FILE) is treated as hostile until checked:
 - it is never opened through a symbolic link (`O_NOFOLLOW`), nor read when it is not a regular file owned by
   this user, nor when it is larger than any token file we write;
 - writing creates a temporary file with a random name, exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600),
   and renames it over the file: a link planted at either name never receives the tokens;
-- permission policy: a file that group or others may *read* is tightened to 0600 and used (the tokens in it
-  are still ours; whoever could read them before is told about in one warning line, advising re-authorisation);
-  a file that group or others may *write* is refused (its tokens may not be ours) and the configured tokens are
-  used instead, also with one warning line. No line names a secret.
+- permission policy: a file that group or others may *read* is tightened to owner-only and used (its tokens are
+  still ours; one warning line says they may have been read and advises re-authorising the application); a file
+  that group or others may *write* is refused (its tokens may not be ours) and the configured tokens are used
+  instead, also with one warning line. No line names a secret or the file's contents.
 """
 
 from __future__ import annotations

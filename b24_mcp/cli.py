@@ -137,7 +137,7 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     if args.transport == "http":
         from b24_mcp.transport import serve_http
 
-        serve_http(server, host=args.host, port=args.port, stateless=args.stateless)
+        serve_http(server, host=args.host, port=args.port, stateless=args.stateless, settings=settings)
     else:
         server.run()
     return 0

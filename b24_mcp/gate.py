@@ -98,12 +98,7 @@ def mode_hint(mode: ConfirmMode, noun: str, reach: Reach | None = None) -> str:
         return "Confirmation is switched off on this server (B24_CONFIRM=none): dryRun: false deletes at once."
     if mode is ConfirmMode.TOKEN or (mode is ConfirmMode.AUTO and reach not in (None, Reach.ASKABLE)):
         hint = f"To delete, call again with dryRun: false and {with_token}; show the person the preview first."
-        if reach is Reach.NO_BACK_CHANNEL and mode is ConfirmMode.AUTO:
-            hint += (
-                " (This stateless HTTP server cannot ask the person on a 2025-11-25 connection, although the "
-                "client can answer questions, so a token is required instead.)"
-            )
-        return hint
+        return hint + (_NO_BACK_CHANNEL if reach is Reach.NO_BACK_CHANNEL and mode is ConfirmMode.AUTO else "")
     if mode is ConfirmMode.ELICIT or reach is Reach.ASKABLE:
         return "To delete, call again with dryRun: false: the person is asked to confirm in their client."
     return (
@@ -112,11 +107,18 @@ def mode_hint(mode: ConfirmMode, noun: str, reach: Reach | None = None) -> str:
     )
 
 
-def confirmation_required(noun: str) -> Refusal:
+_NO_BACK_CHANNEL = (
+    " (This stateless HTTP server cannot ask the person on a 2025-11-25 connection, although the client can "
+    "answer questions, so a token is required instead.)"
+)
+
+
+def confirmation_required(noun: str, reach: Reach = Reach.ASKABLE) -> Refusal:
     return Refusal(
         "CONFIRMATION_REQUIRED",
         f"A deletion needs confirmation: call with dryRun: true to preview the {noun}, show the person what would "
-        "be deleted, then call with dryRun: false and the confirmationToken from that preview.",
+        "be deleted, then call with dryRun: false and the confirmationToken from that preview."
+        + (_NO_BACK_CHANNEL if reach is Reach.NO_BACK_CHANNEL else ""),
     )
 
 
@@ -227,7 +229,7 @@ async def pass_gate(
         raise elicitation_unsupported(consent.reach)
     if consent.route is Route.TOKEN:
         if not consent.token:
-            raise confirmation_required(target.noun)
+            raise confirmation_required(target.noun, consent.reach)
         claim = tokens.check(consent.token, target.entity_type_id, target.subject)
         reading = await target.read()
         if reading.version != claim.version:

@@ -1,14 +1,17 @@
 """Every place b24-mcp reaches past a library's documented API, in one module.
 
-Checked against uvicorn 0.54, sse-starlette 3.7 and h11 0.16 (bounded in pyproject.toml). Each hook has a test in
-tests/test_library_hooks.py that fails by name when the library changes, instead of a drain or a time-out silently
-no longer working:
+Checked against uvicorn 0.54 and sse-starlette 3.7 (bounded in pyproject.toml; h11 0.16 as uvicorn brings it).
+Each hook has a test in tests/test_library_hooks.py that fails by name when the library changes, instead of a drain
+or a time-out silently no longer working:
 
 - sse-starlette's process-wide `AppStatus`: hold event streams open through a drain, then release them;
 - uvicorn's `Server.shutdown`, `Server.servers` and `server_state.connections` (each connection's `cycle`): stop
   accepting, then wait for tool calls still being answered;
 - uvicorn's `H11Protocol` (`connection_made`, `data_received`, `connection_lost`, `conn`, `transport`,
   `connections`): a deadline for reading a request, and a cap on open connections.
+
+(One more lives where it is needed, to keep it off the stdio start: b24_mcp.settings reads an env file's bad line
+number from python-dotenv's `dotenv.parser.parse_stream`; its test is there too.)
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ class PortalClient:
         *,
         timeout: float = 30.0,
         ca_bundle: str | None = None,
-        transport: httpx2.AsyncBaseTransport | None = None,
+        http_transport: httpx2.AsyncBaseTransport | None = None,
         limiter: LeakyBucket | None = None,
         max_retries: int = 3,
         retry_base: float = 0.5,
@@ -118,7 +118,7 @@ class PortalClient:
         self._auth = auth
         self._timeout = timeout
         self._ca_bundle = ca_bundle
-        self._transport = transport
+        self._http_transport = http_transport  # replaces the network: the in-process sandbox portal
         self._limiter = limiter
         self._max_retries = max_retries
         self._retry_base = retry_base
@@ -158,7 +158,7 @@ class PortalClient:
             self._http = httpx2.AsyncClient(
                 timeout=httpx2.Timeout(self._timeout),
                 verify=verify,
-                transport=self._transport,
+                transport=self._http_transport,
                 follow_redirects=False,
                 headers={"Accept": "application/json", "User-Agent": f"b24-mcp/{__version__}"},
             )

@@ -61,7 +61,9 @@ def filter_preview(entity_type_id: int, items: Mapping[int, Mapping[str, Any]], 
     """What a filter preview says it found, before the breakdown: the count, the filter, and the cap."""
     count = len(items)
     if not count:
-        return f"No {type_name(entity_type_id)} matches the filter {quoted(conditions, 200)}: there is nothing to delete."
+        return (
+            f"No {type_name(entity_type_id)} matches the filter {quoted(conditions, 200)}: there is nothing to delete."
+        )
     text = f"{counted(entity_type_id, count)} match the filter {quoted(conditions, 200)}"
     if more:
         text += (

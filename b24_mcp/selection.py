@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from b24_mcp.errors import B24Error, PortalError, TransportError
 from b24_mcp.portal import PortalClient
-from b24_mcp.text import for_display
+from b24_mcp.text import for_terminal
 
 PAGE = 50  # rows of one crm.item.list page, fixed by the portal
 BATCH_SIZE = 50  # commands the portal runs of one batch request
@@ -75,7 +75,7 @@ def check_filter(raw: Any) -> Any:
     Used as the `filter` argument's validator, so the message reaches the assistant as `filter: <message>`.
     """
     if not isinstance(raw, dict):
-        raise ValueError("must be a JSON object of conditions, e.g. {\"stageId\": \"NEW\", \">=createdTime\": \"…\"}")
+        raise ValueError('must be a JSON object of conditions, e.g. {"stageId": "NEW", ">=createdTime": "…"}')
     if not raw:
         raise ValueError("is empty; an empty filter would match every item: give at least one condition")
     if len(raw) > MAX_CONDITIONS:
@@ -86,7 +86,7 @@ def check_filter(raw: Any) -> Any:
 
 
 def _check_condition(key: Any, value: Any) -> None:
-    shown = f"'{for_display(str(key), 60)}'"
+    shown = f"'{for_terminal(str(key), 60)}'"
     if not isinstance(key, str) or not key:
         raise ValueError("a condition needs a field name")
     if key.strip().lower() == "logic":
@@ -121,7 +121,7 @@ def _check_condition(key: Any, value: Any) -> None:
 def _check_scalar(shown: str, value: Any, *, in_list: bool) -> None:
     where = "the values of " + shown if in_list else shown
     if value is None:
-        raise ValueError(f"{where}: null is not a value (an empty field is \"\")")
+        raise ValueError(f'{where}: null is not a value (an empty field is "")')
     if isinstance(value, dict | list):
         raise ValueError(f"{where}: values are strings, numbers or booleans" + ("" if in_list else ", or a list"))
     if isinstance(value, str) and len(value) > MAX_TEXT:
@@ -333,7 +333,10 @@ class ItemLister:
         runs = list(chunks(ids, PAGE))
         for start in range(0, len(runs), BATCH_SIZE):
             group = runs[start : start + BATCH_SIZE]
-            cmd = {f"r{index}": list_command(entity_type_id, [("@id", list(run))], select) for index, run in enumerate(group)}
+            cmd = {
+                f"r{index}": list_command(entity_type_id, [("@id", list(run))], select)
+                for index, run in enumerate(group)
+            }
             answer = await self.portal.call("batch", {"halt": 0, "cmd": cmd})
             ok, failed = split_batch(answer.result)
             for index, run in enumerate(group):

@@ -17,10 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "B24_"
 ENV_FILE_VARIABLE = "B24_ENV_FILE"
@@ -170,10 +171,17 @@ def _default_audit_log() -> Path:
     return base / "b24-mcp" / "audit.jsonl"
 
 
-class Settings(BaseModel):
-    """Everything b24-mcp reads from `B24_*` variables (see `.env.example`)."""
+class Settings(BaseSettings):
+    """Everything b24-mcp reads from `B24_*` variables (see `.env.example`); an env file only when named."""
 
-    model_config = ConfigDict(extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=None,  # never a `.env` that merely lies in the working directory: see `load_settings`
+        env_file_encoding="utf-8-sig",
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_default=True,
+    )
 
     allow_http: bool = False
     webhook_url: SecretStr | None = None
@@ -190,15 +198,16 @@ class Settings(BaseModel):
     ca_bundle: Path | None = None
     timeout: float = Field(default=30.0, gt=0, le=600)
     read_only: bool = False
-    allowed_entity_types: frozenset[int] | None = None
+    allowed_entity_types: Annotated[frozenset[int] | None, NoDecode] = None
     audit_log: Path = Field(default_factory=_default_audit_log)
     rate_per_second: float = Field(default=2.0, gt=0, le=1000)
     rate_burst: int = Field(default=50, ge=1, le=10_000)
     max_retries: int = Field(default=3, ge=0, le=10)
     call_deadline: float = Field(default=60.0, gt=0, le=3600)
+    batch_max: int = Field(default=5000, ge=1, le=50_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mcp_http_token: SecretStr | None = None
-    mcp_allowed_hosts: tuple[str, ...] = ()
+    mcp_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("webhook_url")
     @classmethod
@@ -407,11 +416,10 @@ def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides
     """
     if env_file is None:
         env_file = os.environ.get(ENV_FILE_VARIABLE) or None
-    values: dict[str, Any] = read_env_file(env_file) if env_file is not None else {}
-    values |= _b24_values(os.environ)
-    values |= overrides
+    if env_file is not None:
+        read_env_file(env_file)  # one clear line for a file that is missing, not a regular file, or malformed
     try:
-        return Settings.model_validate(values)
+        return Settings(_env_file=env_file, **overrides)  # overrides first, then the environment, then the file
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_input=False, include_url=False):

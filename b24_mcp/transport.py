@@ -43,7 +43,6 @@ FILES_WANTED = 8192  # the open-files limit the server raises its own to, when t
 FD_HEADROOM = 100  # descriptors kept for the listener, the portal's connections, the journal
 PUBLIC_PREFIX = "/.well-known/"  # served without the token; nothing is served there (no OAuth metadata)
 
-_settings_for_serving: Settings | None = None  # until cli passes settings to serve_http (see serve_http)
 
 
 def bind_address(host: str) -> str:
@@ -66,7 +65,6 @@ def is_loopback(host: str) -> bool:
 
 def http_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
     """`MCPServer` keyword arguments for serving over HTTP; `SettingsError` for an unsafe binding."""
-    global _settings_for_serving
     if settings.mcp_http_token is None and not is_loopback(host):
         raise SettingsError(
             [
@@ -77,7 +75,6 @@ def http_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
         )
     if not 0 < port < 65536:
         raise SettingsError([f"--port {port} is not a TCP port (1-65535)"])
-    _settings_for_serving = settings
     options: dict[str, Any] = {}
     if settings.confirm_secret is not None:
         # Replicas that share B24_CONFIRM_SECRET also unseal each other's elicitation state (2026-07-28 era).
@@ -264,18 +261,12 @@ def connection_limits() -> tuple[int, int]:
     return burst, max(8, min(MAX_CONNECTIONS, files - 4 * burst - FD_HEADROOM))
 
 
-def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings | None = None) -> None:
-    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish, and exit.
-
-    `settings` should be passed; without it, those given to `http_options` are used (cli did not pass them yet).
-    """
+def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings) -> None:
+    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish, and exit."""
     import uvicorn
 
     from b24_mcp.library_hooks import DrainingServer, guarded_protocol, hold_event_streams
 
-    settings = settings or _settings_for_serving
-    if settings is None:
-        raise RuntimeError("serve_http needs the settings: pass settings=, or call http_options first")
     host = bind_address(host)
     for warning in start_warnings(settings, host, stateless):
         logger.warning("%s", warning)

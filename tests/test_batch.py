@@ -75,19 +75,20 @@ async def test_the_preview_lists_found_and_missing_ids_with_one_token(
     assert portal.calls_to("crm.item.delete") == []
 
 
-async def test_120_ids_take_three_requests_to_preview_and_six_to_delete(
+async def test_120_ids_take_one_request_to_preview_and_four_to_delete(
     connect: Connect, portal: Portal, deals: list[int]
 ) -> None:
     async with connect() as client:
         preview = await client.call_tool(TOOL, {"entityTypeId": 2, "ids": deals})
-        assert requests(portal) == ["batch"] * 3
+        assert requests(portal) == ["batch"]
         portal.calls.clear()
         assert preview.structured_content is not None
         token = preview.structured_content["confirmationToken"]
         done = await client.call_tool(
             TOOL, {"entityTypeId": 2, "ids": deals, "dryRun": False, "confirmationToken": token}
         )
-    assert requests(portal) == ["batch"] * 6  # three reads to check the versions, three deletes
+    assert requests(portal) == ["batch"] * 4  # one read of all 120 to check the versions, three of deletes
+    assert len(portal.calls_to("crm.item.list")) == 3  # the check: 50 ids to a command
     assert len(portal.calls_to("crm.item.delete")) == 120
     assert done.structured_content is not None
     assert (done.structured_content["status"], done.structured_content["deleted"]) == ("deleted", 120)
@@ -145,7 +146,7 @@ async def test_a_global_failure_halts_the_rest(
         )
 
     result = await bulk.delete(2, deals, Consent(route=Route.NONE), fail_next_batch)
-    assert (result.status, result.deleted, result.failed) == ("partial", 50, 70)
+    assert (result.status, result.deleted, result.failed, result.remaining) == ("partial", 50, 0, 70)
     assert result.results is not None
     assert {entry.error for entry in result.results if entry.status == "error"} == {"INVALID_CREDENTIALS"}
     assert "stopped" in result.message
@@ -168,13 +169,8 @@ async def test_nothing_deleted_because_of_an_error_is_an_error_result(
     result = await call(connect, {"entityTypeId": 2, "ids": deals[:3], "dryRun": False}, confirm="none")
     data = result.structured_content
     assert data is not None and result.is_error is True
-    assert (data["status"], data["deleted"], data["failed"], data["error"], data["retryable"]) == (
-        "error",
-        0,
-        3,
-        "QUERY_LIMIT_EXCEEDED",
-        True,
-    )
+    assert (data["status"], data["deleted"], data["failed"], data["remaining"]) == ("error", 0, 0, 3)
+    assert (data["error"], data["retryable"]) == ("QUERY_LIMIT_EXCEEDED", True)
     assert all(FIRST + offset in portal.items[2] for offset in range(3))
 
 
@@ -422,7 +418,7 @@ async def test_on_a_full_disk_only_items_whose_intent_is_on_disk_are_sent(
     result = await call(connect, {"entityTypeId": 2, "ids": deals[:50], "dryRun": False}, confirm="none")
     assert result.structured_content is not None
     data = result.structured_content
-    assert (data["status"], data["deleted"], data["failed"]) == ("partial", 5, 45)
+    assert (data["status"], data["deleted"], data["failed"], data["remaining"]) == ("partial", 5, 0, 45)
     assert {entry["error"] for entry in data["results"] if entry["status"] == "error"} == {"JOURNAL_UNWRITABLE"}
     assert sorted(int(call.params["id"]) for call in portal.calls_to("crm.item.delete")) == deals[:5]
     assert [entry["event"] for entry in read_journal(journal_path)] == ["intent"] * 5

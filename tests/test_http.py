@@ -366,7 +366,7 @@ def stall(url: str, count: int) -> list[socket.socket]:
     host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
     stalled = []
     for _ in range(count):
-        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
         sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appli")
         stalled.append(sock)
     return stalled
@@ -426,3 +426,30 @@ def test_a_port_out_of_range_is_one_line() -> None:
     done = run_b24("--sandbox", "--transport", "http", "--port", "99999")
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["b24-mcp: --port 99999 is not a TCP port (1-65535)"]
+
+
+@pytest.mark.parametrize("era", ["legacy", "default"])
+async def test_a_stateless_server_in_auto_mode_says_when_it_cannot_ask_the_person(
+    env: dict[str, str], portal: Portal, era: str
+) -> None:
+    asked: list[str] = []
+
+    async def person(context: Any, params: Any) -> Any:
+        from mcp.types import ElicitResult
+
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"delete": True})
+
+    with http_server(env | {"B24_CONFIRM": "auto"}, "--stateless") as (url, _, _):
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        options: dict[str, Any] = {"elicitation_callback": person} | ({"mode": "legacy"} if era == "legacy" else {})
+        async with Client(streamable_http_client(url, http_client=http), **options) as session:
+            result = await session.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42, "dryRun": False})
+    content = result.structured_content
+    assert content is not None
+    if era == "legacy":  # no back channel: a token is required, and the message says why
+        assert (content["error"], asked) == ("CONFIRMATION_REQUIRED", [])
+        assert "stateless HTTP server cannot ask the person" in content["message"]
+        assert 42 in portal.items[2]
+    else:  # the 2026-07-28 era asks through the call's own result, stateless or not
+        assert (content["status"], len(asked)) == ("deleted", 1)

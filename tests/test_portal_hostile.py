@@ -31,7 +31,7 @@ Respond = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
 
 class HostilePortal:
-    """What the server saw: one entry per request whose head and body arrived."""
+    """Where the server listens, and how many requests reached it whole (head and body)."""
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
@@ -55,7 +55,7 @@ async def hostile_portal(tls: TLSFiles, respond: Respond, *, handshake: bool = T
         handlers.add(task)
         try:
             if not handshake:
-                await asyncio.sleep(3600)
+                await asyncio.sleep(3600)  # cancelled when the test ends
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(
                 (
@@ -146,7 +146,7 @@ async def test_a_portal_trickling_its_answer_is_cut_off_at_the_timeout(tls: TLSF
         error = await failed_call(client_for(portal.webhook_url, tls, timeout=2.0))
         elapsed = time.monotonic() - started
     assert (error.code, error.retryable, error.maybe_sent) == ("PORTAL_TIMEOUT", True, True)
-    assert 1.9 <= elapsed < 3.0
+    assert 1.9 <= elapsed < 3.5
 
 
 async def test_each_attempt_is_bounded_so_a_call_lasts_at_most_timeout_times_attempts(tls: TLSFiles) -> None:
@@ -155,7 +155,7 @@ async def test_each_attempt_is_bounded_so_a_call_lasts_at_most_timeout_times_att
         error = await failed_call(client_for(portal.webhook_url, tls, timeout=2.0, max_retries=1))
         elapsed = time.monotonic() - started
     assert portal.requests == 2
-    assert elapsed < 2 * 2.0 + 1.0
+    assert elapsed < 2 * 2.0 + 1.5
     assert (error.code, error.maybe_sent, error.after_lost_answer) == ("PORTAL_TIMEOUT", True, True)
 
 
@@ -165,7 +165,7 @@ async def test_a_handshake_that_never_completes_is_a_timeout_with_nothing_sent(t
         error = await failed_call(client_for(portal.webhook_url, tls, timeout=1.0))
         elapsed = time.monotonic() - started
     assert (error.code, error.retryable, error.maybe_sent) == ("PORTAL_TIMEOUT", True, False)
-    assert elapsed < 2.0
+    assert elapsed < 2.5
     assert portal.requests == 0
 
 

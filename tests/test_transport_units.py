@@ -3,6 +3,8 @@ and what the server says at start."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import httpx2
@@ -125,3 +127,19 @@ def test_stateless_auto_is_a_start_warning(make_settings: Callable[..., Settings
 def test_a_wildcard_bind_with_allowed_hosts_gives_no_warning(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(mcp_allowed_hosts="mcp.example.com")
     assert start_warnings(settings, "0.0.0.0", stateless=False) == []
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "limits"),
+    [(256, 256, "(32, 28) 256"), (1024, 1024, "(128, 412) 1024"), (1024, 4096, "(128, 1000) 4096")],
+)
+def test_the_connection_cap_stays_clear_of_the_open_files_limit_raised_to_the_hard_one(
+    soft: int, hard: int, limits: str
+) -> None:
+    script = (
+        "import resource, sys; from b24_mcp.transport import connection_limits; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
+        "print(connection_limits(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == limits

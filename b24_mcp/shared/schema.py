@@ -1,0 +1,134 @@
+"""The shared state's tables, in their own PostgreSQL schema `b24mcp`, created and upgraded by numbered migrations.
+
+`MIGRATIONS[n]` takes the schema from version n to n + 1; `b24mcp.schema_version` holds the version reached.
+`upgrade` applies the missing ones in one transaction under an advisory lock, so replicas starting together (or a
+replica and `b24-mcp db upgrade`) upgrade once and the others wait and find it done. The server upgrades on its
+first use of the database (`ensure_schema`); `b24-mcp db upgrade` does the same ahead of a roll-out, e.g. with a
+role that may create tables while the servers' role may not. A schema newer than this version of b24-mcp knows is
+never touched: the server refuses to use it (`SchemaTooNew`) rather than guess.
+
+The tables:
+
+- `spent_tokens (nonce PK, expires_at, spender, spent_at)`: confirmation tokens used; `spender` names the spending
+  call, so a spend retried after its answer was lost is recognised as its own;
+- `rate_buckets (portal PK, level, at)`: the portal's leaky bucket as all replicas fill it, on the database clock;
+- `method_blocks (credential, method, until)`: methods the portal blocked (`OPERATION_TIME_LIMIT`) until a time;
+- `grants (portal, holder, access_token, refresh_token, user_id, access_expires_at, generation, updated_at)`:
+  OAuth token pairs, sealed (see `grants`); `holder` is `app:<client_id>` for the server's own grant, and
+  `user:<id>` is left for each signed-in person's;
+- `journal (seq, ts, event, attempt, portal, entity_type_id, item_id, replica, entry)`: the audit journal, `entry`
+  being the same JSON object as a line of the journal file; one row per (attempt, event).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA = "b24mcp"
+# pg_advisory_xact_lock key for migrations: "b24mcp" in ASCII.
+_MIGRATION_LOCK = 0x6232346D6370
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+        f"""CREATE TABLE {SCHEMA}.schema_version (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            version integer NOT NULL,
+            upgraded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        )""",
+        f"""CREATE TABLE {SCHEMA}.spent_tokens (
+            nonce text PRIMARY KEY,
+            expires_at bigint NOT NULL,
+            spender text NOT NULL,
+            spent_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        )""",
+        f"CREATE INDEX spent_tokens_by_expiry ON {SCHEMA}.spent_tokens (expires_at)",
+        f"""CREATE TABLE {SCHEMA}.rate_buckets (
+            portal text PRIMARY KEY,
+            level double precision NOT NULL,
+            at timestamptz NOT NULL
+        )""",
+        f"""CREATE TABLE {SCHEMA}.method_blocks (
+            credential text NOT NULL,
+            method text NOT NULL,
+            until timestamptz NOT NULL,
+            PRIMARY KEY (credential, method)
+        )""",
+        f"""CREATE TABLE {SCHEMA}.grants (
+            portal text NOT NULL,
+            holder text NOT NULL,
+            access_token bytea NOT NULL,
+            refresh_token bytea,
+            user_id bigint,
+            access_expires_at timestamptz,
+            generation bigint NOT NULL DEFAULT 0,
+            updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (portal, holder)
+        )""",
+        f"""CREATE TABLE {SCHEMA}.journal (
+            seq bigserial PRIMARY KEY,
+            ts timestamptz NOT NULL DEFAULT clock_timestamp(),
+            event text NOT NULL CHECK (event IN ('intent', 'deleted', 'error', 'cancelled')),
+            attempt text NOT NULL,
+            portal text NOT NULL,
+            entity_type_id bigint NOT NULL,
+            item_id bigint NOT NULL,
+            replica text NOT NULL,
+            entry json NOT NULL,
+            UNIQUE (attempt, event)
+        )""",
+        f"CREATE INDEX journal_by_item ON {SCHEMA}.journal (portal, entity_type_id, item_id)",
+    ),
+)
+LATEST = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The database's schema was upgraded by a newer b24-mcp than this one."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(
+            f"its schema is version {found}, newer than this b24-mcp knows ({LATEST}); upgrade b24-mcp on every "
+            "replica"
+        )
+        self.found = found
+
+
+async def schema_version(connection: Any) -> int:
+    """The schema version of the database (0: no b24-mcp schema yet)."""
+    cursor = await connection.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.schema_version",))
+    row = await cursor.fetchone()
+    if row is None or not row[0]:
+        return 0
+    cursor = await connection.execute(f"SELECT version FROM {SCHEMA}.schema_version")
+    row = await cursor.fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+async def upgrade(connection: Any) -> tuple[int, int]:
+    """Apply the missing migrations in one transaction; the version before and after. `SchemaTooNew` when the
+    database is ahead of this code."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        before = await schema_version(connection)
+        if before > LATEST:
+            raise SchemaTooNew(before)
+        for statements in MIGRATIONS[before:]:
+            for statement in statements:
+                await connection.execute(statement)
+        if before < LATEST:
+            await connection.execute(
+                f"INSERT INTO {SCHEMA}.schema_version (version) VALUES (%s) "
+                "ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, upgraded_at = clock_timestamp()",
+                (LATEST,),
+            )
+    return before, LATEST
+
+
+async def ensure_schema(connection: Any) -> None:
+    """Make the schema current: nothing when it is, the missing migrations when it is older."""
+    found = await schema_version(connection)
+    if found > LATEST:
+        raise SchemaTooNew(found)
+    if found < LATEST:
+        await upgrade(connection)
