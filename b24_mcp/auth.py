@@ -30,6 +30,7 @@ import os
 import re
 import stat
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +54,30 @@ _REAUTHORISE = (
 
 # POSTs a form to a URL and returns (HTTP status, decoded body); raises `TransportError` when no answer came.
 PostForm = Callable[[str, Mapping[str, str]], Awaitable[tuple[int, bytes]]]
+
+
+@dataclass(frozen=True, repr=False)
+class TokenPair:
+    """An OAuth grant's tokens (secret: no repr), and how long the access token lasts when the OAuth server said."""
+
+    access_token: str
+    refresh_token: str | None
+    user_id: int | None = None
+    expires_in: int | None = None  # set by an exchange at the OAuth server; None for a pair read from a store
+
+
+# Exchanges a pair's refresh token at the OAuth server for the next pair (`OAuthSession`'s own exchange).
+Renew = Callable[[TokenPair], Awaitable[TokenPair]]
+
+
+class GrantStore(Protocol):
+    """Where a grant's rotated pair is kept for every process using it (`shared.grants`: PostgreSQL)."""
+
+    async def refresh(self, current: TokenPair, renew: Renew) -> TokenPair:
+        """Under an exclusive lock on the stored grant: the stored pair when another process rotated it since
+        `current` (and its access token is still fresh), else `renew(stored)`, stored. Only the lock holder asks
+        the OAuth server, so a rotated refresh token is never used twice."""
+        ...
 
 
 class Secrets:
@@ -177,8 +202,9 @@ class WebhookAuth:
 class OAuthSession:
     """An application's OAuth grant for one portal, refreshed on expiry and persisted across restarts."""
 
-    def __init__(self, config: OAuthConfig) -> None:
+    def __init__(self, config: OAuthConfig, *, grants: GrantStore | None = None) -> None:
         self._config = config
+        self._grants = grants  # shared with other replicas: one refresh at a time among them too
         self._access = config.access_token
         self._refresh = config.refresh_token
         self._user_id: int | None = None
@@ -197,8 +223,8 @@ class OAuthSession:
     def __repr__(self) -> str:
         return f"OAuthSession(host={self.host!r})"
 
-    def _remember(self) -> None:
-        self._secrets.set(self._access, self._refresh, *self._previous, self._config.client_secret)
+    def _remember(self, *also: str | None) -> None:
+        self._secrets.set(self._access, self._refresh, *self._previous, *also, self._config.client_secret)
 
     @property
     def host(self) -> str:
@@ -231,52 +257,73 @@ class OAuthSession:
         return self._config.rest_base + method, {**params, "auth": self._access}
 
     async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
-        """Exchange the refresh token for a new pair; concurrent callers wait for one exchange.
+        """Exchange the refresh token for a new pair; concurrent callers wait for one exchange. With a grant store,
+        replicas too: the one holding the stored grant's lock exchanges, the others take the pair it stored.
 
         Raises `PortalError` with the OAuth server's own code when it refused, `TransportError` when its answer
-        was lost or is not a token answer.
+        was lost or is not a token answer (or the grant store could not be reached).
         """
         async with self._lock:
             if self._generation != seen_generation:
                 return  # another call refreshed while this one waited
-            form = {
-                "grant_type": "refresh_token",
-                "client_id": self._config.client_id or "",
-                "client_secret": self._config.client_secret or "",
-                "refresh_token": self._refresh or "",
-            }
-            status, content = await post_form(self._config.oauth_url, form)
-            body = _json_object(content)
-            if body is not None and "error" in body:
-                description = body.get("error_description")
-                raise PortalError(
-                    self._secrets.outside_text(body["error"], MAX_CODE),
-                    "" if description is None else self._secrets.outside_text(description),
-                    http_status=status,
-                    hint=_REAUTHORISE,
-                )
-            access = body.get("access_token") if body is not None else None
-            rotated = body.get("refresh_token") if body is not None else None
-            if not isinstance(access, str) or not _is_token(access) or not (rotated is None or _is_token(rotated)):
-                raise TransportError(
-                    "BAD_PORTAL_RESPONSE",
-                    f"The OAuth server answered the token refresh with HTTP {status} and a body that is not a token "
-                    "answer.",
-                    http_status=status,
-                    retryable=status >= 500,
-                    maybe_sent=False,  # the method call itself was not sent again
-                )
+            current = TokenPair(self._access, self._refresh, self._user_id)
+
+            async def renew(pair: TokenPair) -> TokenPair:
+                return await self._exchange(post_form, pair)
+
+            pair = await (self._grants.refresh(current, renew) if self._grants is not None else renew(current))
+            renewed = pair.expires_in is not None  # a pair taken from the store does not say
             self._previous = (self._access, self._refresh)
-            self._access = access
-            self._refresh = rotated if isinstance(rotated, str) else self._refresh
-            user_id = body.get("user_id") if body is not None else None
-            if isinstance(user_id, int) and not isinstance(user_id, bool):
-                self._user_id = user_id
+            self._access = pair.access_token
+            self._refresh = pair.refresh_token or self._refresh
+            self._user_id = pair.user_id if pair.user_id is not None else self._user_id
             self._generation += 1
             self._remember()
-            logger.info("Refreshed the OAuth access token for %s", self.host)
+            if renewed:
+                logger.info("Refreshed the OAuth access token for %s", self.host)
+            else:
+                logger.info("Took the OAuth tokens for %s that another replica refreshed", self.host)
             if self._config.token_file is not None:
                 await anyio.to_thread.run_sync(self._save, self._config.token_file)
+
+    async def _exchange(self, post_form: PostForm, pair: TokenPair) -> TokenPair:
+        """One refresh at the OAuth server with `pair`'s refresh token: the next pair."""
+        self._remember(pair.access_token, pair.refresh_token)  # a stored pair's tokens are secrets here too
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": self._config.client_id or "",
+            "client_secret": self._config.client_secret or "",
+            "refresh_token": pair.refresh_token or "",
+        }
+        status, content = await post_form(self._config.oauth_url, form)
+        body = _json_object(content)
+        if body is not None and "error" in body:
+            description = body.get("error_description")
+            raise PortalError(
+                self._secrets.outside_text(body["error"], MAX_CODE),
+                "" if description is None else self._secrets.outside_text(description),
+                http_status=status,
+                hint=_REAUTHORISE,
+            )
+        access = body.get("access_token") if body is not None else None
+        rotated = body.get("refresh_token") if body is not None else None
+        if not isinstance(access, str) or not _is_token(access) or not (rotated is None or _is_token(rotated)):
+            raise TransportError(
+                "BAD_PORTAL_RESPONSE",
+                f"The OAuth server answered the token refresh with HTTP {status} and a body that is not a token "
+                "answer.",
+                http_status=status,
+                retryable=status >= 500,
+                maybe_sent=False,  # the method call itself was not sent again
+            )
+        user_id = body.get("user_id") if body is not None else None
+        expires_in = body.get("expires_in") if body is not None else None
+        return TokenPair(
+            access,
+            rotated if isinstance(rotated, str) else pair.refresh_token,
+            user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else pair.user_id,
+            expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in > 0 else 3600,
+        )
 
     def _save(self, path: Path) -> None:
         data = {
@@ -427,6 +474,6 @@ def _sync_directory(folder: Path) -> None:
         os.close(fd)
 
 
-def make_auth(credentials: Webhook | OAuthConfig) -> WebhookAuth | OAuthSession:
-    """The runtime credential for the configured one."""
-    return WebhookAuth(credentials) if isinstance(credentials, Webhook) else OAuthSession(credentials)
+def make_auth(credentials: Webhook | OAuthConfig, *, grants: GrantStore | None = None) -> WebhookAuth | OAuthSession:
+    """The runtime credential for the configured one; an OAuth grant shared through `grants` when given."""
+    return WebhookAuth(credentials) if isinstance(credentials, Webhook) else OAuthSession(credentials, grants=grants)

@@ -57,6 +57,7 @@ from b24_mcp.journal import Attempt, Entry, JournalUnwritable
 from b24_mcp.questions import describe_set, filter_preview, set_question, summary
 from b24_mcp.results import LOST_ANSWER_NOTE, ToolResult, error_message, settle_lost_answer
 from b24_mcp.selection import (
+    BATCH_SIZE,
     EVERY_FIELD,
     ID_ONLY,
     PREVIEW_FIELDS,
@@ -69,7 +70,6 @@ from b24_mcp.text import bounded
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 50  # the portal runs at most 50 commands of one batch request
 MAX_IDS = 500
 DEFAULT_BATCH_MAX = 5000  # B24_BATCH_MAX: the most items one filter call previews or deletes
 SHOWN = 50  # the items a filter preview lists
@@ -552,6 +552,7 @@ class BulkDeletion:
         times = answer.result.get("result_time") if isinstance(answer.result, Mapping) else None
         run_result = _Run(outcomes, set())
         recheck: list[int] = []
+        unanswered: list[int] = []
         for item_id in run:
             key = f"d{item_id}"
             if key in ok:
@@ -560,22 +561,50 @@ class BulkDeletion:
                 if isinstance(reset, int) and not isinstance(reset, bool):
                     run_result.reset_at = max(reset, run_result.reset_at or 0)
                 continue
-            error = failed.get(key, {"error": "NOT_EXECUTED", "error_description": "The portal did not run it."})
-            code = str(error.get("error", ""))
-            description = str(error.get("error_description", ""))
+            if key not in failed:
+                unanswered.append(item_id)  # the answer says nothing of it: only the portal's items can tell
+                continue
+            code = str(failed[key].get("error", ""))
+            description = str(failed[key].get("error_description", ""))
             outcomes[item_id] = ItemOutcome(id=item_id, status="error", error=code, error_description=description)
-            if code.upper() in ("OPERATION_TIME_LIMIT", "NOT_EXECUTED"):
+            if code.upper() == "OPERATION_TIME_LIMIT":
                 # The portal refused to run it (its time budget for crm.item.delete is spent): it remains.
                 run_result.untouched.add(item_id)
-                if code.upper() == "OPERATION_TIME_LIMIT" and run_result.stop is None:
-                    run_result.stop = PortalError(code, description, http_status=None)
+                run_result.stop = run_result.stop or PortalError(code, description, http_status=None)
             elif answer.after_lost_answer and code.upper() == "NOT_FOUND":
                 recheck.append(item_id)  # an earlier, lost attempt of this batch may have deleted it
         if recheck:
             with contextlib.suppress(B24Error):
                 for item_id in await missing(recheck):
                     outcomes[item_id] = ItemOutcome(id=item_id, status="deleted", note=LOST_ANSWER_NOTE)
+        if unanswered:
+            await self._settle_unanswered(unanswered, missing, run_result)
         return run_result
+
+    async def _settle_unanswered(
+        self, ids: list[int], missing: Callable[[Sequence[int]], Awaitable[set[int]]], run: _Run
+    ) -> None:
+        """Items the batch answer does not mention: gone means deleted, present means not run (they remain)."""
+        try:
+            gone: set[int] | None = await missing(ids)
+        except B24Error:
+            gone = None
+        for item_id in ids:
+            if gone is None:
+                run.outcomes[item_id] = ItemOutcome(
+                    id=item_id,
+                    status="error",
+                    error="NOT_EXECUTED",
+                    error_description="The portal's answer does not mention it, and the item could not be checked "
+                    "afterwards: it is unknown whether it was deleted; preview it again.",
+                )
+            elif item_id in gone:
+                run.outcomes[item_id] = ItemOutcome(id=item_id, status="deleted", note=LOST_ANSWER_NOTE)
+            else:
+                run.outcomes[item_id] = ItemOutcome(
+                    id=item_id, status="error", error="NOT_EXECUTED", error_description="The portal did not run it."
+                )
+                run.untouched.add(item_id)
 
     async def _record_intents(self, attempts: Mapping[int, Attempt]) -> tuple[list[int], JournalUnwritable | None]:
         """Write the intents; the ids whose intent line is whole on disk, and the failure when not all are."""
@@ -624,7 +653,15 @@ class BulkDeletion:
         )
 
     def _attempt(self, entity_type_id: int, item_id: int, how: ConfirmedBy, item: Mapping[str, Any] | None) -> Attempt:
-        return Attempt(self.portal.host, self.portal.user_id, entity_type_id, item_id, how.value, item)
+        return Attempt(
+            self.portal.host,
+            self.portal.user_id,
+            entity_type_id,
+            item_id,
+            how,
+            item,
+            user_name=self.app.user_name,
+        )
 
     @staticmethod
     def _not_attempted(item_id: int, cause: B24Error) -> ItemOutcome:
@@ -649,7 +686,7 @@ class BulkDeletion:
         deleted = sum(1 for outcome in outcomes if outcome.status == "deleted")
         remaining = sum(1 for outcome in outcomes if outcome.id in untouched)
         failures = [outcome for outcome in outcomes if outcome.status == "error" and outcome.id not in untouched]
-        message = f"Deleted {deleted} of {len(outcomes)}"
+        message = f"Deleted {deleted} of {counted(entity_type_id, len(outcomes))}"
         if failures:
             codes = sorted({outcome.error or "?" for outcome in failures})
             message += f"; {len(failures)} failed ({', '.join(codes)}); see results"

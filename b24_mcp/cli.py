@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     journal.add_argument("--json", action="store_true", help="print the raw JSON lines")
     journal.add_argument("-n", "--limit", type=int, default=20, help="how many entries (default 20)")
     journal.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help=env_file_help)
+    database = commands.add_parser("db", help="the database replicas share (B24_DATABASE_URL)")
+    database.add_argument("action", choices=["upgrade"], help="upgrade: create or upgrade its schema now")
+    database.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help=env_file_help)
+    people = commands.add_parser(
+        "people", help="sign-in (B24_PUBLIC_URL): list who has signed in, or revoke a person's access at once"
+    )
+    people.add_argument("action", nargs="?", choices=["list", "revoke"], default="list", help="list (default), revoke")
+    people.add_argument("user_id", nargs="?", type=int, metavar="USER_ID", help="revoke: the person's Bitrix24 user id")
+    people.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help=env_file_help)
     return parser
 
 
@@ -75,9 +84,25 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "check":
             return _check(settings, sandbox=args.sandbox)
         if args.command == "journal":
+            if settings.database_url is not None:
+                from b24_mcp.shared.journal import print_table_journal
+
+                url = settings.database_url.get_secret_value()
+                return print_table_journal(url, limit=args.limit, as_json=args.json)
             from b24_mcp.journal import print_journal
 
             return print_journal(settings.audit_log, limit=args.limit, as_json=args.json)
+        if args.command == "db":
+            if settings.database_url is None:
+                print("b24-mcp: B24_DATABASE_URL is not set: there is no shared database", file=sys.stderr)
+                return 2
+            from b24_mcp.shared.admin import upgrade_command
+
+            return upgrade_command(settings.database_url.get_secret_value())
+        if args.command == "people":
+            from b24_mcp.signin.admin import people_command
+
+            return people_command(settings, args.action, args.user_id)
         return _serve(settings, args)
     except SettingsError as exc:
         for line in exc.lines:
@@ -114,20 +139,34 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     )
     from b24_mcp.app import LazyTransport, build_app
     from b24_mcp.server import build_server
+    from b24_mcp.settings import SettingsError
 
     options: dict[str, Any] = {}
+    signing_in = settings.public_url is not None
+    if signing_in and args.sandbox:
+        raise SettingsError(["B24_PUBLIC_URL is set: people sign in to a real portal; unset it to serve the sandbox"])
+    if signing_in and args.transport != "http":
+        raise SettingsError(["B24_PUBLIC_URL is set: people sign in over HTTP only; serve with --transport http"])
     if args.transport == "http":
         from b24_mcp.transport import http_options
 
         options = http_options(settings, args.host, args.port)
+    people = None
     if args.sandbox:
         from b24_mcp.sandbox.link import sandbox_http, sandbox_webhook
 
         settings = _for_sandbox(settings)
         app = build_app(settings, sandbox_webhook(), http_transport=LazyTransport(sandbox_http))
+    elif signing_in:  # each person signs in; this server is their MCP clients' authorization server
+        from b24_mcp.signin.people import build_signin_app
+
+        app, people = build_signin_app(settings)
+        options |= people.server_options()
     else:
         app = build_app(settings)
     server = build_server(app, server_options=options)
+    if people is not None:
+        people.add_routes(server)
     if settings.confirm == "none":
         logging.getLogger("b24_mcp").warning(
             "B24_CONFIRM=none: deletions are NOT confirmed by anyone. Use this only for unattended, scripted work."

@@ -108,6 +108,11 @@ class ConfirmationTokens:
         self._clock = clock
         self._spent = spent or SpentInMemory(ttl, clock=clock)
 
+    def bound_to(self, identity: str) -> ConfirmationTokens:
+        """Tokens for another caller of the portal (a signed-in person): same secret, lifetime and spent tokens,
+        signatures bound to `identity`, so a token issued to one caller is refused for another."""
+        return ConfirmationTokens(self._secret, portal=identity, ttl=self._ttl, clock=self._clock, spent=self._spent)
+
     def _sign(self, payload: str) -> str:
         message = f"{self._portal}\n{payload}".encode()
         return _b64(hmac.new(self._secret, message, hashlib.sha256).digest())

@@ -177,7 +177,15 @@ class ItemDeletion:
         return set()
 
     async def _delete(self, entity_type_id: int, item_id: int, item: dict[str, Any], how: ConfirmedBy) -> DeleteResult:
-        attempt = Attempt(self.portal.host, self.portal.user_id, entity_type_id, item_id, how.value, item)
+        attempt = Attempt(
+            self.portal.host,
+            self.portal.user_id,
+            entity_type_id,
+            item_id,
+            how,
+            item,
+            user_name=self.app.user_name,
+        )
         await self.app.journal.write("intent", attempt)
         note = None
         try:
@@ -230,7 +238,15 @@ class ItemDeletion:
 
     async def _cancelled(self, entity_type_id: int, item_id: int, declined: Declined[ItemReading]) -> DeleteResult:
         item = declined.reading.item if declined.reading is not None else None
-        attempt = Attempt(self.portal.host, self.portal.user_id, entity_type_id, item_id, "elicitation", item)
+        attempt = Attempt(
+            self.portal.host,
+            self.portal.user_id,
+            entity_type_id,
+            item_id,
+            ConfirmedBy.ELICITATION,
+            item,
+            user_name=self.app.user_name,
+        )
         await self.app.journal.write("cancelled", attempt)
         verb = "declined" if declined.answer is Answer.DECLINED else "cancelled"
         return DeleteResult(

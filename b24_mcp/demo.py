@@ -86,6 +86,21 @@ async def _walkthrough(env: dict[str, str]) -> None:
         for entry in done.get("results", []):
             _say(f"    #{entry['id']}: {entry['status']}" + (f" ({entry['error']})" if entry.get("error") else ""))
 
+        _step("8. A clean-up by filter: the small deals that are new or lost, found by crm.item.list, one token")
+        cleanup = {"entityTypeId": 2, "filter": {"@stageId": ["NEW", "LOSE"], "<opportunity": 5000}}
+        _say(f"  → crm_item_delete_batch {json.dumps(cleanup)}")
+        listed = _show_result(await client.call_tool("crm_item_delete_batch", cleanup))
+        summary = json.dumps(listed.get("summary"))
+        _say(f"    matched={listed.get('matched')} more={listed.get('more')}, summary {summary}")
+        for entry in listed.get("found", []):
+            _say(f"    #{entry['id']} {json.dumps(entry.get('title'), ensure_ascii=False)} ({entry.get('stageId')})")
+        confirmed = cleanup | {"dryRun": False, "confirmationToken": listed["confirmationToken"]}
+        _say('  → crm_item_delete_batch {… "filter": {…}, "dryRun": false, "confirmationToken": "b24c1.…"}')
+        cleaned = _show_result(await client.call_tool("crm_item_delete_batch", confirmed))
+        _say(
+            f"    deleted={cleaned.get('deleted')} failed={cleaned.get('failed')} remaining={cleaned.get('remaining')}"
+        )
+
     async def person(answer: str) -> Any:
         async def callback(context: Any, params: ElicitRequestParams) -> ElicitResult:
             _say(f"  ? the client asks the person: {getattr(params, 'message', '')}")
@@ -96,11 +111,11 @@ async def _walkthrough(env: dict[str, str]) -> None:
 
         return callback
 
-    _step("8. A client that can ask the person (MCP elicitation): the person confirms in their client")
+    _step("9. A client that can ask the person (MCP elicitation): the person confirms in their client")
     async with Client(_server(env), elicitation_callback=await person("yes")) as client:
         await _call(client, {"entityTypeId": 2, "id": 43, "dryRun": False})
 
-    _step("9. The person says no: nothing is deleted, and the assistant is told not to insist")
+    _step("10. The person says no: nothing is deleted, and the assistant is told not to insist")
     async with Client(_server(env), elicitation_callback=await person("no")) as client:
         await _call(client, {"entityTypeId": 4, "id": 31, "dryRun": False})
 
@@ -114,6 +129,6 @@ def run_demo() -> int:
         _say("b24-mcp demo: a real MCP client talks to a real `b24-mcp --sandbox` process over stdio.")
         _say("The sandbox is an emulated Bitrix24 portal inside that process; nothing real is touched.")
         anyio.run(_walkthrough, env)
-        _step("10. The audit journal (`b24-mcp journal`): every attempt, with a snapshot of what was deleted")
+        _step("11. The audit journal (`b24-mcp journal`): every attempt, with a snapshot of what was deleted")
         print_journal(journal, limit=30, as_json=False)
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import httpx2
 
 from b24_mcp.app import build_app
 from b24_mcp.errors import B24Error
+from b24_mcp.journal import check_journal
 from b24_mcp.portal import PortalClient
 from b24_mcp.settings import OAuthConfig, Settings, Webhook
 
@@ -94,14 +94,12 @@ def _modes(settings: Settings) -> list[Finding]:
 
 
 def _journal(path: Path) -> Finding:
-    if path.exists():
-        writable = path.is_file() and os.access(path, os.W_OK)
-    else:  # it will be created: the nearest existing folder above it must take new entries
-        folder = next((parent for parent in path.parents if parent.exists()), Path("/"))
-        writable = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
-    if writable:
+    problem = check_journal(path)
+    if problem is None:
         return Finding("ok", f"journal: {path} is writable")
-    return Finding("FAIL", f"journal: {path} cannot be written, so no deletion would happen (B24_AUDIT_LOG)")
+    return Finding(
+        "FAIL", f"journal: {path} cannot be written ({problem}), so no deletion would happen (B24_AUDIT_LOG)"
+    )
 
 
 def passed(findings: list[Finding]) -> bool:

@@ -35,11 +35,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 import anyio.to_thread
 
 from b24_mcp.errors import Refusal
+from b24_mcp.gate import ConfirmedBy
 from b24_mcp.text import for_terminal, safe_json
 
 Event = Literal["intent", "deleted", "error", "cancelled"]
@@ -69,9 +70,10 @@ class Attempt:
     user_id: int | None
     entity_type_id: int
     item_id: int
-    confirmation: Literal["elicitation", "token", "none"]
+    confirmation: ConfirmedBy
     item: Mapping[str, Any] | None
     attempt_id: str = field(default_factory=new_attempt_id)
+    user_name: str | None = None  # the signed-in person who asked (sign-in); `user_id` is theirs then
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def _record(entry: Entry) -> dict[str, Any]:
         "attempt": attempt.attempt_id,
         "portal": attempt.portal,
         "userId": attempt.user_id,
+        **({"userName": attempt.user_name} if attempt.user_name is not None else {}),
         "entityTypeId": attempt.entity_type_id,
         "id": attempt.item_id,
         "confirmation": attempt.confirmation,
@@ -132,6 +135,24 @@ def _record(entry: Entry) -> dict[str, Any]:
 
 def _line(entry: Entry) -> bytes:
     return (safe_json(_record(entry)) + "\n").encode()
+
+
+class JournalStore(Protocol):
+    """Where deletion events are recorded: a file (`Journal`), or a table shared by replicas
+    (`shared.journal.TableJournal`). Both take every entry durably before returning, or raise `JournalUnwritable`
+    with `durable` counting the entries, from the first, that were taken."""
+
+    async def write(
+        self,
+        event: Event,
+        attempt: Attempt,
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+        note: str | None = None,
+    ) -> None: ...
+
+    async def write_many(self, entries: Sequence[Entry]) -> None: ...
 
 
 class Journal:
@@ -420,6 +441,11 @@ def print_journal(path: Path, *, limit: int, as_json: bool) -> int:
         reason = for_terminal(_reason(exc))
         print(f"b24-mcp: the journal {for_terminal(str(path))} cannot be read: {reason}", file=sys.stderr)
         return 1
+    return print_tail(tail, as_json=as_json, where=str(path))
+
+
+def print_tail(tail: Tail, *, as_json: bool, where: str) -> int:
+    """Print a journal's tail as `print_journal` does; `where` names the journal (a file, or the database)."""
     if tail.problem:
         print(
             f"b24-mcp: warning: deletions are refused with this journal: {for_terminal(tail.problem)}", file=sys.stderr
@@ -431,7 +457,7 @@ def print_journal(path: Path, *, limit: int, as_json: bool) -> int:
             print(safe_json(entry))
         return 0
     if not tail.entries:
-        print(f"No journal entries in {for_terminal(str(path))}.")
+        print(f"No journal entries in {for_terminal(where)}.")
     else:
         _print_table(tail)
     _print_unfinished(tail)

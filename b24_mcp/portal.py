@@ -34,7 +34,7 @@ import httpx2
 from b24_mcp import __version__
 from b24_mcp.auth import MAX_CODE, Auth
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError, may_have_acted
-from b24_mcp.limiter import LeakyBucket
+from b24_mcp.limiter import Pacing
 
 # httpx2 logs every request URL at INFO, and a webhook URL contains its secret code: keep those records from
 # ever being created, whatever logging configuration the process ends up with.
@@ -110,7 +110,7 @@ class PortalClient:
         timeout: float = 30.0,
         ca_bundle: str | None = None,
         http_transport: httpx2.AsyncBaseTransport | None = None,
-        limiter: LeakyBucket | None = None,
+        limiter: Pacing | None = None,
         max_retries: int = 3,
         retry_base: float = 0.5,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
@@ -126,9 +126,27 @@ class PortalClient:
         self._http: httpx2.AsyncClient | None = None
         self._reset_at: dict[str, int] = {}  # method -> the portal's operating_reset_at from its last answer
         self._blocked_until: dict[str, int] = {}
+        self._pool_owner: PortalClient | None = None  # set by `for_credential`: whose HTTP pool this client uses
 
     def __repr__(self) -> str:
         return f"PortalClient(host={self.host!r}, user_id={self.user_id})"
+
+    def for_credential(self, auth: Auth) -> PortalClient:
+        """A client of the same portal acting with another credential (a signed-in person): it shares this
+        client's HTTP pool, rate limiter and limits, and keeps its own record of the methods the portal blocked
+        (the portal counts those per credential). Closing it leaves the pool to this client."""
+        other = PortalClient(
+            auth,
+            timeout=self._timeout,
+            ca_bundle=self._ca_bundle,
+            http_transport=self._http_transport,
+            limiter=self._limiter,
+            max_retries=self._max_retries,
+            retry_base=self._retry_base,
+            max_answer_bytes=self._max_answer_bytes,
+        )
+        other._pool_owner = self._pool_owner or self
+        return other
 
     @property
     def host(self) -> str:
@@ -150,6 +168,8 @@ class PortalClient:
         return self._auth.scrub(text)
 
     def _client(self) -> httpx2.AsyncClient:
+        if self._pool_owner is not None:
+            return self._pool_owner._client()
         if self._http is None:
             # Building the TLS context loads the trust store: done on first call, not at start-up.
             verify: ssl.SSLContext | bool = (
@@ -165,7 +185,7 @@ class PortalClient:
         return self._http
 
     async def aclose(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections (a client made by `for_credential` leaves them to its pool's owner)."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -189,9 +209,15 @@ class PortalClient:
         retries = 0
         refreshed = False
         lost = False
+        previous: B24Error | None = None  # the last attempt's error, once retrying
         while True:
             if self._limiter is not None:
-                await self._limiter.acquire()
+                until = await self._limiter.acquire(method)
+                if until is not None:  # another replica met the portal's block of this method
+                    self._blocked_until[method] = until
+                    if previous is not None:
+                        raise previous  # say what happened to this call's own attempt
+                    self._check_blocked(method)
             generation = self._auth.generation
             error: B24Error
             try:
@@ -212,6 +238,9 @@ class PortalClient:
                 if isinstance(reset, int) and not isinstance(reset, bool):
                     self._reset_at[method] = reset
                 return replace(answer, after_lost_answer=True) if lost else answer
+            until = self._blocked_until.get(method)
+            if self._limiter is not None and until is not None and error.is_code("OPERATION_TIME_LIMIT"):
+                await self._limiter.block(method, until)  # the other replicas stop sending it too
             if lost:
                 error = error.with_lost_answer()
             delay = self._retry_base * 2**retries * (0.5 + random.random())  # noqa: S311 (jitter, not crypto)
@@ -226,12 +255,18 @@ class PortalClient:
             lost = lost or may_have_acted(error)
             retries += 1
             logger.info("%s: %s, retry %d in %.1f s", method, error.code, retries, delay)
+            previous = error
             await anyio.sleep(delay)
 
     async def _send(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
         url, body = self._auth.prepare(method, params)
         answer = await self._exchange(url, json_body=body, who="The portal", what=method, host=self.host, acts=True)
         return self._interpret(method, answer)
+
+    async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
+        """POST a form to an OAuth server (a token request) under this client's limits: (HTTP status, body).
+        Raises `TransportError` when no answer came back; such a failure never counts as a REST call sent."""
+        return await self._post_form(url, form)
 
     async def _post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
         """POST a form (the OAuth token refresh) under the same limits; failures never count as the call sent."""

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import (
     AcceptedElicitation,
     Context,
@@ -134,9 +135,9 @@ class EntityTypesResult(BaseModel):
 
 
 def app_of(ctx: Context[Any, Any]) -> App:
-    """The application object the lifespan put on every request."""
+    """The application object the lifespan put on every request; with sign-in, as the request's person uses it."""
     app: App = ctx.request_context.lifespan_context
-    return app
+    return app.as_person(get_access_token())
 
 
 def reach_of(ctx: Context[Any, Any]) -> Reach:

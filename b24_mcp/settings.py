@@ -165,6 +165,26 @@ def allowed_host_entry(entry: str) -> str:
     return f"{scheme.lower()}://{netloc}" if separator else netloc
 
 
+def public_origin(url: str) -> str:
+    """`B24_PUBLIC_URL` as the issuer of sign-in: `scheme://host[:port]`, lower-case, without a default port."""
+    problem = "is not where MCP clients reach this server; expected https://<host>[:port], without a path"
+    parts = _split_url(url, problem)
+    if parts.scheme not in ("https", "http") or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(problem)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(problem)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "http" and host not in ("localhost", "127.0.0.1", "::1"):
+        raise ValueError(
+            "uses http:// for a host other than localhost, 127.0.0.1 or [::1]: sign-in tokens would travel in clear "
+            "text; use https:// (terminate TLS at a reverse proxy)"
+        )
+    port = parts.port
+    default = 443 if parts.scheme == "https" else 80
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None and port != default else "")
+
+
 def _default_audit_log() -> Path:
     state = os.environ.get("XDG_STATE_HOME", "")
     base = Path(state) if os.path.isabs(state) else Path("~/.local/state")  # a relative XDG_* is to be ignored
@@ -208,6 +228,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mcp_http_token: SecretStr | None = None
     mcp_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    database_url: SecretStr | None = None  # state shared by replicas (b24_mcp/shared); holds a password
+    public_url: str | None = None  # sign-in (b24_mcp/signin): where MCP clients reach this server
+    state_dir: Path = Field(default_factory=lambda: _default_audit_log().parent)  # sign-in's people store
 
     @field_validator("webhook_url")
     @classmethod
@@ -233,6 +256,11 @@ class Settings(BaseSettings):
             raise ValueError("must be an https:// URL")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        return public_origin(value) if value is not None and value.strip() else None
+
     @field_validator("confirm_secret", "mcp_http_token")
     @classmethod
     def _check_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
@@ -251,7 +279,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("token_file", "ca_bundle", "audit_log", mode="before")
+    @field_validator("token_file", "ca_bundle", "audit_log", "state_dir", mode="before")
     @classmethod
     def _absolute_path(cls, value: Any) -> Any:
         if not isinstance(value, (str, os.PathLike)):
@@ -308,6 +336,20 @@ class Settings(BaseSettings):
         if not isinstance(entries, Iterable):
             return value
         return tuple(allowed_host_entry(entry.strip()) for entry in entries if isinstance(entry, str) and entry.strip())
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not value.get_secret_value().strip().startswith(("postgresql://", "postgres://")):
+            raise ValueError("is not a PostgreSQL URL; expected postgresql://user:password@host:5432/database")
+        if info.data.get("confirm_secret") is None:
+            raise ValueError(
+                "needs B24_CONFIRM_SECRET too: the replicas sharing the database must share the secret that signs "
+                f"confirmation tokens and seals the stored OAuth tokens; make one with: {MAKE_A_SECRET}"
+            )
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -419,7 +461,9 @@ def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides
     if env_file is not None:
         read_env_file(env_file)  # one clear line for a file that is missing, not a regular file, or malformed
     try:
-        return Settings(_env_file=env_file, **overrides)  # overrides first, then the environment, then the file
+        # Overrides first, then the environment, then the file.
+        values: dict[str, Any] = {"_env_file": env_file, **overrides}
+        return Settings(**values)
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_input=False, include_url=False):

@@ -6,8 +6,9 @@ What guards a request, outermost first:
    and at most `connection_limits()` connections stay open.
 2. `BearerTokenGate`: with `B24_MCP_HTTP_TOKEN`, every request carries it (compared in constant time), or gets a
    401 that says the token is missing or wrong. No OAuth discovery is advertised: this server is no authorization
-   server. (When it becomes one, `http_options` will hand the SDK its `auth`/`auth_server_provider`, which then
-   serve the discovery routes, and `http_app` will leave this gate out.)
+   server. With sign-in (`B24_PUBLIC_URL`, `b24_mcp.signin`) there is no static token: the SDK's authorization
+   server serves discovery, registration and tokens, and every request to `/mcp` carries a signed-in person's
+   token (the SDK's `RequireAuthMiddleware`, with `resource_metadata` in its 401).
 3. The SDK's DNS-rebinding protection (`TransportSecuritySettings`), for every bind: Host must name the bound
    address (any spelling, with the port) or one of `B24_MCP_ALLOWED_HOSTS`; Origin, when sent, likewise (421/403).
 """
@@ -65,7 +66,7 @@ def is_loopback(host: str) -> bool:
 
 def http_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
     """`MCPServer` keyword arguments for serving over HTTP; `SettingsError` for an unsafe binding."""
-    if settings.mcp_http_token is None and not is_loopback(host):
+    if settings.mcp_http_token is None and settings.public_url is None and not is_loopback(host):
         raise SettingsError(
             [
                 f"B24_MCP_HTTP_TOKEN is not set: serving on {host} without a bearer token would let anyone who "
@@ -229,10 +230,17 @@ class BearerTokenGate:
 
 def http_app(server: MCPServer, settings: Settings, *, host: str, port: int, stateless: bool) -> ASGIApp:
     """The ASGI application serving MCP at `/mcp`: the SDK's, behind the Host/Origin check and the bearer token."""
-    security = transport_security(host, port, settings.mcp_allowed_hosts)
+    allowed = settings.mcp_allowed_hosts
+    if settings.public_url is not None:  # sign-in: clients reach the server at B24_PUBLIC_URL
+        allowed = (*allowed, settings.public_url.partition("://")[2])
+    security = transport_security(host, port, allowed)
     app: ASGIApp = server.streamable_http_app(
         streamable_http_path=MCP_PATH, stateless_http=stateless, transport_security=security, host=host
     )
+    if settings.public_url is not None:
+        from b24_mcp.signin.metadata import IssuerMetadata
+
+        app = IssuerMetadata(app, settings.public_url)
     if settings.mcp_http_token is not None:
         app = BearerTokenGate(app, settings.mcp_http_token.get_secret_value())
     return app

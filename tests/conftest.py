@@ -21,6 +21,9 @@ from b24_mcp.server import build_server
 from b24_mcp.settings import Settings, load_settings
 from helpers import Connect, TLSFiles, item_deletion, make_app
 
+# `postgres` and `database_url`: a real PostgreSQL for the tests of the state replicas share.
+pytest_plugins = ["postgres_cluster"]
+
 
 @pytest.fixture
 def anyio_backend() -> str:

@@ -8,6 +8,11 @@ As root, the binaries run as the `postgres` user (`runuser -u postgres --`) and 
 
 `find_binaries()` says where `initdb` and `pg_ctl` are, or why there are none: on PATH, else the highest version
 under /usr/lib/postgresql/*/bin (Debian's layout).
+
+The fixtures (a pytest plugin: `conftest.py` loads it): `postgres`, for the session, is that cluster, or the
+database `B24_TEST_DATABASE_URL` names (which the tests may wipe: they drop its `b24mcp` schema); without either
+the tests that use it skip and say why, except under `CI=true`, where a missing PostgreSQL fails them.
+`database_url` gives each test that database with no b24-mcp schema in it.
 """
 
 from __future__ import annotations
@@ -19,9 +24,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+# Read at import: the tests' settings fixture removes every B24_* variable from the environment.
+GIVEN_URL = os.environ.get("B24_TEST_DATABASE_URL") or None
 DATABASE = "b24mcp_test"
 USER = "b24mcp"
 _START_SECONDS = 60
@@ -59,8 +69,9 @@ def free_port() -> int:
 class Cluster:
     """A PostgreSQL server of our own in a temporary directory (see the module docstring)."""
 
-    def __init__(self, binaries: Binaries, folder: Path, port: int, password: str) -> None:
+    def __init__(self, binaries: Binaries, folder: Path, port: int, password: str, *, durable: bool = False) -> None:
         self.binaries = binaries
+        self.durable = durable  # fsync on, as a real server; off for tests (faster, and nothing to keep)
         self.folder = folder
         self.port = port
         self.password = password
@@ -73,10 +84,10 @@ class Cluster:
         return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
 
     @classmethod
-    def create(cls, binaries: Binaries) -> Cluster:
-        """initdb, start, and create the test user and database."""
+    def create(cls, binaries: Binaries, *, durable: bool = False) -> Cluster:
+        """initdb, start, and create the test user and database (`durable`: fsync on, for benchmarks)."""
         folder = Path(tempfile.mkdtemp(prefix="b24-pg-"))
-        cluster = cls(binaries, folder, free_port(), secrets.token_hex(16))
+        cluster = cls(binaries, folder, free_port(), secrets.token_hex(16), durable=durable)
         try:
             cluster._init()
             cluster.start()
@@ -129,7 +140,9 @@ class Cluster:
 
     def start(self) -> None:
         """Start the server (again) on its port; returns once it accepts connections."""
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=off -c max_connections=200"
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off"
         self._as_server_user(self.binaries.pg_ctl, "-D", self.data, "-l", self.log, "-o", options, "-w", "start")
 
     def stop(self) -> None:
@@ -169,3 +182,54 @@ class Cluster:
                 self.stop()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """The tests' database: its URL (a secret), and the cluster when the tests started it (else None)."""
+
+    url: str
+    cluster: Cluster | None
+
+    def reset(self) -> None:
+        """Drop everything b24-mcp keeps in the database."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as connection:
+            connection.execute("DROP SCHEMA IF EXISTS b24mcp CASCADE")
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is needed under CI=true and {reason}", pytrace=False)
+    pytest.skip(f"no PostgreSQL to test against: {reason} (or set B24_TEST_DATABASE_URL)")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A running PostgreSQL for the whole session (see the module docstring)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _missing("the driver is not installed (pip install -e '.[dev]' brings it)")
+    if GIVEN_URL is not None:
+        yield Postgres(GIVEN_URL, None)
+        return
+    binaries = find_binaries()
+    if isinstance(binaries, str):
+        _missing(f"there are {binaries}")
+        return
+    cluster = Cluster.create(binaries)
+    try:
+        yield Postgres(cluster.url, cluster)
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def database_url(postgres: Postgres) -> str:
+    """The URL of a database without a b24-mcp schema, running (restarted if a test stopped it)."""
+    if postgres.cluster is not None and not postgres.cluster.running():
+        postgres.cluster.start()
+    postgres.reset()
+    return postgres.url

@@ -5,17 +5,21 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
+from test_filter import https_client
 
 from b24_mcp.bulk import BulkDeletion
 from b24_mcp.deletion import ItemDeletion
 from b24_mcp.gate import Consent, Route
 from b24_mcp.sandbox.emulator import Fault, Portal
-from helpers import Connect, read_journal
+from b24_mcp.settings import Settings
+from helpers import Connect, TLSFiles, read_journal
 
 pytestmark = pytest.mark.anyio
 
@@ -92,6 +96,23 @@ async def test_120_ids_take_one_request_to_preview_and_four_to_delete(
     assert len(portal.calls_to("crm.item.delete")) == 120
     assert done.structured_content is not None
     assert (done.structured_content["status"], done.structured_content["deleted"]) == ("deleted", 120)
+
+
+async def test_500_ids_end_to_end_take_twelve_requests_within_the_portals_burst(
+    make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles, portal: Portal
+) -> None:
+    ids = list(range(20_000, 20_500))
+    for item_id in ids:
+        portal.add_item(2, {"id": item_id, "title": f"Imported deal {item_id}", "stageId": "NEW"})
+    portal.calls.clear()
+    connect = https_client(make_settings, webhook_url, tls)
+    started = time.perf_counter()
+    result = await preview_and_delete(connect, ids, rate_burst=50, rate_per_second=2.0)
+    assert (result["status"], result["deleted"]) == ("deleted", 500)
+    # One request to preview, one to check the 500 versions again, ten of 50 deletes; no pacing needed.
+    assert requests(portal) == ["batch"] * 12
+    assert [call.error for call in portal.calls].count("QUERY_LIMIT_EXCEEDED") == 0
+    assert time.perf_counter() - started < 5
 
 
 async def test_every_item_is_journaled_like_a_single_deletion(

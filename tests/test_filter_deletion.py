@@ -286,7 +286,11 @@ async def test_cancelling_mid_way_finishes_the_batch_in_flight_and_starts_no_oth
         await anyio.sleep(0.5)
     gone = [item_id for item_id in ids if item_id not in portal.items[2]]
     assert 300 <= len(gone) < 1000
-    assert outcomes_by_event(journal_path) == {"intent": len(gone), "deleted": len(gone)}
+    entries = read_journal(journal_path)
+    events = Counter(entry["event"] for entry in entries)
+    # Each intent has its outcome: deleted, or (a batch whose intents were written as the cancel came) not sent.
+    assert events["deleted"] == len(gone) and events["intent"] == events["deleted"] + events["error"]
+    assert {entry["error"] for entry in entries if entry["event"] == "error"} <= {"CANCELLED"}
     assert len(portal.calls_to("crm.item.delete")) == len(gone)
     assert gone == ids[: len(gone)]
 
@@ -351,7 +355,11 @@ async def test_a_yes_covers_the_items_asked_about_not_those_that_match_later(
     connect_https: Connect, portal: Portal
 ) -> None:
     ids = add_deals(portal, 12)
-    person = Person("accept", meanwhile=lambda: add_deals(portal, 1, first=200_001) and None)
+
+    def a_new_lead_arrives() -> None:
+        add_deals(portal, 1, first=200_001)
+
+    person = Person("accept", meanwhile=a_new_lead_arrives)
     async with connect_https(confirm="auto", client={"elicitation_callback": person, "mode": "legacy"}) as client:
         result = await client.call_tool(TOOL, {"entityTypeId": 2, "filter": MATCHING, "dryRun": False})
     assert (data(result)["status"], data(result)["deleted"], data(result)["confirmation"]) == (
@@ -361,3 +369,46 @@ async def test_a_yes_covers_the_items_asked_about_not_those_that_match_later(
     )
     assert not any(item_id in portal.items[2] for item_id in ids)
     assert 200_001 in portal.items[2]
+
+
+@pytest.mark.parametrize("era", ["legacy", "default"])
+async def test_a_yes_deletes_what_the_person_was_shown(connect_https: Connect, portal: Portal, era: str) -> None:
+    ids = add_deals(portal, 12)
+    options = {"elicitation_callback": Person("accept")} | ({"mode": "legacy"} if era == "legacy" else {})
+    async with connect_https(confirm="auto", client=options) as client:
+        result = await client.call_tool(TOOL, {"entityTypeId": 2, "filter": MATCHING, "dryRun": False})
+    assert (data(result)["status"], data(result)["deleted"], data(result)["confirmation"]) == (
+        "deleted",
+        12,
+        "elicitation",
+    )
+    assert not any(item_id in portal.items[2] for item_id in ids)
+
+
+async def test_a_set_larger_than_the_cap_is_deleted_in_parts_lowest_ids_first(
+    make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles, portal: Portal
+) -> None:
+    ids = add_deals(portal, 300)
+    settings = make_settings(webhook_url=webhook_url, ca_bundle=tls.ca_bundle, confirm="none")
+    bulk = BulkDeletion(make_app(settings), batch_max=120)
+    query = Query.parse(MATCHING)
+    preview = await bulk.preview(2, query)
+    assert (preview.matched, preview.more) == (120, True)
+    first = await bulk.delete(2, query, Consent(route=Route.NONE))
+    assert (first.status, first.deleted, first.more) == ("deleted", 120, True)
+    assert "More items match the filter beyond this call's limit (B24_BATCH_MAX)" in first.message
+    assert [item_id for item_id in ids if item_id in portal.items[2]] == ids[120:]
+
+
+SILENT = {"result": {"result": [], "result_error": [], "result_total": [], "result_next": [], "result_time": []}}
+
+
+@pytest.mark.parametrize(("performed", "deleted", "remaining"), [(True, 3, 0), (False, 0, 3)])
+async def test_a_batch_answer_that_is_silent_about_its_deletes_is_settled_by_reading_the_items(
+    connect_https: Connect, portal: Portal, performed: bool, deleted: int, remaining: int
+) -> None:
+    ids = add_deals(portal, 3)
+    portal.inject("batch", Fault(status=200, json=SILENT, perform=performed), when=deleting)
+    result = await preview_then_delete(connect_https, MATCHING)
+    assert (result["deleted"], result["failed"], result["remaining"]) == (deleted, 0, remaining)
+    assert all((item_id in portal.items[2]) is not performed for item_id in ids)

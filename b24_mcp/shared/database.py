@@ -6,11 +6,12 @@ store is its own transaction unless the store opens one.
 
 When the database goes away, idle connections die with it: an operation that fails on such a stale connection is
 tried once more after the pool has checked its idle connections, so the first operations after a database restart
-work instead of failing. While the database is down, taking a connection gives up after `timeout` seconds; the pool
-keeps reconnecting in the background (each try at most `RECONNECT_SECONDS`, then afresh on the next use), so the
+work instead of failing. Once an operation failed to reach the database, the next ones first try a connection of
+their own (a refused one fails at once), instead of each waiting `timeout` seconds for the pool; the pool keeps
+reconnecting in the background (each try at most `RECONNECT_SECONDS`, then afresh on the next use), so the
 replicas recover when it is back, without a restart.
 
-Every failure becomes `DatabaseUnavailable`, whose text names the kind of failure and never the URL or password.
+Every failure becomes `DatabaseUnavailableError`, whose text names the kind of failure and never the URL or password.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from b24_mcp.shared.schema import SchemaTooNew, ensure_schema
+from b24_mcp.shared.schema import SchemaTooNewError, ensure_schema
 
 logger = logging.getLogger(__name__)
 # The pool logs every failed reconnection (several a second during an outage); our own line says it once.
@@ -47,7 +48,7 @@ _MAX_REASON = 300
 T = TypeVar("T")
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailableError(Exception):
     """The shared database could not do what was asked; `str()` says why, without the URL or the password."""
 
 
@@ -59,13 +60,17 @@ def replica_name() -> str:
 class Database:
     """One pool of connections to the shared database, opened on first use (see the module docstring)."""
 
-    def __init__(self, url: str, *, timeout: float = TIMEOUT_SECONDS, max_size: int = POOL_MAX) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = TIMEOUT_SECONDS, max_size: int = POOL_MAX, manage_schema: bool = True
+    ) -> None:
         self._url = url
+        self._manage_schema = manage_schema  # False: a reader, which creates nothing
         self._timeout = timeout
         self._max_size = max_size
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
-        self._ready = False
+        self._ready = not manage_schema
         self._failed: tuple[float, str] | None = None  # when and why making the schema current last failed
+        self._down = True  # the last operation could not reach the database (or there was none yet)
         self._lock = anyio.Lock()
         self._password = _password(url)
         self.replica = replica_name()
@@ -75,7 +80,7 @@ class Database:
 
     def reason(self, exc: BaseException) -> str:
         """What went wrong, in one line fit for a log or an error: the URL and password masked."""
-        if isinstance(exc, SchemaTooNew):
+        if isinstance(exc, SchemaTooNewError):
             return str(exc)
         first = (str(exc).strip().splitlines() or [""])[0]
         for secret in (self._url, self._password):
@@ -85,6 +90,13 @@ class Database:
         return text if len(text) <= _MAX_REASON else text[:_MAX_REASON] + "…"
 
     async def _open(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        if self._down:
+            # Is it back? A refused connection says no at once, where the pool would wait `timeout` seconds.
+            try:
+                probe = await psycopg.AsyncConnection.connect(self._url, connect_timeout=CONNECT_SECONDS)
+            except psycopg.Error as exc:
+                raise DatabaseUnavailableError(self.reason(exc)) from None
+            await probe.close()
         async with self._lock:
             if self._pool is None:
                 pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
@@ -101,25 +113,28 @@ class Database:
                 self._pool = pool
             if not self._ready:
                 if self._failed is not None and time.monotonic() - self._failed[0] < _FAILED_RECENTLY:
-                    raise DatabaseUnavailable(self._failed[1])
+                    raise DatabaseUnavailableError(self._failed[1])
                 try:
                     async with self._pool.connection() as connection:
                         await ensure_schema(connection)
-                except (psycopg.Error, SchemaTooNew) as exc:
+                except (psycopg.Error, SchemaTooNewError) as exc:
                     self._failed = (time.monotonic(), self.reason(exc))
-                    raise DatabaseUnavailable(self._failed[1]) from None
+                    self._down = isinstance(exc, psycopg.OperationalError)
+                    raise DatabaseUnavailableError(self._failed[1]) from None
                 self._ready = True
             return self._pool
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection (autocommit); any failure, inside the block too, is `DatabaseUnavailable`."""
+        """A pooled connection (autocommit); any failure, inside the block too, is `DatabaseUnavailableError`."""
         try:
             pool = await self._open()
             async with pool.connection() as connection:
                 yield connection
-        except (psycopg.Error, SchemaTooNew) as exc:
-            raise DatabaseUnavailable(self.reason(exc)) from None
+        except (psycopg.Error, SchemaTooNewError) as exc:
+            self._down = isinstance(exc, psycopg.OperationalError)
+            raise DatabaseUnavailableError(self.reason(exc)) from None
+        self._down = False
 
     async def run(self, operation: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         """`operation` on a pooled connection; once more on a fresh one when the first was stale (the database
@@ -130,23 +145,27 @@ class Database:
                 pool = await self._open()
                 async with pool.connection() as connection:
                     try:
-                        return await operation(connection)
+                        result = await operation(connection)
                     except psycopg.OperationalError:
                         stale = connection.broken
                         raise
-            except (psycopg.Error, SchemaTooNew) as exc:
+                self._down = False
+                return result
+            except (psycopg.Error, SchemaTooNewError) as exc:
                 if attempt == 0 and stale and self._pool is not None:
                     with contextlib.suppress(psycopg.Error):
                         await self._pool.check()
+                    self._down = True  # restarted, or down: the retry asks the server before waiting for the pool
                     continue
-                raise DatabaseUnavailable(self.reason(exc)) from None
+                self._down = isinstance(exc, psycopg.OperationalError)
+                raise DatabaseUnavailableError(self.reason(exc)) from None
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         """Close every connection."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            self._ready = False
+            self._ready = not self._manage_schema
             await pool.close()
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from b24_mcp.limiter import LeakyBucket
-from b24_mcp.shared.database import Database, DatabaseUnavailable
+from b24_mcp.shared.database import Database, DatabaseUnavailableError
 from b24_mcp.shared.schema import SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class SharedBucket:
 
         try:
             reserved = await self._database.run(reserve)
-        except DatabaseUnavailable as exc:
+        except DatabaseUnavailableError as exc:
             if self._local_until is None:
                 logger.warning(
                     "The shared database cannot be reached (%s): this replica paces the portal's requests on its "
@@ -154,5 +154,5 @@ class SharedBucket:
 
         try:
             await self._database.run(record)
-        except DatabaseUnavailable as exc:
+        except DatabaseUnavailableError as exc:
             logger.warning("Could not share that the portal blocked %s (%s); only this replica knows", method, exc)

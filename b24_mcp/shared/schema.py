@@ -5,14 +5,15 @@
 replica and `b24-mcp db upgrade`) upgrade once and the others wait and find it done. The server upgrades on its
 first use of the database (`ensure_schema`); `b24-mcp db upgrade` does the same ahead of a roll-out, e.g. with a
 role that may create tables while the servers' role may not. A schema newer than this version of b24-mcp knows is
-never touched: the server refuses to use it (`SchemaTooNew`) rather than guess.
+never touched: the server refuses to use it (`SchemaTooNewError`) rather than guess.
 
 The tables:
 
 - `spent_tokens (nonce PK, expires_at, spender, spent_at)`: confirmation tokens used; `spender` names the spending
   call, so a spend retried after its answer was lost is recognised as its own;
 - `rate_buckets (portal PK, level, at)`: the portal's leaky bucket as all replicas fill it, on the database clock;
-- `method_blocks (credential, method, until)`: methods the portal blocked (`OPERATION_TIME_LIMIT`) until a time;
+- `method_blocks (credential, method, until)`: methods the portal blocked (`OPERATION_TIME_LIMIT`) until a time
+  (both unlogged: a request costs no disk flush, and a crash only empties them);
 - `grants (portal, holder, access_token, refresh_token, user_id, access_expires_at, generation, updated_at)`:
   OAuth token pairs, sealed (see `grants`); `holder` is `app:<client_id>` for the server's own grant, and
   `user:<id>` is left for each signed-in person's;
@@ -43,12 +44,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             spent_at timestamptz NOT NULL DEFAULT clock_timestamp()
         )""",
         f"CREATE INDEX spent_tokens_by_expiry ON {SCHEMA}.spent_tokens (expires_at)",
-        f"""CREATE TABLE {SCHEMA}.rate_buckets (
+        # Unlogged: no WAL, so no disk flush per request; a crash empties them, which costs nothing (the bucket
+        # refills from empty, the portal says again what it blocks).
+        f"""CREATE UNLOGGED TABLE {SCHEMA}.rate_buckets (
             portal text PRIMARY KEY,
             level double precision NOT NULL,
             at timestamptz NOT NULL
         )""",
-        f"""CREATE TABLE {SCHEMA}.method_blocks (
+        f"""CREATE UNLOGGED TABLE {SCHEMA}.method_blocks (
             credential text NOT NULL,
             method text NOT NULL,
             until timestamptz NOT NULL,
@@ -57,8 +60,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"""CREATE TABLE {SCHEMA}.grants (
             portal text NOT NULL,
             holder text NOT NULL,
-            access_token bytea NOT NULL,
-            refresh_token bytea,
+            access_token text NOT NULL,
+            refresh_token text,
             user_id bigint,
             access_expires_at timestamptz,
             generation bigint NOT NULL DEFAULT 0,
@@ -83,20 +86,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 LATEST = len(MIGRATIONS)
 
 
-class SchemaTooNew(Exception):
+class SchemaTooNewError(Exception):
     """The database's schema was upgraded by a newer b24-mcp than this one."""
 
     def __init__(self, found: int) -> None:
         super().__init__(
-            f"its schema is version {found}, newer than this b24-mcp knows ({LATEST}); upgrade b24-mcp on every "
-            "replica"
+            f"its schema is version {found}, newer than this b24-mcp knows ({LATEST}); upgrade b24-mcp on every replica"
         )
         self.found = found
 
 
 async def schema_version(connection: Any) -> int:
     """The schema version of the database (0: no b24-mcp schema yet)."""
-    cursor = await connection.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.schema_version",))
+    # A scan of the catalog, not to_regclass(): after waiting for the migration lock, the name cache may not yet
+    # know of the table another replica just created, while this query's snapshot does.
+    cursor = await connection.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'schema_version')",
+        (SCHEMA,),
+    )
     row = await cursor.fetchone()
     if row is None or not row[0]:
         return 0
@@ -106,13 +114,13 @@ async def schema_version(connection: Any) -> int:
 
 
 async def upgrade(connection: Any) -> tuple[int, int]:
-    """Apply the missing migrations in one transaction; the version before and after. `SchemaTooNew` when the
+    """Apply the missing migrations in one transaction; the version before and after. `SchemaTooNewError` when the
     database is ahead of this code."""
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         before = await schema_version(connection)
         if before > LATEST:
-            raise SchemaTooNew(before)
+            raise SchemaTooNewError(before)
         for statements in MIGRATIONS[before:]:
             for statement in statements:
                 await connection.execute(statement)
@@ -129,6 +137,6 @@ async def ensure_schema(connection: Any) -> None:
     """Make the schema current: nothing when it is, the missing migrations when it is older."""
     found = await schema_version(connection)
     if found > LATEST:
-        raise SchemaTooNew(found)
+        raise SchemaTooNewError(found)
     if found < LATEST:
         await upgrade(connection)

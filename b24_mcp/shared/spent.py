@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from b24_mcp.journal import JournalUnwritable
-from b24_mcp.shared.database import Database, DatabaseUnavailable
+from b24_mcp.shared.database import Database, DatabaseUnavailableError
 from b24_mcp.shared.schema import SCHEMA
 
 KEEP_AFTER_EXPIRY = 86_400
@@ -58,7 +58,7 @@ class SharedSpentTokens:
 
         try:
             spent = await self._database.run(insert)
-        except DatabaseUnavailable as exc:
+        except DatabaseUnavailableError as exc:
             raise unrecordable(str(exc)) from None
         await self._purge_now_and_then()
         return spent
@@ -74,5 +74,5 @@ class SharedSpentTokens:
 
         try:
             await self._database.run(purge)
-        except DatabaseUnavailable:
+        except DatabaseUnavailableError:
             self._purged_at = None  # next time, then

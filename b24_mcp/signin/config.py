@@ -87,18 +87,21 @@ class SignInConfig:
                     f"{ENV_PREFIX}{name} is not set: sign-in (B24_PUBLIC_URL) needs the portal and the Bitrix24 "
                     "application people sign in through"
                 )
-        for name, value, why in (
+        in_the_way: list[tuple[str, object, str]] = [
             ("WEBHOOK_URL", settings.webhook_url, "a webhook acts as its one user"),
             ("ACCESS_TOKEN", settings.access_token, "a fixed access token acts as its one user"),
             ("REFRESH_TOKEN", settings.refresh_token, "a fixed grant acts as its one user"),
             ("TOKEN_FILE", settings.token_file, "each person's tokens are kept in the people store"),
             ("MCP_HTTP_TOKEN", settings.mcp_http_token, "each person gets their own token by signing in"),
-        ):
-            if value is not None:
+            ("DATABASE_URL", settings.database_url, "the people store is not shared yet (one server)"),
+        ]
+        for name, given, why in in_the_way:
+            if given is not None:
                 lines.append(f"{ENV_PREFIX}{name} is set, but with sign-in (B24_PUBLIC_URL) {why}: unset it")
         if lines:
             raise SettingsError(lines)
-        assert settings.portal_url is not None and settings.client_id is not None  # checked above
+        assert settings.portal_url is not None
+        assert settings.client_id is not None
         assert settings.client_secret is not None
         scheme, host = parse_portal_url(settings.portal_url, allow_http=settings.allow_http)
         return cls(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import hashlib
 import os
@@ -82,10 +83,8 @@ def make_private_folder(folder: Path) -> None:
         missing.append(folder)
         folder = folder.parent
     for each in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(each, 0o700)
-        except FileExistsError:
-            pass
 
 
 def check_private_file(fd: int, path: Path) -> None:
@@ -160,9 +159,7 @@ def _create_key(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        try:
-            os.link(temporary, path)  # fails if another process created the key meanwhile: theirs is used
-        except FileExistsError:
-            pass
+        with contextlib.suppress(FileExistsError):  # another process created the key meanwhile: theirs is used
+            os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

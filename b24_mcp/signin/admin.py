@@ -1,0 +1,92 @@
+"""`b24-mcp people`: who has signed in, and ending a person's access.
+
+Works on the people store under `B24_STATE_DIR` while the server runs (SQLite takes one writer at a time; the
+server sees a revocation at the person's next request, which then gets a 401). Nothing sealed is read here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+
+import anyio
+
+from b24_mcp.settings import Settings
+from b24_mcp.signin.config import DATABASE_NAME, KEY_NAME
+from b24_mcp.signin.sealing import KEY_BYTES, Sealer, UnusableFileError, load_key
+from b24_mcp.signin.store import Person, SQLiteStore
+from b24_mcp.text import for_terminal
+
+
+def _when(moment: float | None) -> str:
+    if moment is None:
+        return "-"
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _status(person: Person) -> str:
+    return "active" if person.active else "revoked"
+
+
+def people_command(settings: Settings, action: str, user_id: int | None) -> int:
+    """List the people (`list`) or revoke one (`revoke USER_ID`); the exit status."""
+    path = settings.state_dir / DATABASE_NAME
+    if not os.path.lexists(path):
+        print(f"No one has signed in: there is no people store at {for_terminal(str(path))}.")
+        return 1 if action == "revoke" else 0
+    try:
+        key = load_key(settings.state_dir / KEY_NAME, create=False)
+    except FileNotFoundError:
+        key = os.urandom(KEY_BYTES)  # listing and revoking open nothing sealed
+    except UnusableFileError as exc:
+        print(f"b24-mcp: {for_terminal(str(exc))}", file=sys.stderr)
+        return 1
+    try:
+        store = SQLiteStore(path, Sealer(key))
+    except (UnusableFileError, OSError, RuntimeError) as exc:
+        print(f"b24-mcp: the people store cannot be used: {for_terminal(str(exc))}", file=sys.stderr)
+        return 1
+    if action == "revoke":
+        if user_id is None:
+            print("b24-mcp: people revoke needs the person's Bitrix24 user id: b24-mcp people revoke USER_ID")
+            return 2
+        return anyio.run(_revoke, store, user_id)
+    return anyio.run(_list, store)
+
+
+async def _list(store: SQLiteStore) -> int:
+    try:
+        people = await store.people()
+    finally:
+        await store.aclose()
+    if not people:
+        print("No one has signed in yet.")
+        return 0
+    rows = [("USER ID", "NAME", "SIGNED IN (UTC)", "LAST USE (UTC)", "STATUS")]
+    rows += [
+        (str(p.user_id), for_terminal(p.name, 40), _when(p.signed_in_at), _when(p.last_used_at), _status(p))
+        for p in people
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    return 0
+
+
+async def _revoke(store: SQLiteStore, user_id: int) -> int:
+    try:
+        people = {person.user_id: person for person in await store.people()}
+        revoked = await store.revoke(user_id)
+    finally:
+        await store.aclose()
+    if not revoked:
+        print(f"No one with Bitrix24 user id {user_id} has signed in.")
+        return 1
+    name = for_terminal(people[user_id].name, 60) if user_id in people else ""
+    print(
+        f"Revoked user {user_id} ({name}): their MCP tokens no longer work (their next request gets 401) and their "
+        "Bitrix24 tokens are erased here. They can sign in again from their MCP client; to stop that, remove their "
+        "access to the application in Bitrix24."
+    )
+    return 0

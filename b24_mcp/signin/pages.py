@@ -1,0 +1,237 @@
+"""The pages a person's browser sees: the portal's callback, and the consent to an MCP client.
+
+`GET /oauth/callback` (the Bitrix24 application's redirect URI) takes back the sign-in begun at `/authorize`: its
+`state` must be one this server sent, unexpired and unused; the portal's `code` is exchanged at once (it lasts
+30 s). The first time a person signs in through a given MCP client, they are asked whether to allow it
+(`POST /oauth/consent`): a client registered by anyone could otherwise have a signed-in person's portal session
+send a code to the client's own redirect URI without them noticing (the "confused deputy" of an OAuth proxy).
+Their answer is remembered per person and client; `b24-mcp people revoke` forgets it.
+
+Every parameter is hostile: lengths are capped, the `state` and consent ids are single-use 256-bit values stored
+only as digests, the consent form is accepted only from this server's own origin, and the pages can be neither
+framed nor cached, nor leak their address to another site. Nothing a client or the portal sent is shown unescaped.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from mcp.server.auth.provider import construct_redirect_uri
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from b24_mcp.portal import PortalClient
+from b24_mcp.signin.bitrix import SignInFailed, sign_in
+from b24_mcp.signin.config import CONSENT_PATH, SignInConfig
+from b24_mcp.signin.provider import CODE_PREFIX, CODE_SECONDS
+from b24_mcp.signin.sealing import new_token
+from b24_mcp.signin.store import (
+    Authorization,
+    AwaitingConsent,
+    ForeignPortalError,
+    Grant,
+    IssuedCode,
+    PeopleStore,
+    Person,
+    SignedIn,
+)
+from b24_mcp.text import for_display
+
+logger = logging.getLogger(__name__)
+
+CONSENT_SECONDS = 600
+MAX_PARAM = 2048
+MAX_FORM_BYTES = 4096
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    # No form-action: after the consent, the browser goes on to the client's own redirect URI.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+}
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5}"
+    "button{font-size:1rem;padding:.5rem 1.25rem;margin-right:.75rem}.muted{color:#555}"
+)
+
+
+def _page(status: int, title: str, body: str) -> HTMLResponse:
+    content = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_STYLE}</style></head>'
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    return HTMLResponse(content, status_code=status, headers=_HEADERS)
+
+
+def _text(value: str) -> str:
+    """Text from outside, as one escaped line."""
+    return html.escape(for_display(value, 120).replace("\\", ""), quote=True)
+
+
+def _param(values: dict[str, str], name: str) -> str | None:
+    value = values.get(name)
+    if value is None or not value or len(value) > MAX_PARAM or not value.isprintable():
+        return None
+    return value
+
+
+class SignInPages:
+    """The callback and consent endpoints (Starlette handlers) of the sign-in.
+
+    `portal` is the application's client of the portal (its pool and limits), `signed_in(person)` is told of every
+    completed sign-in (so a cached credential of an older sign-in is dropped).
+    """
+
+    def __init__(
+        self,
+        config: SignInConfig,
+        store: PeopleStore,
+        portal: PortalClient,
+        signed_in: Callable[[Person], Awaitable[None]],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._portal = portal
+        self._signed_in = signed_in
+        self._clock = clock
+
+    async def callback(self, request: Request) -> Response:
+        """`GET /oauth/callback?code&state&domain&member_id&scope&server_domain` from the portal."""
+        query = dict(request.query_params)
+        state = _param(query, "state")
+        authorization = await self._store.take_authorization(state) if state is not None else None
+        if authorization is None:
+            return _page(
+                400,
+                "This sign-in has expired",
+                "<p>This sign-in link has expired or was already used. Start again from your MCP client.</p>",
+            )
+        if "error" in query:
+            reason = _param(query, "error") or "refused"
+            return self._to_client(authorization, error="access_denied", description=f"The portal said: {reason}"[:200])
+        code = _param(query, "code")
+        if code is None:
+            return self._to_client(authorization, error="server_error", description="The portal sent no code.")
+        try:
+            person = await sign_in(self._portal, self._config, code)
+        except SignInFailed as failed:
+            return self._to_client(authorization, error=failed.error, description=failed.description)
+        if await self._store.has_consented(person.user_id, authorization.client_id):
+            return await self._finish(authorization, person)
+        consent_id = new_token("")
+        waiting = AwaitingConsent(authorization, person, self._clock() + CONSENT_SECONDS)
+        await self._store.await_consent(consent_id, waiting)
+        return await self._consent_page(authorization, person, consent_id)
+
+    async def consent(self, request: Request) -> Response:
+        """`POST /oauth/consent` with `consent` (the id in the page) and `decision` (`allow` or `deny`)."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin.lower() != self._config.issuer:
+            return _page(403, "Not allowed", "<p>This form can only be sent from this server's own page.</p>")
+        form = await _read_form(request)
+        if form is None:
+            return _page(413, "Too large", "<p>This is not an answer to a consent page.</p>")
+        consent_id = _param(form, "consent")
+        waiting = await self._store.take_consent(consent_id) if consent_id is not None else None
+        if waiting is None:
+            return _page(
+                400,
+                "This sign-in has expired",
+                "<p>This page has expired or was already answered. Start again from your MCP client.</p>",
+            )
+        if form.get("decision") != "allow":
+            logger.info("User %d did not allow an MCP client", waiting.person.user_id)
+            return self._to_client(
+                waiting.authorization, error="access_denied", description="The person did not allow this client."
+            )
+        return await self._finish(waiting.authorization, waiting.person)
+
+    async def _finish(self, authorization: Authorization, signed: SignedIn) -> Response:
+        """Keep the person's tokens, issue the client's authorization code, and send the browser back to it."""
+        try:
+            person = await self._store.sign_in(signed, authorization.client_id)
+        except ForeignPortalError:
+            logger.warning("Refused a sign-in from another portal")
+            return self._to_client(
+                authorization,
+                error="access_denied",
+                description=f"You signed in to another Bitrix24 portal; this server serves {self._config.portal_host}.",
+            )
+        await self._signed_in(person)
+        code = new_token(CODE_PREFIX)
+        grant = Grant(
+            client_id=authorization.client_id,
+            user_id=person.user_id,
+            scopes=authorization.scopes,
+            resource=authorization.resource,
+            family=new_token(""),
+            expires_at=self._clock() + CODE_SECONDS,
+        )
+        issued = IssuedCode(
+            grant, authorization.code_challenge, authorization.redirect_uri, authorization.redirect_uri_explicit
+        )
+        await self._store.add_code(code, issued)
+        logger.info("User %d signed in", person.user_id)
+        return self._to_client(authorization, code=code)
+
+    def _to_client(
+        self, authorization: Authorization, *, code: str | None = None, error: str | None = None, description: str = ""
+    ) -> Response:
+        """302 to the client's redirect URI with the code, or an error (RFC 6749 §4.1.2), its state, and `iss`."""
+        if code is not None:
+            params = {"code": code}
+        else:
+            params = {"error": error or "server_error", "error_description": description}
+        target = construct_redirect_uri(
+            authorization.redirect_uri, **params, state=authorization.state, iss=self._config.issuer
+        )
+        return RedirectResponse(target, status_code=302, headers=_HEADERS)
+
+    async def _consent_page(self, authorization: Authorization, person: SignedIn, consent_id: str) -> Response:
+        client = await self._store.get_client(authorization.client_id)
+        name = client.client_name if client is not None and client.client_name else "An MCP client"
+        try:
+            parts = urlsplit(authorization.redirect_uri)
+            destination = f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
+        except ValueError:
+            destination = "?"
+        body = (
+            f"<p><strong>«{_text(name)}»</strong> asks to use this b24-mcp server as "
+            f"<strong>{_text(person.name)}</strong> (Bitrix24 user {person.user_id}) on "
+            f"<strong>{_text(self._config.portal_host)}</strong>.</p>"
+            "<p>It will preview and delete CRM items with your permissions on the portal. Deletions are confirmed "
+            "as this server is set up to confirm them, and every one is journaled under your name.</p>"
+            f'<p class="muted">After you answer, your browser returns to {_text(destination)}. Allow only a '
+            "client you have just started signing in from.</p>"
+            f'<form method="post" action="{html.escape(self._config.issuer + CONSENT_PATH)}">'
+            f'<input type="hidden" name="consent" value="{html.escape(consent_id)}">'
+            '<button type="submit" name="decision" value="allow">Allow</button>'
+            '<button type="submit" name="decision" value="deny">Deny</button></form>'
+        )
+        return _page(200, "Allow this MCP client?", body)
+
+
+async def _read_form(request: Request) -> dict[str, str] | None:
+    """A small urlencoded form, or None when the body is larger than `MAX_FORM_BYTES`."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        return {}
+    try:
+        return dict(parse_qsl(text, keep_blank_values=False, max_num_fields=10))
+    except ValueError:
+        return {}

@@ -1,0 +1,137 @@
+"""The signed-in people of a team server: each request's application as its person uses it, and the wiring.
+
+`build_signin_app` builds the application of a sign-in server: the shared parts (one HTTP pool, one rate limiter
+for the portal, the confirmation secret and spent tokens, the journal, the guardrails) as `build_app` makes them,
+plus `People`. For every authenticated request, `People.app_for` gives the application as the person behind the
+bearer token uses it (`App.acting_as`): their own portal client (their Bitrix24 tokens, sharing the pool and the
+limiter), confirmation tokens bound to them, their catalog, their name for the journal. Those are built when the
+request is authenticated (`SignInProvider.load_access_token`) and kept while the person's sign-in (its version)
+stays the same.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+
+from b24_mcp.app import App, build_app
+from b24_mcp.settings import Settings, SettingsError
+from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
+from b24_mcp.signin.metadata import auth_settings
+from b24_mcp.signin.pages import SignInPages
+from b24_mcp.signin.person import PersonAuth
+from b24_mcp.signin.provider import PersonAccessToken, SignInProvider
+from b24_mcp.signin.sealing import Sealer, UnusableFileError, load_key
+from b24_mcp.signin.store import Grant, PeopleStore, Person, SQLiteStore
+
+if TYPE_CHECKING:
+    from mcp.server.auth.provider import AccessToken
+    from mcp.server.mcpserver import MCPServer
+
+MAX_CACHED = 4096  # people whose portal client is kept between requests
+TOUCH_SECONDS = 60.0
+
+
+class NotSignedIn(LookupError):  # noqa: N818 (a state, not a failure of ours)
+    """A tool call without a signed-in person behind it (the HTTP layer lets none through)."""
+
+
+class People:
+    """Who is signed in, and the application as each of them uses it (see the module docstring)."""
+
+    def __init__(
+        self, config: SignInConfig, store: PeopleStore, base: App, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._base = base
+        self._clock = clock
+        self._apps: OrderedDict[int, tuple[int, App]] = OrderedDict()  # user id -> (version, their application)
+        self._touched: dict[int, float] = {}
+        self.provider = SignInProvider(config, store, self._prepare, clock=clock)
+        self.pages = SignInPages(config, store, base.portal, self._signed_in, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"People({self.config!r}, signed_in={len(self._apps)})"
+
+    def app_for(self, access: AccessToken | None) -> App:
+        """The application as the person behind `access` uses it; `NotSignedIn` without one."""
+        if not isinstance(access, PersonAccessToken):
+            raise NotSignedIn("no signed-in person made this request")
+        entry = self._apps.get(access.user_id)  # made when the request was authenticated (or a newer sign-in's)
+        if entry is None:
+            raise NotSignedIn(f"user {access.user_id} has no credential here")
+        return entry[1]
+
+    async def _prepare(self, grant: Grant, person: Person) -> bool:
+        """Make `app_for` ready for this person's request; False when their Bitrix24 tokens cannot be used."""
+        entry = self._apps.get(person.user_id)
+        if entry is None or entry[0] != person.version:
+            stored = await self.store.bitrix_tokens(person.user_id)
+            if stored is None or stored[0] != person.version:
+                return False  # revoked meanwhile, or sealed with another key: they sign in again
+            version, tokens = stored
+            entry = self._apps.get(person.user_id)
+            if entry is None or entry[0] != version:  # not made meanwhile by a concurrent request: one per person
+                auth = PersonAuth(
+                    self.config,
+                    user_id=person.user_id,
+                    name=person.name,
+                    version=version,
+                    tokens=tokens,
+                    store=self.store,
+                )
+                entry = (version, self._base.acting_as(auth, user_name=person.name))
+                self._apps[person.user_id] = entry
+            while len(self._apps) > MAX_CACHED:
+                self._apps.popitem(last=False)
+        self._apps.move_to_end(person.user_id)
+        now = self._clock()
+        if now - self._touched.get(person.user_id, float("-inf")) >= TOUCH_SECONDS:
+            self._touched[person.user_id] = now
+            await self.store.touch(person.user_id)
+        return True
+
+    async def _signed_in(self, person: Person) -> None:
+        entry = self._apps.get(person.user_id)
+        if entry is not None and entry[0] != person.version:
+            del self._apps[person.user_id]
+
+    def server_options(self) -> dict[str, Any]:
+        """`MCPServer` keyword arguments that make it this server's authorization server and protected resource."""
+        return {"auth_server_provider": self.provider, "auth": auth_settings(self.config.issuer)}
+
+    def add_routes(self, server: MCPServer) -> None:
+        """The pages the person's browser sees (the portal's callback, the consent), on `server`'s HTTP app."""
+        server.custom_route(CALLBACK_PATH, methods=["GET"])(self.pages.callback)
+        server.custom_route(CONSENT_PATH, methods=["POST"])(self.pages.consent)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+
+def open_store(config: SignInConfig) -> SQLiteStore:
+    """The people store under the state directory, with its key file (both created, private, when missing)."""
+    return SQLiteStore(config.database, Sealer(load_key(config.key_file)))
+
+
+def build_signin_app(
+    settings: Settings, *, http_transport: httpx2.AsyncBaseTransport | None = None, retry_base: float = 0.5
+) -> tuple[App, People]:
+    """The application of a sign-in server and its people (`SettingsError` when the configuration is incomplete
+    or the people store cannot be used). Serve it with `people.server_options()` and `people.add_routes`."""
+    config = SignInConfig.from_settings(settings)
+    try:
+        store = open_store(config)
+    except (UnusableFileError, OSError, sqlite3.Error, RuntimeError) as exc:
+        reason = str(exc) if isinstance(exc, UnusableFileError | RuntimeError) else f"{config.database}: {exc}"
+        raise SettingsError([f"B24_STATE_DIR: the people store cannot be used: {reason}"]) from None
+    app = build_app(settings, config.no_one(), http_transport=http_transport, retry_base=retry_base)
+    people = People(config, store, app)
+    app.people = people
+    return app, people

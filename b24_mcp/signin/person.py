@@ -1,0 +1,187 @@
+"""A signed-in person's Bitrix24 credential: the portal client's `Auth` for calls made as that person.
+
+The access token lasts an hour. On `expired_token` the portal client asks `refresh`: one refresh at a time per
+person (concurrent calls wait for it and reuse its result), the rotated pair saved to the people store before the
+call is repeated. A pair rotated meanwhile by another process is read from the store instead of refreshing again
+(a rotated refresh token is never sent twice from here). When the OAuth server refuses the refresh token
+(`invalid_grant`), the person's sign-in is over: their access is revoked, so their MCP client gets a 401 at its
+next request and signs them in again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+
+from b24_mcp.auth import MAX_CODE, PostForm, Secrets
+from b24_mcp.errors import PortalError, Refusal, TransportError
+from b24_mcp.signin.config import SignInConfig
+from b24_mcp.signin.store import BitrixTokens, PeopleStore
+
+logger = logging.getLogger(__name__)
+
+SIGN_IN_AGAIN = (
+    "The portal no longer accepts this person's sign-in; it has ended here too. Their MCP client asks them to sign "
+    "in again at its next request."
+)
+
+
+def is_token(value: object) -> bool:
+    """Whether an OAuth server's value can be a token (a short printable string without spaces around it)."""
+    return isinstance(value, str) and 0 < len(value) <= 4096 and value.isprintable() and value.strip() == value
+
+
+def json_object(content: bytes) -> dict[str, Any] | None:
+    """The JSON object in `content`, or None."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class PersonAuth:
+    """Calls as one person with their Bitrix24 tokens (a token in the body, never in a URL)."""
+
+    def __init__(
+        self,
+        config: SignInConfig,
+        *,
+        user_id: int,
+        name: str,
+        version: int,
+        tokens: BitrixTokens,
+        store: PeopleStore | None,
+    ) -> None:
+        self._config = config
+        self._user_id = user_id
+        self.name = name
+        self._version = version
+        self._tokens = tokens
+        self._store = store  # None: a credential of a sign-in in progress, not yet stored (never refreshed)
+        self._generation = 0
+        self._lock = anyio.Lock()
+        self._previous: tuple[str | None, ...] = ()
+        self._secrets = Secrets()
+        self._remember()
+
+    def __repr__(self) -> str:
+        return f"PersonAuth(host={self.host!r}, user_id={self._user_id})"
+
+    def _remember(self) -> None:
+        self._secrets.set(self._tokens.access, self._tokens.refresh, *self._previous, self._config.client_secret)
+
+    @property
+    def host(self) -> str:
+        return self._config.portal_host
+
+    @property
+    def user_id(self) -> int | None:
+        return self._user_id
+
+    @property
+    def identity(self) -> str:
+        return f"{self._config.portal_host}/person/{self._user_id}"
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def can_refresh(self) -> bool:
+        return self._store is not None and self._tokens.refresh is not None
+
+    @property
+    def secrets(self) -> Secrets:
+        return self._secrets
+
+    def scrub(self, text: str) -> str:
+        return self._secrets.scrub(text)
+
+    def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        return self._config.rest_base + method, {**params, "auth": self._tokens.access}
+
+    def _adopt(self, tokens: BitrixTokens) -> None:
+        self._previous = (self._tokens.access, self._tokens.refresh)
+        self._tokens = tokens
+        self._generation += 1
+        self._remember()
+
+    async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
+        """Renew the person's tokens, unless another call did since `seen_generation` (see the module docstring).
+
+        Raises `PortalError` with the OAuth server's code when it refused, `TransportError` when its answer was
+        lost or is not a token answer, `Refusal` (`SIGNED_OUT`) when the person's sign-in ended meanwhile.
+        """
+        store = self._store
+        if store is None or self._tokens.refresh is None:
+            raise RuntimeError("this credential cannot be refreshed")
+        async with self._lock:
+            if self._generation != seen_generation:
+                return
+            if await self._rotated_elsewhere(store):
+                return
+            form = {
+                "grant_type": "refresh_token",
+                "client_id": self._config.client_id,
+                "client_secret": self._config.client_secret,
+                "refresh_token": self._tokens.refresh,
+            }
+            status, content = await post_form(self._config.oauth_url, form)
+            body = json_object(content)
+            if body is not None and "error" in body:
+                error = self._refused(body, status)
+                if error.is_code("invalid_grant"):
+                    if await self._rotated_elsewhere(store):
+                        return  # another process rotated the pair while this one asked: use theirs
+                    await store.revoke(self._user_id)
+                    logger.warning(
+                        "The portal refused to renew the sign-in of user %d; their access ended", self._user_id
+                    )
+                raise error
+            access = body.get("access_token") if body is not None else None
+            rotated = body.get("refresh_token") if body is not None else None
+            if not isinstance(access, str) or not is_token(access) or not (rotated is None or is_token(rotated)):
+                raise TransportError(
+                    "BAD_PORTAL_RESPONSE",
+                    f"The OAuth server answered the token refresh with HTTP {status} and a body that is not a token "
+                    "answer.",
+                    http_status=status,
+                    retryable=status >= 500,
+                    maybe_sent=False,
+                )
+            tokens = BitrixTokens(access, rotated if isinstance(rotated, str) else self._tokens.refresh)
+            self._adopt(tokens)
+            if not await store.save_bitrix_tokens(self._user_id, self._version, tokens):
+                raise Refusal(
+                    "SIGNED_OUT",
+                    "This person's sign-in ended while the call was running (revoked, or they signed in again).",
+                    hint="Call again; the MCP client asks the person to sign in when needed.",
+                )
+            logger.info("Refreshed the Bitrix24 tokens of user %d", self._user_id)
+
+    async def _rotated_elsewhere(self, store: PeopleStore) -> bool:
+        """Adopt the pair another process saved since ours was read; whether there was one."""
+        stored = await store.bitrix_tokens(self._user_id)
+        if stored is None or stored[0] != self._version:
+            raise Refusal(
+                "SIGNED_OUT",
+                "This person's sign-in has ended (revoked, or they signed in again).",
+                hint="Call again; the MCP client asks the person to sign in when needed.",
+            )
+        if stored[1].access == self._tokens.access:
+            return False
+        self._adopt(stored[1])
+        return True
+
+    def _refused(self, body: dict[str, Any], status: int) -> PortalError:
+        description = body.get("error_description")
+        code = self._secrets.outside_text(body["error"], MAX_CODE)
+        hint = SIGN_IN_AGAIN if code.lower() == "invalid_grant" else None
+        return PortalError(
+            code, "" if description is None else self._secrets.outside_text(description), http_status=status, hint=hint
+        )
