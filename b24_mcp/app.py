@@ -48,6 +48,7 @@ class App:
     guardrails: Guardrails
     mode: ConfirmMode
     call_deadline: float
+    batch_max: int = 5000  # B24_BATCH_MAX: how many items one clean-up by filter covers
     close_shared: Callable[[], Awaitable[None]] | None = None  # the shared database's pool, when there is one
     user_name: str | None = None  # the signed-in person the portal client acts as (sign-in), for the journal
     people: People | None = None  # sign-in (B24_PUBLIC_URL): who is signed in; tool calls act as one of them
@@ -133,6 +134,7 @@ def build_app(
         guardrails=Guardrails(read_only=settings.read_only, allowed_types=settings.allowed_entity_types),
         mode=settings.confirm,
         call_deadline=settings.call_deadline,
+        batch_max=settings.batch_max,
         close_shared=shared.aclose if shared is not None else None,
     )
 

@@ -122,6 +122,10 @@ def _check(settings: Any, *, sandbox: bool) -> int:
 
     from b24_mcp.doctor import diagnose, passed
 
+    if settings.public_url is not None and not sandbox:  # sign-in: each person's credentials come at sign-in
+        from b24_mcp.signin.admin import check_signin
+
+        return check_signin(settings)
     if sandbox:
         from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
 

@@ -89,8 +89,22 @@ def _modes(settings: Settings) -> list[Finding]:
     findings.append(
         Finding("info", "allowed types: " + (", ".join(str(t) for t in sorted(allowed)) if allowed else "all"))
     )
-    findings.append(_journal(settings.audit_log))
+    if settings.database_url is not None:
+        findings.append(_shared_journal(settings.database_url.get_secret_value()))
+    else:
+        findings.append(_journal(settings.audit_log))
     return findings
+
+
+def _shared_journal(url: str) -> Finding:
+    from b24_mcp.shared.admin import check_database  # the database driver only when one is configured
+
+    problem = check_database(url)
+    if problem is None:
+        return Finding("ok", "journal: the database of B24_DATABASE_URL answers (the replicas share it)")
+    return Finding(
+        "FAIL", f"journal: the database of B24_DATABASE_URL cannot be used ({problem}), so no deletion would happen"
+    )
 
 
 def _journal(path: Path) -> Finding:

@@ -349,6 +349,10 @@ class Settings(BaseSettings):
                 "needs B24_CONFIRM_SECRET too: the replicas sharing the database must share the secret that signs "
                 f"confirmation tokens and seals the stored OAuth tokens; make one with: {MAKE_A_SECRET}"
             )
+        import importlib.util  # only when a database is configured
+
+        if any(importlib.util.find_spec(name) is None for name in ("psycopg", "psycopg_pool", "cryptography")):
+            raise ValueError("needs the PostgreSQL driver, which is not installed: pip install 'b24-mcp[postgres]'")
         return SecretStr(value.get_secret_value().strip())
 
     @field_validator("log_level", mode="before")

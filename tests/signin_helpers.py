@@ -96,15 +96,15 @@ def run_b24(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 @contextmanager
-def signin_server(env: dict[str, str], log_folder: Path) -> Iterator[SignInServer]:
-    """`b24-mcp --transport http` with `env` (its port is the public URL's), until the block ends."""
+def signin_server(env: dict[str, str], log_folder: Path, *args: str) -> Iterator[SignInServer]:
+    """`b24-mcp --transport http [args]` with `env` (its port is the public URL's), until the block ends."""
     port = int(env["B24_PUBLIC_URL"].rsplit(":", 1)[1])
     clean = {name: value for name, value in os.environ.items() if not name.startswith("B24_")}
     log_folder.mkdir(parents=True, exist_ok=True)
     log = log_folder / f"stderr-{time.monotonic_ns()}.txt"
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "b24_mcp", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "b24_mcp", "--transport", "http", "--host", "127.0.0.1", "--port", str(port), *args],
             env=clean | env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

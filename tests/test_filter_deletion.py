@@ -400,7 +400,9 @@ async def test_a_set_larger_than_the_cap_is_deleted_in_parts_lowest_ids_first(
     assert [item_id for item_id in ids if item_id in portal.items[2]] == ids[120:]
 
 
-SILENT = {"result": {"result": [], "result_error": [], "result_total": [], "result_next": [], "result_time": []}}
+SILENT: dict[str, Any] = {
+    "result": {"result": [], "result_error": [], "result_total": [], "result_next": [], "result_time": []}
+}
 
 
 @pytest.mark.parametrize(("performed", "deleted", "remaining"), [(True, 3, 0), (False, 0, 3)])

@@ -18,6 +18,7 @@ import pytest
 
 from b24_mcp import journal as journal_module
 from b24_mcp.errors import Refusal
+from b24_mcp.gate import ConfirmedBy
 from b24_mcp.journal import (
     Attempt,
     Entry,
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.anyio
 
 
 def attempt(item_id: int = 42, title: str = "Acme renewal", **item: Any) -> Attempt:
-    return Attempt("acme.bitrix24.com", 1, 2, item_id, "token", {"id": item_id, "title": title, **item})
+    return Attempt("acme.bitrix24.com", 1, 2, item_id, ConfirmedBy.TOKEN, {"id": item_id, "title": title, **item})
 
 
 def lines(path: Path) -> list[dict[str, Any]]:

@@ -46,7 +46,15 @@ def test_the_wheel_declares_the_console_script_and_only_the_runtime_dependencies
         for line in metadata.splitlines()
         if line.startswith("Requires-Dist:") and "extra ==" not in line
     )
-    assert required == ["httpx2", "mcp", "pydantic-settings", "python-dotenv", "sse-starlette", "uvicorn"]
+    assert required == [
+        "cryptography",
+        "httpx2",
+        "mcp",
+        "pydantic-settings",
+        "python-dotenv",
+        "sse-starlette",
+        "uvicorn",
+    ]
 
 
 def test_the_installed_wheel_runs(wheel: Path, tmp_path: Path) -> None:

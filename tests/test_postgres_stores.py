@@ -3,6 +3,7 @@ applications, each with its own connection pool, in this process), the portal em
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -58,7 +59,9 @@ def stopped(postgres: Postgres) -> Any:
 
 
 def attempt(item_id: int, item: dict[str, Any] | None = None) -> Attempt:
-    return Attempt("acme.bitrix24.com", 1, 2, item_id, ConfirmedBy.TOKEN, item or {"id": item_id, "title": f"Deal {item_id}"})
+    return Attempt(
+        "acme.bitrix24.com", 1, 2, item_id, ConfirmedBy.TOKEN, item or {"id": item_id, "title": f"Deal {item_id}"}
+    )
 
 
 # ------------------------------------------------------------------------------------------------ spent tokens
@@ -465,3 +468,29 @@ async def test_an_unreachable_database_is_reported_without_its_password() -> Non
     finally:
         await database.aclose()
     assert "pa55-word-never-shown" not in str(failed.value)
+
+
+def test_check_says_whether_deletions_could_be_journaled_in_the_database(database_url: str) -> None:
+    env = {"B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": SECRET}
+    reachable = run_b24("check", "--sandbox", env=env)
+    unreachable = run_b24(
+        "check", "--sandbox", env=env | {"B24_DATABASE_URL": "postgresql://b24mcp:pa55-word-never-shown@127.0.0.1:1/x"}
+    )
+    assert reachable.returncode == 0, reachable.stdout + reachable.stderr
+    assert "ok    journal: the database of B24_DATABASE_URL answers (the replicas share it)" in reachable.stdout
+    assert unreachable.returncode == 1
+    assert "FAIL  journal: the database of B24_DATABASE_URL cannot be used (" in unreachable.stdout
+    assert "pa55-word-never-shown" not in unreachable.stdout + unreachable.stderr
+
+
+async def test_b24_mcp_journal_reads_the_table(databases: Callable[..., Database], database_url: str) -> None:
+    journal = TableJournal(databases())
+    await journal.write("intent", attempt(1))
+    await journal.write("deleted", attempt(1))
+    await journal.write("intent", attempt(2, {"id": 2, "title": "Half-done \x1b[31m deal"}))
+    env = {"B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": SECRET}
+    table, raw = run_b24("journal", env=env), run_b24("journal", "--json", env=env)
+    assert (table.returncode, raw.returncode) == (0, 0), table.stderr
+    assert "Deal 1" in table.stdout and "intent UNFINISHED" in table.stdout
+    assert "Half-done \\x1b[31m deal" in table.stdout and "\x1b" not in table.stdout
+    assert [json.loads(line)["event"] for line in raw.stdout.splitlines()] == ["intent", "deleted", "intent"]

@@ -213,6 +213,15 @@ async def test_two_people_share_one_session_store_but_not_a_session(
     assert mine["status"] == theirs["status"] == "preview"
 
 
+async def test_people_sign_in_to_a_stateless_server_too(
+    env: dict[str, str], tmp_path: Path, portal: Portal, sales: Person
+) -> None:
+    with signin_server(env, tmp_path / "logs", "--stateless") as server:
+        async with sales.connect(portal, server) as session:
+            preview = await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
+    assert preview["status"] == "preview"
+
+
 # ------------------------------------------------------------------------------------ the person's Bitrix24 tokens
 
 
@@ -319,6 +328,19 @@ async def test_a_revoked_person_signs_in_again_from_their_client(
         again = await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
     assert again["status"] == "preview"
     assert sum(1 for page in sales.browser.pages if page.endswith("/oauth/consent")) == 2  # consent was forgotten
+
+
+def test_people_before_anyone_signed_in_says_so(env: dict[str, str]) -> None:
+    listed = run_b24(env, "people")
+    assert (listed.returncode, listed.stdout.split(":")[0]) == (0, "No one has signed in")
+
+
+def test_check_describes_the_sign_in_without_a_secret(env: dict[str, str], server: SignInServer) -> None:
+    done = run_b24(env, "check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"redirect URI {server.public_url}/oauth/callback" in done.stdout
+    assert "ok    people store:" in done.stdout
+    assert SANDBOX_CLIENT_SECRET not in done.stdout
 
 
 def test_revoking_someone_who_never_signed_in_says_so(env: dict[str, str], server: SignInServer) -> None:

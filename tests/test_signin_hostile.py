@@ -309,3 +309,18 @@ async def test_a_token_for_another_resource_is_not_granted(server: SignInServer)
         response = await http.get(authorize_url(server, client, resource="https://other.example/mcp"))
     assert response.status_code == 302
     assert location_query(response)["error"] == "invalid_target"
+
+
+async def test_a_registration_too_large_to_keep_is_refused(server: SignInServer) -> None:
+    response = await register(server, client_name="x" * 20_000)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+
+
+async def test_an_impossible_pkce_challenge_is_refused_before_the_portal(server: SignInServer) -> None:
+    client = await registered(server)
+    url = authorize_url(server, client).replace(client.challenge, "short")
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.get(url)
+    assert response.status_code == 302
+    assert location_query(response)["error"] == "invalid_request"

@@ -1,12 +1,12 @@
 """`b24-mcp db upgrade`: create or upgrade the shared database's schema ahead of the servers (they also do it
-themselves on their first use of the database)."""
+themselves on their first use of the database); and what `b24-mcp check` says of the database."""
 
 from __future__ import annotations
 
 import sys
 
 from b24_mcp.shared.database import Database, DatabaseUnavailableError
-from b24_mcp.shared.schema import SCHEMA, upgrade
+from b24_mcp.shared.schema import LATEST, SCHEMA, upgrade
 from b24_mcp.text import for_terminal
 
 
@@ -32,3 +32,24 @@ def upgrade_command(url: str) -> int:
     else:
         print(f"Schema {SCHEMA} upgraded from version {before} to {after}.")
     return 0
+
+
+def check_database(url: str) -> str | None:
+    """Why deletions could not be journaled in the database now, or None when they could (for `b24-mcp check`):
+    it must answer, and its schema must not be newer than this b24-mcp knows (none yet is fine: the servers make
+    it). Nothing is created or changed."""
+    import psycopg
+
+    database = Database(url, manage_schema=False)  # for its safe wording of errors only; no pool is opened
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+            row = connection.execute(
+                "SELECT CASE WHEN to_regclass('b24mcp.schema_version') IS NULL THEN 0 "
+                "ELSE (SELECT max(version) FROM b24mcp.schema_version) END"
+            ).fetchone()
+    except psycopg.Error as exc:
+        return database.reason(exc)
+    found = int(row[0]) if row is not None and row[0] is not None else 0
+    if found > LATEST:
+        return f"its schema is version {found}, newer than this b24-mcp knows ({LATEST}); upgrade b24-mcp"
+    return None

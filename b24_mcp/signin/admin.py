@@ -7,6 +7,7 @@ server sees a revocation at the person's next request, which then gets a 401). N
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from datetime import UTC, datetime
 
@@ -44,7 +45,7 @@ def people_command(settings: Settings, action: str, user_id: int | None) -> int:
         return 1
     try:
         store = SQLiteStore(path, Sealer(key))
-    except (UnusableFileError, OSError, RuntimeError) as exc:
+    except (UnusableFileError, OSError, RuntimeError, sqlite3.Error) as exc:
         print(f"b24-mcp: the people store cannot be used: {for_terminal(str(exc))}", file=sys.stderr)
         return 1
     if action == "revoke":
@@ -90,3 +91,58 @@ async def _revoke(store: SQLiteStore, user_id: int) -> int:
         "access to the application in Bitrix24."
     )
     return 0
+
+
+def check_signin(settings: Settings) -> int:
+    """`b24-mcp check` with sign-in: the configuration and the people store, one line each; the exit status.
+
+    The portal is reached with each person's own tokens once they sign in, so nothing is sent to it here.
+    """
+    from b24_mcp.signin.config import SignInConfig
+
+    config = SignInConfig.from_settings(settings)  # SettingsError names what is missing or in the way
+    lines = [
+        f"info  sign-in: people sign in at {config.issuer}/authorize with their {config.portal_host} accounts",
+        f"info  the Bitrix24 application {config.client_id} must have the redirect URI {config.callback_url}",
+        f"info  MCP clients connect to {config.resource}",
+    ]
+    status = 0
+    stored = os.path.lexists(config.database)
+    try:
+        load_key(config.key_file, create=False)
+        key_found = True
+    except FileNotFoundError:
+        key_found = False
+    except UnusableFileError as exc:
+        lines.append(f"FAIL  {exc}")
+        return _report(lines, 1)
+    if stored and not key_found:
+        lines.append(
+            f"FAIL  {config.key_file} is missing: the Bitrix24 tokens in the people store cannot be opened, so "
+            "everyone signs in again (restore the key from its backup first, if there is one)"
+        )
+        status = 1
+    elif stored:
+        try:
+            people = anyio.run(_people_of, SQLiteStore(config.database, Sealer(bytes(KEY_BYTES))))
+        except (UnusableFileError, OSError, RuntimeError, sqlite3.Error) as exc:
+            lines.append(f"FAIL  people store: {exc}")
+            return _report(lines, 1)
+        active = sum(1 for person in people if person.active)
+        lines.append(f"ok    people store: {config.database} ({active} signed in)")
+    else:
+        lines.append(f"ok    people store: {config.database} (created at the first start)")
+    return _report(lines, status)
+
+
+def _report(lines: list[str], status: int) -> int:
+    for line in lines:
+        print(for_terminal(line))
+    return status
+
+
+async def _people_of(store: SQLiteStore) -> list[Person]:
+    try:
+        return await store.people()
+    finally:
+        await store.aclose()

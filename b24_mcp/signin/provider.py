@@ -46,6 +46,9 @@ ACCESS_PREFIX = "b24mcp_at_"
 REFRESH_PREFIX = "b24mcp_rt_"
 CODE_PREFIX = "b24mcp_code_"
 _MAX_TOKEN = 200
+MAX_REGISTRATION_BYTES = 16 * 1024  # a client's metadata as stored; real ones are a few hundred bytes
+MAX_REDIRECT_URIS = 10
+MAX_STATE = 1024
 _FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about", "blob", "ftp", "ws", "wss"})
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -127,6 +130,10 @@ class SignInProvider:
         return await self._store.get_client(client_id)
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
+        if len(client_info.model_dump_json()) > MAX_REGISTRATION_BYTES:
+            raise RegistrationError("invalid_client_metadata", "The client's metadata is too large.")
+        if len(client_info.redirect_uris or []) > MAX_REDIRECT_URIS:
+            raise RegistrationError("invalid_redirect_uri", f"At most {MAX_REDIRECT_URIS} redirect URIs.")
         for uri in client_info.redirect_uris or []:
             problem = redirect_uri_problem(str(uri))
             if problem is not None:
@@ -143,6 +150,8 @@ class SignInProvider:
     # ------------------------------------------------------------------------------------------- authorization
 
     async def authorize(self, client: OAuthClientInformationFull, params: AuthorizationParams) -> str:
+        if len(params.state or "") > MAX_STATE or not 43 <= len(params.code_challenge) <= 128:
+            raise AuthorizeError("invalid_request", "The state or the PKCE code challenge has an impossible length.")
         if params.resource is not None and not same_resource(params.resource, self._config.resource):
             raise AuthorizeError("invalid_target", f"This server only grants access to {self._config.resource}.")
         state = new_token("")
