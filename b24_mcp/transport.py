@@ -45,7 +45,6 @@ FD_HEADROOM = 100  # descriptors kept for the listener, the portal's connections
 PUBLIC_PREFIX = "/.well-known/"  # served without the token; nothing is served there (no OAuth metadata)
 
 
-
 def bind_address(host: str) -> str:
     """`--host` as the socket takes it: `[::1]` (as in a URL) is `::1`."""
     if host.startswith("[") and host.endswith("]"):
