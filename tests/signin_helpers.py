@@ -96,9 +96,12 @@ def run_b24(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 @contextmanager
-def signin_server(env: dict[str, str], log_folder: Path, *args: str) -> Iterator[SignInServer]:
-    """`b24-mcp --transport http [args]` with `env` (its port is the public URL's), until the block ends."""
-    port = int(env["B24_PUBLIC_URL"].rsplit(":", 1)[1])
+def signin_server(env: dict[str, str], log_folder: Path, *args: str, port: int | None = None) -> Iterator[SignInServer]:
+    """`b24-mcp --transport http [args]` with `env` (its port is the public URL's), until the block ends.
+
+    With `port`, a replica behind the public address listening on a port of its own: the `SignInServer`'s URL is
+    that port's (where a test reaches this replica), the public URL stays `env`'s."""
+    port = port or int(env["B24_PUBLIC_URL"].rsplit(":", 1)[1])
     clean = {name: value for name, value in os.environ.items() if not name.startswith("B24_")}
     log_folder.mkdir(parents=True, exist_ok=True)
     log = log_folder / f"stderr-{time.monotonic_ns()}.txt"
@@ -112,7 +115,7 @@ def signin_server(env: dict[str, str], log_folder: Path, *args: str) -> Iterator
             text=True,
             cwd=tempfile.gettempdir(),
         )
-    served = SignInServer(env["B24_PUBLIC_URL"], process, log, env)
+    served = SignInServer(f"http://127.0.0.1:{port}", process, log, env)
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -19,6 +19,9 @@ The tables:
   `user:<id>` is left for each signed-in person's;
 - `journal (seq, ts, event, attempt, portal, entity_type_id, item_id, replica, entry)`: the audit journal, `entry`
   being the same JSON object as a line of the journal file; one row per (attempt, event).
+- `signin_*` (migration 2): sign-in's people store when replicas share it (`people`): the pinned portal
+  (`signin_meta`), registered clients, sign-ins in flight, consents, authorization codes and MCP tokens (as
+  digests), and each person's Bitrix24 tokens (sealed), as `signin.store.SQLiteStore` keeps them in one file.
 """
 
 from __future__ import annotations
@@ -81,6 +84,66 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UNIQUE (attempt, event)
         )""",
         f"CREATE INDEX journal_by_item ON {SCHEMA}.journal (portal, entity_type_id, item_id)",
+    ),
+    (
+        # Sign-in's people store (`shared.people`). Times are Unix seconds of the replica that wrote them.
+        f"CREATE TABLE {SCHEMA}.signin_meta (name text PRIMARY KEY, value text NOT NULL)",
+        f"""CREATE TABLE {SCHEMA}.signin_clients (
+            client_id text PRIMARY KEY,
+            info text NOT NULL,
+            secret text,
+            created_at double precision NOT NULL,
+            used_at double precision
+        )""",
+        f"""CREATE TABLE {SCHEMA}.signin_authorizations (
+            state text PRIMARY KEY,
+            data text NOT NULL,
+            expires_at double precision NOT NULL
+        )""",
+        f"""CREATE TABLE {SCHEMA}.signin_consent_waits (
+            consent text PRIMARY KEY,
+            data text NOT NULL,
+            access text NOT NULL,
+            refresh text,
+            expires_at double precision NOT NULL
+        )""",
+        f"""CREATE TABLE {SCHEMA}.signin_people (
+            user_id bigint PRIMARY KEY,
+            name text NOT NULL,
+            member_id text NOT NULL,
+            signed_in_at double precision NOT NULL,
+            last_used_at double precision,
+            version bigint NOT NULL,
+            access text,
+            refresh text
+        )""",
+        f"""CREATE TABLE {SCHEMA}.signin_consents (
+            user_id bigint NOT NULL,
+            client_id text NOT NULL,
+            at double precision NOT NULL,
+            PRIMARY KEY (user_id, client_id)
+        )""",
+        f"""CREATE TABLE {SCHEMA}.signin_codes (
+            code text PRIMARY KEY,
+            data text NOT NULL,
+            user_id bigint NOT NULL,
+            used boolean NOT NULL DEFAULT false,
+            expires_at double precision NOT NULL
+        )""",
+        f"""CREATE TABLE {SCHEMA}.signin_tokens (
+            token text PRIMARY KEY,
+            kind text NOT NULL CHECK (kind IN ('access', 'refresh')),
+            family text NOT NULL,
+            client_id text NOT NULL,
+            user_id bigint NOT NULL,
+            scopes text NOT NULL,
+            resource text NOT NULL,
+            expires_at double precision NOT NULL,
+            used boolean NOT NULL DEFAULT false
+        )""",
+        f"CREATE INDEX signin_tokens_by_family ON {SCHEMA}.signin_tokens (family)",
+        f"CREATE INDEX signin_tokens_by_user ON {SCHEMA}.signin_tokens (user_id)",
+        f"CREATE INDEX signin_tokens_by_expiry ON {SCHEMA}.signin_tokens (expires_at)",
     ),
 )
 LATEST = len(MIGRATIONS)

@@ -1,7 +1,8 @@
 """`b24-mcp people`: who has signed in, and ending a person's access.
 
-Works on the people store under `B24_STATE_DIR` while the server runs (SQLite takes one writer at a time; the
-server sees a revocation at the person's next request, which then gets a 401). Nothing sealed is read here.
+Works on the people store under `B24_STATE_DIR`, or the shared database's when `B24_DATABASE_URL` is set, while the
+server runs (the server sees a revocation at the person's next request, which then gets a 401). Nothing sealed is
+read here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import anyio
 from b24_mcp.settings import Settings
 from b24_mcp.signin.config import DATABASE_NAME, KEY_NAME
 from b24_mcp.signin.sealing import KEY_BYTES, Sealer, UnusableFileError, load_key
-from b24_mcp.signin.store import Person, SQLiteStore
+from b24_mcp.signin.store import PeopleStore, Person, SQLiteStore
 from b24_mcp.text import for_terminal
 
 
@@ -32,6 +33,8 @@ def _status(person: Person) -> str:
 
 def people_command(settings: Settings, action: str, user_id: int | None) -> int:
     """List the people (`list`) or revoke one (`revoke USER_ID`); the exit status."""
+    if settings.database_url is not None:
+        return _shared_people_command(settings, action, user_id)
     path = settings.state_dir / DATABASE_NAME
     if not os.path.lexists(path):
         print(f"No one has signed in: there is no people store at {for_terminal(str(path))}.")
@@ -56,7 +59,24 @@ def people_command(settings: Settings, action: str, user_id: int | None) -> int:
     return anyio.run(_list, store)
 
 
-async def _list(store: SQLiteStore) -> int:
+def _shared_people_command(settings: Settings, action: str, user_id: int | None) -> int:
+    from b24_mcp.shared.database import DatabaseUnavailableError
+    from b24_mcp.signin.people import shared_store
+
+    if action == "revoke" and user_id is None:
+        print("b24-mcp: people revoke needs the person's Bitrix24 user id: b24-mcp people revoke USER_ID")
+        return 2
+    store = shared_store(settings)
+    try:
+        if action == "revoke" and user_id is not None:
+            return anyio.run(_revoke, store, user_id)
+        return anyio.run(_list, store)
+    except DatabaseUnavailableError as exc:
+        print(f"b24-mcp: the shared database cannot be used: {for_terminal(str(exc))}", file=sys.stderr)
+        return 1
+
+
+async def _list(store: PeopleStore) -> int:
     try:
         people = await store.people()
     finally:
@@ -75,7 +95,7 @@ async def _list(store: SQLiteStore) -> int:
     return 0
 
 
-async def _revoke(store: SQLiteStore, user_id: int) -> int:
+async def _revoke(store: PeopleStore, user_id: int) -> int:
     try:
         people = {person.user_id: person for person in await store.people()}
         revoked = await store.revoke(user_id)
@@ -106,6 +126,18 @@ def check_signin(settings: Settings) -> int:
         f"info  the Bitrix24 application {config.client_id} must have the redirect URI {config.callback_url}",
         f"info  MCP clients connect to {config.resource}",
     ]
+    if settings.database_url is not None:
+        from b24_mcp.shared.database import DatabaseUnavailableError
+        from b24_mcp.signin.people import shared_store
+
+        try:
+            people = anyio.run(_people_of, shared_store(settings))
+        except DatabaseUnavailableError as exc:
+            lines.append(f"FAIL  people store: the shared database cannot be used: {exc}")
+            return _report(lines, 1)
+        active = sum(1 for person in people if person.active)
+        lines.append(f"ok    people store: the shared database (B24_DATABASE_URL; {active} signed in)")
+        return _report(lines, 0)
     status = 0
     stored = os.path.lexists(config.database)
     try:
@@ -141,7 +173,7 @@ def _report(lines: list[str], status: int) -> int:
     return status
 
 
-async def _people_of(store: SQLiteStore) -> list[Person]:
+async def _people_of(store: PeopleStore) -> list[Person]:
     try:
         return await store.people()
     finally:

@@ -93,7 +93,6 @@ class SignInConfig:
             ("REFRESH_TOKEN", settings.refresh_token, "a fixed grant acts as its one user"),
             ("TOKEN_FILE", settings.token_file, "each person's tokens are kept in the people store"),
             ("MCP_HTTP_TOKEN", settings.mcp_http_token, "each person gets their own token by signing in"),
-            ("DATABASE_URL", settings.database_url, "the people store is not shared yet (one server)"),
         ]
         for name, given, why in in_the_way:
             if given is not None:

@@ -6,7 +6,8 @@ plus `People`. For every authenticated request, `People.app_for` gives the appli
 bearer token uses it (`App.acting_as`): their own portal client (their Bitrix24 tokens, sharing the pool and the
 limiter), confirmation tokens bound to them, their catalog, their name for the journal. Those are built when the
 request is authenticated (`SignInProvider.load_access_token`) and kept while the person's sign-in (its version)
-stays the same.
+stays the same. The people store is the SQLite file under `B24_STATE_DIR`, or, when `B24_DATABASE_URL` is set, the
+shared database (`shared.people`), so that replicas behind one address serve the same signed-in people.
 """
 
 from __future__ import annotations
@@ -120,17 +121,32 @@ def open_store(config: SignInConfig) -> SQLiteStore:
     return SQLiteStore(config.database, Sealer(load_key(config.key_file)))
 
 
+def shared_store(settings: Settings) -> PeopleStore:
+    """The people store in the shared database (B24_DATABASE_URL), so that every replica serves the same people;
+    its secrets sealed with a key derived from B24_CONFIRM_SECRET. Nothing connects before the first use."""
+    from b24_mcp.shared.database import Database  # psycopg only now: a lone sign-in server does not load it
+    from b24_mcp.shared.people import PostgresPeopleStore, people_key
+
+    assert settings.database_url is not None
+    assert settings.confirm_secret is not None  # the settings require it with a database
+    secret = settings.confirm_secret.get_secret_value().encode()
+    return PostgresPeopleStore(Database(settings.database_url.get_secret_value()), people_key(secret))
+
+
 def build_signin_app(
     settings: Settings, *, http_transport: httpx2.AsyncBaseTransport | None = None, retry_base: float = 0.5
 ) -> tuple[App, People]:
     """The application of a sign-in server and its people (`SettingsError` when the configuration is incomplete
     or the people store cannot be used). Serve it with `people.server_options()` and `people.add_routes`."""
     config = SignInConfig.from_settings(settings)
-    try:
-        store = open_store(config)
-    except (UnusableFileError, OSError, sqlite3.Error, RuntimeError) as exc:
-        reason = str(exc) if isinstance(exc, UnusableFileError | RuntimeError) else f"{config.database}: {exc}"
-        raise SettingsError([f"B24_STATE_DIR: the people store cannot be used: {reason}"]) from None
+    if settings.database_url is not None:
+        store: PeopleStore = shared_store(settings)
+    else:
+        try:
+            store = open_store(config)
+        except (UnusableFileError, OSError, sqlite3.Error, RuntimeError) as exc:
+            reason = str(exc) if isinstance(exc, UnusableFileError | RuntimeError) else f"{config.database}: {exc}"
+            raise SettingsError([f"B24_STATE_DIR: the people store cannot be used: {reason}"]) from None
     app = build_app(settings, config.no_one(), http_transport=http_transport, retry_base=retry_base)
     people = People(config, store, app)
     app.people = people

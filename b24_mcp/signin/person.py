@@ -2,10 +2,11 @@
 
 The access token lasts an hour. On `expired_token` the portal client asks `refresh`: one refresh at a time per
 person (concurrent calls wait for it and reuse its result), the rotated pair saved to the people store before the
-call is repeated. A pair rotated meanwhile by another process is read from the store instead of refreshing again
-(a rotated refresh token is never sent twice from here). When the OAuth server refuses the refresh token
-(`invalid_grant`), the person's sign-in is over: their access is revoked, so their MCP client gets a 401 at its
-next request and signs them in again.
+call is repeated (`PeopleStore.refresh_bitrix_tokens`). A pair rotated meanwhile by another process is read from
+the store instead of refreshing again; with the shared (PostgreSQL) store, the exchange happens under the person's
+row lock, so one replica at a time refreshes and the others use its pair. When the OAuth server refuses the
+refresh token (`invalid_grant`), the person's sign-in is over: their access is revoked, so their MCP client gets a
+401 at its next request and signs them in again.
 """
 
 from __future__ import annotations
@@ -123,18 +124,15 @@ class PersonAuth:
         async with self._lock:
             if self._generation != seen_generation:
                 return
-            if await self._rotated_elsewhere(store):
-                return
-            form = {
-                "grant_type": "refresh_token",
-                "client_id": self._config.client_id,
-                "client_secret": self._config.client_secret,
-                "refresh_token": self._tokens.refresh,
-            }
-            status, content = await post_form(self._config.oauth_url, form)
-            body = json_object(content)
-            if body is not None and "error" in body:
-                error = self._refused(body, status)
+            renewed: list[BitrixTokens] = []
+
+            async def renew(stored: BitrixTokens) -> BitrixTokens:
+                renewed.append(await self._exchange(post_form, stored))
+                return renewed[-1]
+
+            try:
+                tokens = await store.refresh_bitrix_tokens(self._user_id, self._version, self._tokens, renew)
+            except PortalError as error:
                 if error.is_code("invalid_grant"):
                     if await self._rotated_elsewhere(store):
                         return  # another process rotated the pair while this one asked: use theirs
@@ -142,27 +140,45 @@ class PersonAuth:
                     logger.warning(
                         "The portal refused to renew the sign-in of user %d; their access ended", self._user_id
                     )
-                raise error
-            access = body.get("access_token") if body is not None else None
-            rotated = body.get("refresh_token") if body is not None else None
-            if not isinstance(access, str) or not is_token(access) or not (rotated is None or is_token(rotated)):
-                raise TransportError(
-                    "BAD_PORTAL_RESPONSE",
-                    f"The OAuth server answered the token refresh with HTTP {status} and a body that is not a token "
-                    "answer.",
-                    http_status=status,
-                    retryable=status >= 500,
-                    maybe_sent=False,
-                )
-            tokens = BitrixTokens(access, rotated if isinstance(rotated, str) else self._tokens.refresh)
-            self._adopt(tokens)
-            if not await store.save_bitrix_tokens(self._user_id, self._version, tokens):
+                raise
+            if tokens is None:
                 raise Refusal(
                     "SIGNED_OUT",
-                    "This person's sign-in ended while the call was running (revoked, or they signed in again).",
+                    "This person's sign-in has ended (revoked, or they signed in again).",
                     hint="Call again; the MCP client asks the person to sign in when needed.",
                 )
-            logger.info("Refreshed the Bitrix24 tokens of user %d", self._user_id)
+            if tokens.access != self._tokens.access:
+                self._adopt(tokens)  # ours, or the pair another process rotated meanwhile
+            if renewed:
+                logger.info("Refreshed the Bitrix24 tokens of user %d", self._user_id)
+
+    async def _exchange(self, post_form: PostForm, stored: BitrixTokens) -> BitrixTokens:
+        """One exchange of `stored`'s refresh token at the OAuth server: the next pair."""
+        if stored.refresh is None:
+            raise RuntimeError("this credential cannot be refreshed")
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": self._config.client_id,
+            "client_secret": self._config.client_secret,
+            "refresh_token": stored.refresh,
+        }
+        status, content = await post_form(self._config.oauth_url, form)
+        body = json_object(content)
+        if body is not None and "error" in body:
+            raise self._refused(body, status)
+        access = body.get("access_token") if body is not None else None
+        rotated = body.get("refresh_token") if body is not None else None
+        if not isinstance(access, str) or not is_token(access) or not (rotated is None or is_token(rotated)):
+            raise TransportError(
+                "BAD_PORTAL_RESPONSE",
+                f"The OAuth server answered the token refresh with HTTP {status} and a body that is not a token "
+                "answer.",
+                http_status=status,
+                retryable=status >= 500,
+                maybe_sent=False,
+            )
+        tokens = BitrixTokens(access, rotated if isinstance(rotated, str) else stored.refresh)
+        return tokens
 
     async def _rotated_elsewhere(self, store: PeopleStore) -> bool:
         """Adopt the pair another process saved since ours was read; whether there was one."""

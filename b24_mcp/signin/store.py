@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
@@ -54,6 +54,10 @@ class BitrixTokens:
 
     def __repr__(self) -> str:
         return "BitrixTokens(***)"
+
+
+# Exchanges a person's refresh token at the OAuth server for the next pair (`PersonAuth`'s own exchange).
+Renewal = Callable[[BitrixTokens], Awaitable[BitrixTokens]]
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,16 @@ class PeopleStore(Protocol):
 
     async def save_bitrix_tokens(self, user_id: int, version: int, tokens: BitrixTokens) -> bool:
         """Replace the tokens of that version (a refresh); False when the person signed in again or was revoked."""
+        ...
+
+    async def refresh_bitrix_tokens(
+        self, user_id: int, version: int, current: BitrixTokens, renew: Renewal
+    ) -> BitrixTokens | None:
+        """The person's pair after a refresh: the stored one when another process rotated it since `current`, else
+        `renew(stored)`, saved. None when the person signed in again or was revoked. `renew`'s errors pass through
+        (nothing saved). A shared store does this under the person's row lock, so only one replica at a time asks
+        the OAuth server and a rotated refresh token is never sent twice.
+        """
         ...
 
     async def touch(self, user_id: int) -> None:
@@ -546,6 +560,19 @@ class SQLiteStore:
             return cursor.rowcount == 1
 
         return await self._run(work)
+
+    async def refresh_bitrix_tokens(
+        self, user_id: int, version: int, current: BitrixTokens, renew: Renewal
+    ) -> BitrixTokens | None:
+        # One server per file: its one refresh at a time per person is `PersonAuth`'s lock; no lock across the
+        # exchange here (SQLite takes one writer at a time, and the exchange is a network call).
+        stored = await self.bitrix_tokens(user_id)
+        if stored is None or stored[0] != version:
+            return None
+        if stored[1].access != current.access:
+            return stored[1]
+        renewed = await renew(stored[1])
+        return renewed if await self.save_bitrix_tokens(user_id, version, renewed) else None
 
     async def touch(self, user_id: int) -> None:
         now = self._clock()

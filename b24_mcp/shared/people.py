@@ -1,0 +1,524 @@
+"""Sign-in's people store in the shared database, so that replicas behind one address serve the same people.
+
+`PostgresPeopleStore` is `signin.store.PeopleStore` over the `signin_*` tables (migration 2 of `schema`), kept as
+`SQLiteStore` keeps them in one file: MCP access and refresh tokens, authorization codes, sign-in states and
+consent ids only as SHA-256 digests; Bitrix24 tokens and minted client secrets sealed (AES-256-GCM) under a key
+derived (HKDF-SHA256) from `B24_CONFIRM_SECRET`, which every replica shares already, so no key file has to be copied
+between them and a copy of the database holds no usable token.
+
+Single use across replicas is the database's: a sign-in state or a waiting consent is taken by `DELETE … RETURNING`,
+a code or a refresh token spent by `UPDATE … WHERE NOT used RETURNING`, so of concurrent callers exactly one gets
+the row. A person's Bitrix24 tokens are refreshed under their row's lock (`SELECT … FOR UPDATE`, in the transaction
+that stores the new pair): the first replica exchanges the refresh token, one that waited finds the rotated pair and
+uses it without asking the OAuth server again.
+
+Times are the replicas' own clocks (Unix seconds), as in the SQLite store. Every failure to reach the database is
+`DatabaseUnavailableError`; a refresh that cannot take the lock is `TransportError` `DATABASE_UNAVAILABLE`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from mcp.shared.auth import OAuthClientInformationFull
+
+from b24_mcp.errors import TransportError
+from b24_mcp.shared.database import Database, DatabaseUnavailableError
+from b24_mcp.shared.schema import SCHEMA
+from b24_mcp.signin.sealing import KEY_BYTES, Sealer, digest
+from b24_mcp.signin.store import (
+    MAX_CLIENTS,
+    MAX_PENDING,
+    UNUSED_CLIENT_SECONDS,
+    Authorization,
+    AwaitingConsent,
+    BitrixTokens,
+    ForeignPortalError,
+    Grant,
+    IssuedCode,
+    Person,
+    Renewal,
+    SignedIn,
+    StoreFull,
+    Taken,
+    _authorization_from,
+    _authorization_json,
+    _grant_from,
+    _grant_json,
+)
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_S = SCHEMA
+
+
+def people_key(confirm_secret: bytes) -> bytes:
+    """The key that seals the people store's secrets, derived from B24_CONFIRM_SECRET (not the grants' key)."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"b24-mcp people v1").derive(
+        confirm_secret
+    )
+
+
+@dataclass
+class _Progress:
+    renewed: BitrixTokens | None = None
+
+
+class PostgresPeopleStore:
+    """`PeopleStore` in the shared database; see the module docstring. Closing it closes its pool."""
+
+    def __init__(self, database: Database, key: bytes, *, clock: Callable[[], float] = time.time) -> None:
+        self._database = database
+        self._sealer = Sealer(key)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return "PostgresPeopleStore(B24_DATABASE_URL)"
+
+    async def _run(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """`work` in one transaction (repeated once when the connection was stale: every `work` here may be)."""
+
+        async def transaction(connection: Any) -> _T:
+            async with connection.transaction():
+                return await work(connection)
+
+        return await self._database.run(transaction)
+
+    async def aclose(self) -> None:
+        await self._database.aclose()
+
+    # ------------------------------------------------------------------------------------------------- clients
+
+    async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"SELECT info, secret FROM {_S}.signin_clients WHERE client_id = %s", (client_id,)
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None:
+            return None
+        client = OAuthClientInformationFull.model_validate_json(row[0])
+        if row[1] is not None:
+            secret = self._sealer.open(row[1], f"client:{client_id}")
+            if secret is None:
+                return None  # sealed with another key (B24_CONFIRM_SECRET changed): the client registers again
+            client = client.model_copy(update={"client_secret": secret})
+        return client
+
+    async def add_client(self, client: OAuthClientInformationFull) -> None:
+        now = self._clock()
+        info = client.model_dump_json(exclude={"client_secret"}, exclude_none=True)
+        sealed = self._sealer.seal(client.client_secret, f"client:{client.client_id}") if client.client_secret else None
+
+        async def work(db: Any) -> None:
+            await db.execute(
+                f"DELETE FROM {_S}.signin_clients WHERE used_at IS NULL AND created_at < %s",
+                (now - UNUSED_CLIENT_SECONDS,),
+            )
+            cursor = await db.execute(f"SELECT count(*) FROM {_S}.signin_clients")
+            row = await cursor.fetchone()
+            if row is not None and row[0] >= MAX_CLIENTS:
+                raise StoreFull("too many registered clients")
+            await db.execute(
+                f"INSERT INTO {_S}.signin_clients (client_id, info, secret, created_at) VALUES (%s, %s, %s, %s)",
+                (client.client_id, info, sealed, now),
+            )
+
+        await self._run(work)
+
+    # -------------------------------------------------------------------------------------- sign-ins in flight
+
+    async def add_authorization(self, state: str, authorization: Authorization) -> None:
+        now = self._clock()
+
+        async def work(db: Any) -> None:
+            await db.execute(f"DELETE FROM {_S}.signin_authorizations WHERE expires_at <= %s", (now,))
+            await db.execute(f"DELETE FROM {_S}.signin_consent_waits WHERE expires_at <= %s", (now,))
+            cursor = await db.execute(f"SELECT count(*) FROM {_S}.signin_authorizations")
+            row = await cursor.fetchone()
+            if row is not None and row[0] >= MAX_PENDING:
+                raise StoreFull("too many sign-ins in flight")
+            await db.execute(
+                f"INSERT INTO {_S}.signin_authorizations (state, data, expires_at) VALUES (%s, %s, %s)",
+                (digest(state), _authorization_json(authorization), authorization.expires_at),
+            )
+
+        await self._run(work)
+
+    async def take_authorization(self, state: str) -> Authorization | None:
+        now = self._clock()
+
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"DELETE FROM {_S}.signin_authorizations WHERE state = %s RETURNING data, expires_at", (digest(state),)
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None or row[1] <= now:
+            return None
+        return _authorization_from(json.loads(row[0]))
+
+    async def await_consent(self, consent_id: str, waiting: AwaitingConsent) -> None:
+        key = digest(consent_id)
+        person = waiting.person
+        data = json.dumps(
+            {
+                "authorization": json.loads(_authorization_json(waiting.authorization)),
+                "member_id": person.member_id,
+                "user_id": person.user_id,
+                "name": person.name,
+            }
+        )
+        access = self._sealer.seal(person.tokens.access, f"consent:{key}:access")
+        refresh = self._sealer.seal(person.tokens.refresh, f"consent:{key}:refresh") if person.tokens.refresh else None
+
+        async def work(db: Any) -> None:
+            await db.execute(
+                f"INSERT INTO {_S}.signin_consent_waits (consent, data, access, refresh, expires_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (key, data, access, refresh, waiting.expires_at),
+            )
+
+        await self._run(work)
+
+    async def take_consent(self, consent_id: str) -> AwaitingConsent | None:
+        key = digest(consent_id)
+        now = self._clock()
+
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"DELETE FROM {_S}.signin_consent_waits WHERE consent = %s RETURNING data, access, refresh, expires_at",
+                (key,),
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None or row[3] <= now:
+            return None
+        data = json.loads(row[0])
+        access = self._sealer.open(row[1], f"consent:{key}:access")
+        refresh = self._sealer.open(row[2], f"consent:{key}:refresh") if row[2] is not None else None
+        if access is None or (row[2] is not None and refresh is None):
+            return None
+        person = SignedIn(
+            str(data["member_id"]), int(data["user_id"]), str(data["name"]), BitrixTokens(access, refresh)
+        )
+        return AwaitingConsent(_authorization_from(data["authorization"]), person, float(row[3]))
+
+    async def has_consented(self, user_id: int, client_id: str) -> bool:
+        async def work(db: Any) -> bool:
+            cursor = await db.execute(
+                f"SELECT 1 FROM {_S}.signin_consents WHERE user_id = %s AND client_id = %s", (user_id, client_id)
+            )
+            return await cursor.fetchone() is not None
+
+        return await self._run(work)
+
+    # -------------------------------------------------------------------------------------------------- people
+
+    async def sign_in(self, person: SignedIn, client_id: str) -> Person:
+        now = self._clock()
+        access = self._sealer.seal(person.tokens.access, f"person:{person.user_id}:access")
+        refresh = (
+            self._sealer.seal(person.tokens.refresh, f"person:{person.user_id}:refresh")
+            if person.tokens.refresh
+            else None
+        )
+
+        async def work(db: Any) -> Person:
+            await db.execute(
+                f"INSERT INTO {_S}.signin_meta (name, value) VALUES ('member_id', %s) ON CONFLICT (name) DO NOTHING",
+                (person.member_id,),
+            )
+            cursor = await db.execute(f"SELECT value FROM {_S}.signin_meta WHERE name = 'member_id'")
+            pinned = await cursor.fetchone()
+            if pinned is None or pinned[0] != person.member_id:
+                raise ForeignPortalError(person.member_id)
+            cursor = await db.execute(
+                f"INSERT INTO {_S}.signin_people AS p "
+                "(user_id, name, member_id, signed_in_at, last_used_at, version, access, refresh) "
+                "VALUES (%s, %s, %s, %s, %s, 1, %s, %s) ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, "
+                "member_id = excluded.member_id, signed_in_at = excluded.signed_in_at, "
+                "last_used_at = excluded.last_used_at, version = p.version + 1, access = excluded.access, "
+                "refresh = excluded.refresh RETURNING version",
+                (person.user_id, person.name, person.member_id, now, now, access, refresh),
+            )
+            row = await cursor.fetchone()
+            await db.execute(
+                f"INSERT INTO {_S}.signin_consents (user_id, client_id, at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (user_id, client_id) DO UPDATE SET at = excluded.at",
+                (person.user_id, client_id, now),
+            )
+            await db.execute(f"UPDATE {_S}.signin_clients SET used_at = %s WHERE client_id = %s", (now, client_id))
+            return Person(person.user_id, person.name, person.member_id, now, now, int(row[0]), True)
+
+        return await self._run(work)
+
+    def _open_tokens(self, user_id: int, sealed_access: str, sealed_refresh: str | None) -> BitrixTokens | None:
+        access = self._sealer.open(sealed_access, f"person:{user_id}:access")
+        refresh = self._sealer.open(sealed_refresh, f"person:{user_id}:refresh") if sealed_refresh else None
+        if access is None or (sealed_refresh is not None and refresh is None):
+            return None
+        return BitrixTokens(access, refresh)
+
+    def _seal_tokens(self, user_id: int, tokens: BitrixTokens) -> tuple[str, str | None]:
+        access = self._sealer.seal(tokens.access, f"person:{user_id}:access")
+        refresh = self._sealer.seal(tokens.refresh, f"person:{user_id}:refresh") if tokens.refresh else None
+        return access, refresh
+
+    async def bitrix_tokens(self, user_id: int) -> tuple[int, BitrixTokens] | None:
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"SELECT version, access, refresh FROM {_S}.signin_people WHERE user_id = %s", (user_id,)
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None or row[1] is None:
+            return None
+        tokens = self._open_tokens(user_id, row[1], row[2])
+        return None if tokens is None else (int(row[0]), tokens)
+
+    async def save_bitrix_tokens(self, user_id: int, version: int, tokens: BitrixTokens) -> bool:
+        access, refresh = self._seal_tokens(user_id, tokens)
+
+        async def work(db: Any) -> bool:
+            cursor = await db.execute(
+                f"UPDATE {_S}.signin_people SET access = %s, refresh = %s "
+                "WHERE user_id = %s AND version = %s AND access IS NOT NULL",
+                (access, refresh, user_id, version),
+            )
+            return bool(cursor.rowcount == 1)
+
+        return await self._run(work)
+
+    async def refresh_bitrix_tokens(
+        self, user_id: int, version: int, current: BitrixTokens, renew: Renewal
+    ) -> BitrixTokens | None:
+        progress = _Progress()
+
+        async def work(db: Any) -> BitrixTokens | None:
+            cursor = await db.execute(
+                f"SELECT version, access, refresh FROM {_S}.signin_people WHERE user_id = %s FOR UPDATE", (user_id,)
+            )
+            row = await cursor.fetchone()
+            if row is None or row[1] is None or int(row[0]) != version:
+                return None  # revoked, or signed in again: their new tokens are not ours to renew
+            stored = self._open_tokens(user_id, row[1], row[2])
+            if stored is None:
+                return None  # sealed under another B24_CONFIRM_SECRET: they sign in again
+            if progress.renewed is None:  # not when retrying to store a pair already renewed
+                if stored.access != current.access:
+                    return stored  # another replica rotated it while this one waited for the lock
+                progress.renewed = await renew(stored)
+            access, refresh = self._seal_tokens(user_id, progress.renewed)
+            await db.execute(
+                f"UPDATE {_S}.signin_people SET access = %s, refresh = %s WHERE user_id = %s",
+                (access, refresh, user_id),
+            )
+            return progress.renewed
+
+        try:
+            return await self._run(work)
+        except DatabaseUnavailableError as exc:
+            if progress.renewed is not None:
+                logger.error(
+                    "The refreshed Bitrix24 tokens of user %d could not be stored in the shared database (%s): this "
+                    "replica uses them, but the other replicas hold a refresh token that no longer works",
+                    user_id,
+                    exc,
+                )
+                return progress.renewed
+            raise TransportError(
+                "DATABASE_UNAVAILABLE",
+                f"The person's Bitrix24 access token expired and was not renewed: the replicas renew it one at a time "
+                f"through the shared database, which cannot be reached ({exc}).",
+                retryable=True,
+                maybe_sent=False,
+            ) from None
+
+    async def touch(self, user_id: int) -> None:
+        now = self._clock()
+
+        async def work(db: Any) -> None:
+            await db.execute(
+                f"UPDATE {_S}.signin_people SET last_used_at = %s "
+                "WHERE user_id = %s AND (last_used_at IS NULL OR last_used_at < %s)",
+                (now, user_id, now - 60),
+            )
+
+        await self._run(work)
+
+    async def people(self) -> list[Person]:
+        async def work(db: Any) -> list[Any]:
+            cursor = await db.execute(
+                "SELECT user_id, name, member_id, signed_in_at, last_used_at, version, access IS NOT NULL "
+                f"FROM {_S}.signin_people ORDER BY user_id"
+            )
+            return list(await cursor.fetchall())
+
+        rows = await self._run(work)
+        return [Person(int(r[0]), str(r[1]), str(r[2]), float(r[3]), r[4], int(r[5]), bool(r[6])) for r in rows]
+
+    async def revoke(self, user_id: int) -> bool:
+        async def work(db: Any) -> bool:
+            cursor = await db.execute(
+                f"UPDATE {_S}.signin_people SET access = NULL, refresh = NULL, version = version + 1 "
+                "WHERE user_id = %s",
+                (user_id,),
+            )
+            found = cursor.rowcount == 1
+            for table in ("signin_tokens", "signin_codes", "signin_consents"):
+                await db.execute(f"DELETE FROM {_S}.{table} WHERE user_id = %s", (user_id,))
+            return bool(found)
+
+        return await self._run(work)
+
+    # ------------------------------------------------------------------------------------ codes and MCP tokens
+
+    async def add_code(self, code: str, issued: IssuedCode) -> None:
+        now = self._clock()
+        data = json.dumps(
+            {
+                "grant": _grant_json(issued.grant),
+                "code_challenge": issued.code_challenge,
+                "redirect_uri": issued.redirect_uri,
+                "redirect_uri_explicit": issued.redirect_uri_explicit,
+            }
+        )
+
+        async def work(db: Any) -> None:
+            await db.execute(f"DELETE FROM {_S}.signin_codes WHERE expires_at <= %s", (now,))
+            await db.execute(
+                f"INSERT INTO {_S}.signin_codes (code, data, user_id, expires_at) VALUES (%s, %s, %s, %s)",
+                (digest(code), data, issued.grant.user_id, issued.grant.expires_at),
+            )
+
+        await self._run(work)
+
+    async def find_code(self, code: str) -> IssuedCode | None:
+        now = self._clock()
+
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"SELECT data FROM {_S}.signin_codes WHERE code = %s AND expires_at > %s", (digest(code), now)
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None:
+            return None
+        raw = json.loads(row[0])
+        return IssuedCode(
+            _grant_from(raw["grant"]),
+            str(raw["code_challenge"]),
+            str(raw["redirect_uri"]),
+            raw["redirect_uri_explicit"],
+        )
+
+    async def take_code(self, code: str) -> Taken:
+        async def work(db: Any) -> Taken:
+            cursor = await db.execute(
+                f"UPDATE {_S}.signin_codes SET used = true WHERE code = %s AND NOT used RETURNING data",
+                (digest(code),),
+            )
+            row = await cursor.fetchone()
+            if row is not None:
+                return Taken("taken", str(json.loads(row[0])["grant"]["family"]))
+            cursor = await db.execute(f"SELECT data FROM {_S}.signin_codes WHERE code = %s", (digest(code),))
+            row = await cursor.fetchone()
+            if row is None:
+                return Taken("unknown")
+            return Taken("replayed", str(json.loads(row[0])["grant"]["family"]))
+
+        return await self._run(work)
+
+    async def add_tokens(self, access: str, refresh: str | None, grant: Grant, refresh_expires_at: float) -> None:
+        now = self._clock()
+        scopes = " ".join(grant.scopes)
+
+        async def work(db: Any) -> None:
+            await db.execute(f"DELETE FROM {_S}.signin_tokens WHERE expires_at <= %s", (now,))
+            rows = [(digest(access), "access", grant.expires_at)]
+            if refresh is not None:
+                rows.append((digest(refresh), "refresh", refresh_expires_at))
+            for token, kind, expires_at in rows:
+                await db.execute(
+                    f"INSERT INTO {_S}.signin_tokens "
+                    "(token, kind, family, client_id, user_id, scopes, resource, expires_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (token, kind, grant.family, grant.client_id, grant.user_id, scopes, grant.resource, expires_at),
+                )
+
+        await self._run(work)
+
+    async def find_access(self, token: str) -> tuple[Grant, Person] | None:
+        now = self._clock()
+
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                "SELECT t.family, t.client_id, t.user_id, t.scopes, t.resource, t.expires_at, p.name, p.member_id, "
+                f"p.signed_in_at, p.last_used_at, p.version FROM {_S}.signin_tokens t "
+                f"JOIN {_S}.signin_people p ON p.user_id = t.user_id "
+                "WHERE t.token = %s AND t.kind = 'access' AND t.expires_at > %s AND p.access IS NOT NULL",
+                (digest(token), now),
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None:
+            return None
+        grant = Grant(row[1], int(row[2]), tuple(row[3].split()), row[4], row[0], float(row[5]))
+        return grant, Person(int(row[2]), row[6], row[7], float(row[8]), row[9], int(row[10]), True)
+
+    async def find_refresh(self, token: str) -> Grant | None:
+        now = self._clock()
+
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"SELECT family, client_id, user_id, scopes, resource, expires_at FROM {_S}.signin_tokens "
+                "WHERE token = %s AND kind = 'refresh' AND expires_at > %s",
+                (digest(token), now),
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None:
+            return None
+        return Grant(row[1], int(row[2]), tuple(row[3].split()), row[4], row[0], float(row[5]))
+
+    async def rotate_refresh(self, token: str) -> Taken:
+        async def work(db: Any) -> Taken:
+            cursor = await db.execute(
+                f"UPDATE {_S}.signin_tokens SET used = true "
+                "WHERE token = %s AND kind = 'refresh' AND NOT used RETURNING family",
+                (digest(token),),
+            )
+            row = await cursor.fetchone()
+            if row is not None:
+                await db.execute(f"DELETE FROM {_S}.signin_tokens WHERE family = %s AND kind = 'access'", (row[0],))
+                return Taken("taken", str(row[0]))
+            cursor = await db.execute(
+                f"SELECT family FROM {_S}.signin_tokens WHERE token = %s AND kind = 'refresh'", (digest(token),)
+            )
+            row = await cursor.fetchone()
+            return Taken("unknown") if row is None else Taken("replayed", str(row[0]))
+
+        return await self._run(work)
+
+    async def revoke_family(self, family: str) -> None:
+        async def work(db: Any) -> None:
+            await db.execute(f"DELETE FROM {_S}.signin_tokens WHERE family = %s", (family,))
+
+        await self._run(work)
