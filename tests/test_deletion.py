@@ -72,6 +72,11 @@ async def test_preview_of_an_unknown_type_is_not_found_for_the_type(service: Ite
     assert (result.error, result.error_description) == ("NOT_FOUND", "Smart Process Automation was not found")
 
 
+async def test_a_portal_description_without_a_full_stop_still_reads_as_a_sentence(service: ItemDeletion) -> None:
+    result = await service.preview(999_999, 1)
+    assert "Smart Process Automation was not found. Check the entityTypeId" in result.message
+
+
 # The token route
 
 

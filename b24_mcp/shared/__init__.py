@@ -6,7 +6,7 @@ One module per concern, all over one connection pool (`database`):
   its first use of the database);
 - `spent`: spent confirmation tokens, so a token works once across every replica;
 - `pacing`: the portal's rate bucket and its operating-time blocks, one per portal for all replicas;
-- `grants`: OAuth token pairs (the application's, and room for each signed-in person's), refreshed by one replica
+- `grants`: the application's OAuth token pair, refreshed by one replica
   at a time under a row lock, sealed with a key derived from `B24_CONFIRM_SECRET`;
 - `journal`: the audit journal as a table;
 - `people`: sign-in's people store (`B24_PUBLIC_URL`), a person's Bitrix24 tokens refreshed under their row lock;

@@ -9,8 +9,8 @@ server again, unless its access token has expired too (by the database's clock, 
 pair the replica holds (the configured one, or its token file's); from then on the table's pair wins, as a token
 file's does.
 
-A row is `(portal, holder)`: `app:<client_id>` for the server's own grant; `user:<Bitrix24 user id>` is for each
-signed-in person's (the people store can keep their pairs here through the same `auth.GrantStore` protocol).
+A row is `(portal, holder)`: `app:<client_id>` for the server's own grant. (Signed-in people's pairs live in the
+people store's own table, `signin_people`, refreshed under that row's lock: see `people`.)
 
 Tokens are never stored in clear text: each is sealed with AES-256-GCM (`signin.sealing.Sealer`) under a key
 derived (HKDF-SHA256) from `B24_CONFIRM_SECRET`, which every replica shares already, and bound to its row and

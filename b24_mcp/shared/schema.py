@@ -15,8 +15,7 @@ The tables:
 - `method_blocks (credential, method, until)`: methods the portal blocked (`OPERATION_TIME_LIMIT`) until a time
   (both unlogged: a request costs no disk flush, and a crash only empties them);
 - `grants (portal, holder, access_token, refresh_token, user_id, access_expires_at, generation, updated_at)`:
-  OAuth token pairs, sealed (see `grants`); `holder` is `app:<client_id>` for the server's own grant, and
-  `user:<id>` is left for each signed-in person's;
+  OAuth token pairs, sealed (see `grants`); `holder` is `app:<client_id>` for the server's own grant;
 - `journal (seq, ts, event, attempt, portal, entity_type_id, item_id, replica, entry)`: the audit journal, `entry`
   being the same JSON object as a line of the journal file; one row per (attempt, event).
 - `signin_*` (migration 2): sign-in's people store when replicas share it (`people`): the pinned portal

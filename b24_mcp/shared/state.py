@@ -30,10 +30,6 @@ class SharedState:
         """The application's OAuth grant on `portal`, refreshed by one replica at a time."""
         return SharedGrants(self.database, self._grants_key, portal=portal, holder=application_holder(client_id))
 
-    def person_grants(self, *, portal: str, user_id: int) -> GrantStore:
-        """A signed-in person's Bitrix24 grant, for a people store that keeps them here."""
-        return SharedGrants(self.database, self._grants_key, portal=portal, holder=f"user:{user_id}")
-
     async def aclose(self) -> None:
         """Close the pool."""
         await self.database.aclose()
