@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
-from test_filter import https_client
 
 from b24_mcp.bulk import BulkDeletion
 from b24_mcp.deletion import ItemDeletion
 from b24_mcp.gate import Consent, Route
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.settings import Settings
+from bulk_helpers import https_client
 from helpers import Connect, TLSFiles, read_journal
 
 pytestmark = pytest.mark.anyio

@@ -6,25 +6,20 @@ Every test talks to the emulator over real HTTPS through the SDK's client; the p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mcp import Client
-from mcp.types import CallToolResult
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import seeded_portal
-from b24_mcp.server import build_server
 from b24_mcp.settings import Settings
-from helpers import Connect, TLSFiles, make_app
+from bulk_helpers import CLEAN_UP, TOOL, add_deals, data, https_client, requests
+from helpers import Connect, TLSFiles
 
 pytestmark = pytest.mark.anyio
 
-TOOL = "crm_item_delete_batch"
 WEB_FORM = 1100  # a smart process of web-form leads, so only these items can match
-CLEAN_UP = "Clean-up test"
 
 
 @pytest.fixture
@@ -33,41 +28,9 @@ def portal() -> Portal:
     return seeded_portal(rate_limit=None)
 
 
-def https_client(make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles) -> Connect:
-    """`async with connect(confirm="auto", client={...}) as client`: the server, with the emulator over HTTPS."""
-
-    @asynccontextmanager
-    async def open_client(client: dict[str, Any] | None = None, **values: Any) -> AsyncIterator[Client]:
-        values = {"rate_burst": 10_000, "rate_per_second": 1000.0} | values
-        settings = make_settings(webhook_url=webhook_url, ca_bundle=tls.ca_bundle, **values)
-        async with Client(build_server(make_app(settings)), **(client or {})) as session:
-            yield session
-
-    return open_client
-
-
 @pytest.fixture
 def connect_https(make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles) -> Connect:
     return https_client(make_settings, webhook_url, tls)
-
-
-def requests(portal: Portal) -> list[str]:
-    """The HTTP requests the portal received (batch commands not counted)."""
-    return [call.method for call in portal.calls if not call.via_batch]
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert result.structured_content is not None
-    return dict(result.structured_content)
-
-
-def add_deals(portal: Portal, count: int, first: int = 100_001, **fields: Any) -> list[int]:
-    """`count` deals titled "Clean-up test N", ids from `first` up."""
-    for offset in range(count):
-        values = {"id": first + offset, "title": f"{CLEAN_UP} {offset}", "stageId": "NEW", "assignedById": 1}
-        portal.add_item(2, values | fields)
-    portal.calls.clear()
-    return list(range(first, first + count))
 
 
 @pytest.fixture

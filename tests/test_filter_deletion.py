@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 import pytest
 from mcp.types import ElicitRequestParams, ElicitResult
-from test_filter import CLEAN_UP, TOOL, add_deals, data, https_client, requests
 
 from b24_mcp.bulk import BulkDeletion, PreviewedSets
 from b24_mcp.gate import Consent, Route
@@ -23,6 +22,7 @@ from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import seeded_portal
 from b24_mcp.selection import Query
 from b24_mcp.settings import Settings
+from bulk_helpers import CLEAN_UP, TOOL, add_deals, data, https_client, requests
 from helpers import Connect, TLSFiles, make_app, read_journal
 
 pytestmark = pytest.mark.anyio

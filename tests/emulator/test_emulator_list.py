@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
 import pytest
-from test_emulator import (
-    HOOK,
-    TYPE_NOT_FOUND,
-    call,
-    make_client,
-)
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import (
     CONTRACTS_TYPE_ID,
-    seeded_portal,
 )
+from emulator.emulator_helpers import HOOK, TYPE_NOT_FOUND, call
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def portal() -> Portal:
-    return seeded_portal(rate_limit=None)
-
-
-@pytest.fixture
-async def client(portal: Portal) -> AsyncIterator[httpx2.AsyncClient]:
-    async with make_client(portal) as c:
-        yield c
 
 
 # ---------------------------------------------------------------------- crm.item.list / crm.type.list

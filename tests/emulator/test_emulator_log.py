@@ -3,38 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
-from test_emulator import (
-    READONLY_HOOK,
-    call,
-    make_client,
-)
 
 from b24_mcp.sandbox.emulator import Call, Fault, Portal
 from b24_mcp.sandbox.seed import (
     seeded_portal,
 )
+from emulator.emulator_helpers import READONLY_HOOK, call, make_client
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def portal() -> Portal:
-    return seeded_portal(rate_limit=None)
-
-
-@pytest.fixture
-async def client(portal: Portal) -> AsyncIterator[httpx2.AsyncClient]:
-    async with make_client(portal) as c:
-        yield c
 
 
 # ---------------------------------------------------------------------- request log

@@ -1,15 +1,14 @@
 """Behaviour of the Bitrix24 portal emulator, exercised over HTTP through its ASGI app: the envelope, crm.item.delete,
 request formats, credentials and routing, faults, status overrides, state helpers.
 
-The other ``test_emulator_*`` files (one per part of the emulator) import their constants and ``call``/``make_client``
-from here.
+The other ``test_emulator_*`` files hold one part of the emulator each; their shared constants and ``call``/
+``make_client`` are in ``emulator_helpers``, their fixtures in this folder's ``conftest.py``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -20,13 +19,7 @@ import pytest
 from b24_mcp.sandbox.emulator import Fault, Portal, Webhook, parse_php_query
 from b24_mcp.sandbox.seed import (
     CONTRACTS_TYPE_ID,
-    EXTRANET_USER_ID,
-    EXTRANET_WEBHOOK_CODE,
-    NOSCOPE_USER_ID,
-    NOSCOPE_WEBHOOK_CODE,
     PROJECTS_TYPE_ID,
-    READONLY_USER_ID,
-    READONLY_WEBHOOK_CODE,
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
     SANDBOX_HOST,
@@ -34,44 +27,16 @@ from b24_mcp.sandbox.seed import (
     SANDBOX_WEBHOOK_CODE,
     seeded_portal,
 )
-from b24_mcp.sandbox.serve import sandbox_transport
-
-BASE_URL = f"https://{SANDBOX_HOST}"
-HOOK = f"/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/"
-READONLY_HOOK = f"/rest/{READONLY_USER_ID}/{READONLY_WEBHOOK_CODE}/"
-EXTRANET_HOOK = f"/rest/{EXTRANET_USER_ID}/{EXTRANET_WEBHOOK_CODE}/"
-NOSCOPE_HOOK = f"/rest/{NOSCOPE_USER_ID}/{NOSCOPE_WEBHOOK_CODE}/"
-
-ITEM_NOT_FOUND = {"error": "NOT_FOUND", "error_description": "Item was not found."}
-TYPE_NOT_FOUND = {"error": "NOT_FOUND", "error_description": "Smart Process Automation was not found"}
-GET_42 = {"entityTypeId": 2, "id": 42}
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def portal() -> Portal:
-    return seeded_portal(rate_limit=None)
-
-
-def make_client(portal: Portal, base_url: str = BASE_URL) -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(transport=sandbox_transport(portal), base_url=base_url)
-
-
-@pytest.fixture
-async def client(portal: Portal) -> AsyncIterator[httpx2.AsyncClient]:
-    async with make_client(portal) as c:
-        yield c
-
-
-async def call(
-    client: httpx2.AsyncClient, method: str, params: dict[str, Any] | None = None, hook: str = HOOK
-) -> httpx2.Response:
-    return await client.post(hook + method, json=params or {})
-
+from emulator.emulator_helpers import (
+    EXTRANET_HOOK,
+    HOOK,
+    ITEM_NOT_FOUND,
+    NOSCOPE_HOOK,
+    READONLY_HOOK,
+    TYPE_NOT_FOUND,
+    call,
+    make_client,
+)
 
 pytestmark = pytest.mark.anyio
 

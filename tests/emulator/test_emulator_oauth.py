@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx2
 import pytest
-from test_emulator import (
-    GET_42,
-    make_client,
-)
 
 from b24_mcp.sandbox.emulator import Call, Fault, Portal, User
 from b24_mcp.sandbox.seed import (
@@ -24,24 +19,9 @@ from b24_mcp.sandbox.seed import (
     SANDBOX_USER_ID,
     seeded_portal,
 )
+from emulator.emulator_helpers import GET_42, make_client
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def portal() -> Portal:
-    return seeded_portal(rate_limit=None)
-
-
-@pytest.fixture
-async def client(portal: Portal) -> AsyncIterator[httpx2.AsyncClient]:
-    async with make_client(portal) as c:
-        yield c
 
 
 # ---------------------------------------------------------------------- OAuth calls

@@ -11,18 +11,13 @@ import pytest
 import trustme
 
 from b24_mcp.sandbox.emulator import Fault, Portal
-from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
+from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE
 from b24_mcp.sandbox.serve import serve_portal
 
 HOOK = f"/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/"
 DELETE_42 = {"entityTypeId": 2, "id": 42}
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +29,6 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
     ca.cert_pem.write_to_path(str(ca_pem))
     return server_pem, ca_pem
-
-
-@pytest.fixture
-def portal() -> Portal:
-    return seeded_portal(rate_limit=None)
 
 
 @pytest.fixture

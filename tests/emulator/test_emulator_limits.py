@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from test_emulator import (
-    GET_42,
-    READONLY_HOOK,
-    call,
-    make_client,
-)
 
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import (
@@ -23,24 +16,9 @@ from b24_mcp.sandbox.seed import (
     SANDBOX_USER_ID,
     seeded_portal,
 )
+from emulator.emulator_helpers import GET_42, READONLY_HOOK, call, make_client
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def portal() -> Portal:
-    return seeded_portal(rate_limit=None)
-
-
-@pytest.fixture
-async def client(portal: Portal) -> AsyncIterator[httpx2.AsyncClient]:
-    async with make_client(portal) as c:
-        yield c
 
 
 # ---------------------------------------------------------------------- rate limit

@@ -4,12 +4,10 @@ out what may not be read."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
 import pytest
-from test_emulator import GET_42, HOOK, ITEM_NOT_FOUND, NOSCOPE_HOOK, READONLY_HOOK, call, make_client
 
 from b24_mcp.sandbox.emulator import Portal, User, Webhook
 from b24_mcp.sandbox.seed import (
@@ -20,27 +18,12 @@ from b24_mcp.sandbox.seed import (
     SANDBOX_USER_ID,
     seeded_portal,
 )
+from emulator.emulator_helpers import GET_42, HOOK, ITEM_NOT_FOUND, NOSCOPE_HOOK, READONLY_HOOK, call, make_client
 
 pytestmark = pytest.mark.anyio
 
 ACCESS_DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied"}
 READ_DENIED = {"error": "ACCESS_DENIED", "error_description": "You don't have permission to view this item."}
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def portal() -> Portal:
-    return seeded_portal(rate_limit=None)
-
-
-@pytest.fixture
-async def client(portal: Portal) -> AsyncIterator[httpx2.AsyncClient]:
-    async with make_client(portal) as c:
-        yield c
 
 
 async def as_user(

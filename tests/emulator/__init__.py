@@ -1,0 +1,1 @@
+"""The emulator's own tests: one file per part of it."""
