@@ -15,10 +15,10 @@ from b24_mcp.app import App
 from b24_mcp.bulk_reading import Reading
 from b24_mcp.bulk_results import BatchResult, FoundItem, SetSummary
 from b24_mcp.catalog import where_it_goes
-from b24_mcp.deletion import iso_utc
 from b24_mcp.gate import Reach, mode_hint
 from b24_mcp.items import counted, display_name
 from b24_mcp.questions import describe_set, filter_preview, summary
+from b24_mcp.results import iso_utc
 from b24_mcp.selection import Query
 from b24_mcp.text import bounded
 

@@ -20,7 +20,7 @@ from b24_mcp.gate import Answer, ConfirmedBy, Consent, Declined, Question, Reach
 from b24_mcp.items import ItemSummary, describe, summarize, version_of
 from b24_mcp.journal import Attempt
 from b24_mcp.questions import item_question
-from b24_mcp.results import LOST_ANSWER_NOTE, ToolResult, error_message, settle_lost_answer
+from b24_mcp.results import LOST_ANSWER_NOTE, ToolResult, error_message, iso_utc, settle_lost_answer
 
 Status = Literal["preview", "deleted", "cancelled", "error"]
 _HOW = {
@@ -63,11 +63,6 @@ class ItemReading:
     @property
     def version(self) -> str:
         return version_of(self.item)
-
-
-def iso_utc(moment: Any) -> str:
-    """`2026-11-28T22:49:21Z`."""
-    return str(moment.isoformat()).replace("+00:00", "Z")
 
 
 class ItemDeletion:

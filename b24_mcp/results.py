@@ -4,6 +4,7 @@ answer by reading the portal again."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, Self
 
 from pydantic import BaseModel
@@ -41,6 +42,11 @@ class ToolResult(BaseModel):
             "httpStatus": exc.http_status,
         }
         return cls(**values, **fields)
+
+
+def iso_utc(moment: datetime) -> str:
+    """`2026-11-28T22:49:21Z`: how results write a moment."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def error_message(exc: B24Error, subject: str, *, deleting: bool) -> str:
