@@ -296,7 +296,7 @@ class OAuthSession:
             "refresh_token": pair.refresh_token or "",
         }
         status, content = await post_form(self._config.oauth_url, form)
-        body = _json_object(content)
+        body = json_object(content)
         if body is not None and "error" in body:
             description = body.get("error_description")
             raise PortalError(
@@ -305,22 +305,12 @@ class OAuthSession:
                 http_status=status,
                 hint=_REAUTHORISE,
             )
-        access = body.get("access_token") if body is not None else None
-        rotated = body.get("refresh_token") if body is not None else None
-        if not isinstance(access, str) or not _is_token(access) or not (rotated is None or _is_token(rotated)):
-            raise TransportError(
-                "BAD_PORTAL_RESPONSE",
-                f"The OAuth server answered the token refresh with HTTP {status} and a body that is not a token "
-                "answer.",
-                http_status=status,
-                retryable=status >= 500,
-                maybe_sent=False,  # the method call itself was not sent again
-            )
+        access, rotated = refreshed_tokens(status, body)
         user_id = body.get("user_id") if body is not None else None
         expires_in = body.get("expires_in") if body is not None else None
         return TokenPair(
             access,
-            rotated if isinstance(rotated, str) else pair.refresh_token,
+            rotated or pair.refresh_token,
             user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else pair.user_id,
             expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in > 0 else 3600,
         )
@@ -342,16 +332,35 @@ class OAuthSession:
             )
 
 
-def _is_token(value: object) -> bool:
+def is_token(value: object) -> bool:
+    """Whether an OAuth server's value can be a token (a short printable string without spaces around it)."""
     return isinstance(value, str) and 0 < len(value) <= 4096 and value.isprintable() and value.strip() == value
 
 
-def _json_object(content: bytes) -> dict[str, Any] | None:
+def json_object(content: bytes) -> dict[str, Any] | None:
+    """The JSON object in `content`, or None."""
     try:
         body = json.loads(content)
     except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def refreshed_tokens(status: int, body: dict[str, Any] | None) -> tuple[str, str | None]:
+    """The access token and the rotated refresh token (None when not rotated) of a refresh answer with no `error`;
+    `TransportError` when the body is no token answer. The method call itself was not sent again, so nothing may
+    have been done on the portal."""
+    access = body.get("access_token") if body is not None else None
+    rotated = body.get("refresh_token") if body is not None else None
+    if not isinstance(access, str) or not is_token(access) or not (rotated is None or is_token(rotated)):
+        raise TransportError(
+            "BAD_PORTAL_RESPONSE",
+            f"The OAuth server answered the token refresh with HTTP {status} and a body that is not a token answer.",
+            http_status=status,
+            retryable=status >= 500,
+            maybe_sent=False,
+        )
+    return access, rotated if isinstance(rotated, str) else None
 
 
 def read_token_file(path: Path, host: str) -> dict[str, Any] | None:
@@ -384,14 +393,14 @@ def read_token_file(path: Path, host: str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         logger.warning("B24_TOKEN_FILE is not a token file of b24-mcp; using the configured tokens")
         return None
-    if not isinstance(data, dict) or data.get("portal") != host or not _is_token(data.get("access_token")):
+    if not isinstance(data, dict) or data.get("portal") != host or not is_token(data.get("access_token")):
         return None
     refresh = data.get("refresh_token")
     user_id = data.get("user_id")
     return {
         "portal": host,
         "access_token": data["access_token"],
-        "refresh_token": refresh if _is_token(refresh) else None,
+        "refresh_token": refresh if is_token(refresh) else None,
         "user_id": user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
     }
 

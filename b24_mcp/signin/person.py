@@ -11,15 +11,14 @@ refresh token (`invalid_grant`), the person's sign-in is over: their access is r
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import anyio
 
-from b24_mcp.auth import MAX_CODE, PostForm, Secrets
-from b24_mcp.errors import PortalError, Refusal, TransportError
+from b24_mcp.auth import MAX_CODE, PostForm, Secrets, json_object, refreshed_tokens
+from b24_mcp.errors import PortalError, Refusal
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.store import BitrixTokens, PeopleStore
 
@@ -29,20 +28,6 @@ SIGN_IN_AGAIN = (
     "The portal no longer accepts this person's sign-in; it has ended here too. Their MCP client asks them to sign "
     "in again at its next request."
 )
-
-
-def is_token(value: object) -> bool:
-    """Whether an OAuth server's value can be a token (a short printable string without spaces around it)."""
-    return isinstance(value, str) and 0 < len(value) <= 4096 and value.isprintable() and value.strip() == value
-
-
-def json_object(content: bytes) -> dict[str, Any] | None:
-    """The JSON object in `content`, or None."""
-    try:
-        body = json.loads(content)
-    except (ValueError, RecursionError):
-        return None
-    return body if isinstance(body, dict) else None
 
 
 class PersonAuth:
@@ -166,19 +151,8 @@ class PersonAuth:
         body = json_object(content)
         if body is not None and "error" in body:
             raise self._refused(body, status)
-        access = body.get("access_token") if body is not None else None
-        rotated = body.get("refresh_token") if body is not None else None
-        if not isinstance(access, str) or not is_token(access) or not (rotated is None or is_token(rotated)):
-            raise TransportError(
-                "BAD_PORTAL_RESPONSE",
-                f"The OAuth server answered the token refresh with HTTP {status} and a body that is not a token "
-                "answer.",
-                http_status=status,
-                retryable=status >= 500,
-                maybe_sent=False,
-            )
-        tokens = BitrixTokens(access, rotated if isinstance(rotated, str) else stored.refresh)
-        return tokens
+        access, rotated = refreshed_tokens(status, body)
+        return BitrixTokens(access, rotated or stored.refresh)
 
     async def _rotated_elsewhere(self, store: PeopleStore) -> bool:
         """Adopt the pair another process saved since ours was read; whether there was one."""
