@@ -30,12 +30,13 @@ import os
 import secrets
 import stat
 import sys
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Literal
 
 import anyio.to_thread
 
@@ -137,7 +138,7 @@ def _line(entry: Entry) -> bytes:
     return (safe_json(_record(entry)) + "\n").encode()
 
 
-class JournalStore(Protocol):
+class JournalStore(ABC):
     """Where deletion events are recorded: a file (`Journal`), or a table shared by replicas
     (`shared.journal.TableJournal`). Both take every entry durably before returning, or raise `JournalUnwritable`
     with `durable` counting the entries, from the first, that were taken."""
@@ -150,28 +151,20 @@ class JournalStore(Protocol):
         error: str | None = None,
         error_description: str | None = None,
         note: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Record one event durably; `JournalUnwritable` (a `Refusal`, `JOURNAL_UNWRITABLE`) when it is not taken."""
+        await self.write_many([Entry(event, attempt, error, error_description, note)])
 
-    async def write_many(self, entries: Sequence[Entry]) -> None: ...
+    @abstractmethod
+    async def write_many(self, entries: Sequence[Entry]) -> None:
+        """Record `entries` in order, durably; see the class docstring for a failure."""
 
 
-class Journal:
+class Journal(JournalStore):
     """Appends deletion events to a JSON Lines file (see the module docstring for the file's rules)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-
-    async def write(
-        self,
-        event: Event,
-        attempt: Attempt,
-        *,
-        error: str | None = None,
-        error_description: str | None = None,
-        note: str | None = None,
-    ) -> None:
-        """Append one event durably; `JournalUnwritable` (a `Refusal`, `JOURNAL_UNWRITABLE`) when it is not on disk."""
-        await self.write_many([Entry(event, attempt, error, error_description, note)])
 
     async def write_many(self, entries: Sequence[Entry]) -> None:
         """Append `entries` in order, as whole lines, with one fsync at the end (a batch's intents together).

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from b24_mcp.journal import Attempt, Entry, Event, JournalUnwritable, Tail, _record, print_tail
+from b24_mcp.journal import Entry, JournalStore, JournalUnwritable, Tail, _record, print_tail
 from b24_mcp.shared.database import Database, DatabaseUnavailableError
 from b24_mcp.shared.schema import SCHEMA, schema_version
 from b24_mcp.shared.spent import unrecordable
@@ -39,7 +39,7 @@ ORDER BY intent.seq
 _SINCE = f"SELECT count(*) FROM {SCHEMA}.journal WHERE seq >= %s"
 
 
-class TableJournal:
+class TableJournal(JournalStore):
     """The `journal.JournalStore` of every replica sharing the database."""
 
     def __init__(self, database: Database) -> None:
@@ -47,18 +47,6 @@ class TableJournal:
 
     def __repr__(self) -> str:
         return "TableJournal(B24_DATABASE_URL)"
-
-    async def write(
-        self,
-        event: Event,
-        attempt: Attempt,
-        *,
-        error: str | None = None,
-        error_description: str | None = None,
-        note: str | None = None,
-    ) -> None:
-        """Insert one event, committed; `JournalUnwritable` when the database does not take it."""
-        await self.write_many([Entry(event, attempt, error, error_description, note)])
 
     async def write_many(self, entries: Sequence[Entry]) -> None:
         """Insert `entries` in one transaction: all are committed when it returns, none when it raises
