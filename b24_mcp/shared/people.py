@@ -52,6 +52,10 @@ from b24_mcp.signin.store import (
     _authorization_json,
     _grant_from,
     _grant_json,
+    consent_from,
+    consent_json,
+    open_tokens,
+    seal_tokens,
 )
 
 logger = logging.getLogger(__name__)
@@ -171,17 +175,8 @@ class PostgresPeopleStore:
 
     async def await_consent(self, consent_id: str, waiting: AwaitingConsent) -> None:
         key = digest(consent_id)
-        person = waiting.person
-        data = json.dumps(
-            {
-                "authorization": json.loads(_authorization_json(waiting.authorization)),
-                "member_id": person.member_id,
-                "user_id": person.user_id,
-                "name": person.name,
-            }
-        )
-        access = self._sealer.seal(person.tokens.access, f"consent:{key}:access")
-        refresh = self._sealer.seal(person.tokens.refresh, f"consent:{key}:refresh") if person.tokens.refresh else None
+        data = consent_json(waiting)
+        access, refresh = seal_tokens(self._sealer, waiting.person.tokens, f"consent:{key}")
 
         async def work(db: Any) -> None:
             await db.execute(
@@ -206,15 +201,8 @@ class PostgresPeopleStore:
         row = await self._run(work)
         if row is None or row[3] <= now:
             return None
-        data = json.loads(row[0])
-        access = self._sealer.open(row[1], f"consent:{key}:access")
-        refresh = self._sealer.open(row[2], f"consent:{key}:refresh") if row[2] is not None else None
-        if access is None or (row[2] is not None and refresh is None):
-            return None
-        person = SignedIn(
-            str(data["member_id"]), int(data["user_id"]), str(data["name"]), BitrixTokens(access, refresh)
-        )
-        return AwaitingConsent(_authorization_from(data["authorization"]), person, float(row[3]))
+        tokens = open_tokens(self._sealer, row[1], row[2], f"consent:{key}")
+        return None if tokens is None else consent_from(row[0], tokens, float(row[3]))
 
     async def has_consented(self, user_id: int, client_id: str) -> bool:
         async def work(db: Any) -> bool:
@@ -229,12 +217,7 @@ class PostgresPeopleStore:
 
     async def sign_in(self, person: SignedIn, client_id: str) -> Person:
         now = self._clock()
-        access = self._sealer.seal(person.tokens.access, f"person:{person.user_id}:access")
-        refresh = (
-            self._sealer.seal(person.tokens.refresh, f"person:{person.user_id}:refresh")
-            if person.tokens.refresh
-            else None
-        )
+        access, refresh = seal_tokens(self._sealer, person.tokens, f"person:{person.user_id}")
 
         async def work(db: Any) -> Person:
             await db.execute(
@@ -265,18 +248,6 @@ class PostgresPeopleStore:
 
         return await self._run(work)
 
-    def _open_tokens(self, user_id: int, sealed_access: str, sealed_refresh: str | None) -> BitrixTokens | None:
-        access = self._sealer.open(sealed_access, f"person:{user_id}:access")
-        refresh = self._sealer.open(sealed_refresh, f"person:{user_id}:refresh") if sealed_refresh else None
-        if access is None or (sealed_refresh is not None and refresh is None):
-            return None
-        return BitrixTokens(access, refresh)
-
-    def _seal_tokens(self, user_id: int, tokens: BitrixTokens) -> tuple[str, str | None]:
-        access = self._sealer.seal(tokens.access, f"person:{user_id}:access")
-        refresh = self._sealer.seal(tokens.refresh, f"person:{user_id}:refresh") if tokens.refresh else None
-        return access, refresh
-
     async def bitrix_tokens(self, user_id: int) -> tuple[int, BitrixTokens] | None:
         async def work(db: Any) -> Any:
             cursor = await db.execute(
@@ -287,11 +258,11 @@ class PostgresPeopleStore:
         row = await self._run(work)
         if row is None or row[1] is None:
             return None
-        tokens = self._open_tokens(user_id, row[1], row[2])
+        tokens = open_tokens(self._sealer, row[1], row[2], f"person:{user_id}")
         return None if tokens is None else (int(row[0]), tokens)
 
     async def save_bitrix_tokens(self, user_id: int, version: int, tokens: BitrixTokens) -> bool:
-        access, refresh = self._seal_tokens(user_id, tokens)
+        access, refresh = seal_tokens(self._sealer, tokens, f"person:{user_id}")
 
         async def work(db: Any) -> bool:
             cursor = await db.execute(
@@ -315,14 +286,14 @@ class PostgresPeopleStore:
             row = await cursor.fetchone()
             if row is None or row[1] is None or int(row[0]) != version:
                 return None  # revoked, or signed in again: their new tokens are not ours to renew
-            stored = self._open_tokens(user_id, row[1], row[2])
+            stored = open_tokens(self._sealer, row[1], row[2], f"person:{user_id}")
             if stored is None:
                 return None  # sealed under another B24_CONFIRM_SECRET: they sign in again
             if progress.renewed is None:  # not when retrying to store a pair already renewed
                 if stored.access != current.access:
                     return stored  # another replica rotated it while this one waited for the lock
                 progress.renewed = await renew(stored)
-            access, refresh = self._seal_tokens(user_id, progress.renewed)
+            access, refresh = seal_tokens(self._sealer, progress.renewed, f"person:{user_id}")
             await db.execute(
                 f"UPDATE {_S}.signin_people SET access = %s, refresh = %s WHERE user_id = %s",
                 (access, refresh, user_id),

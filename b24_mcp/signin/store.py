@@ -318,6 +318,42 @@ def _authorization_from(data: dict[str, Any]) -> Authorization:
     )
 
 
+def seal_tokens(sealer: Sealer, tokens: BitrixTokens, where: str) -> tuple[str, str | None]:
+    """`tokens` sealed for the row `where` (`person:<user id>`, `consent:<digest>`): access, refresh or None."""
+    access = sealer.seal(tokens.access, f"{where}:access")
+    refresh = sealer.seal(tokens.refresh, f"{where}:refresh") if tokens.refresh else None
+    return access, refresh
+
+
+def open_tokens(sealer: Sealer, access: str, refresh: str | None, where: str) -> BitrixTokens | None:
+    """The tokens sealed for the row `where`; None when either cannot be opened (another key, another row)."""
+    opened = sealer.open(access, f"{where}:access")
+    opened_refresh = sealer.open(refresh, f"{where}:refresh") if refresh is not None else None
+    if opened is None or (refresh is not None and opened_refresh is None):
+        return None
+    return BitrixTokens(opened, opened_refresh)
+
+
+def consent_json(waiting: AwaitingConsent) -> str:
+    """What a waiting consent keeps besides its sealed tokens and expiry."""
+    person = waiting.person
+    return json.dumps(
+        {
+            "authorization": json.loads(_authorization_json(waiting.authorization)),
+            "member_id": person.member_id,
+            "user_id": person.user_id,
+            "name": person.name,
+        }
+    )
+
+
+def consent_from(data: str, tokens: BitrixTokens, expires_at: float) -> AwaitingConsent:
+    """A waiting consent from `consent_json`'s text and its opened tokens."""
+    fields = json.loads(data)
+    person = SignedIn(str(fields["member_id"]), int(fields["user_id"]), str(fields["name"]), tokens)
+    return AwaitingConsent(_authorization_from(fields["authorization"]), person, expires_at)
+
+
 class SQLiteStore:
     """`PeopleStore` in one SQLite file (WAL mode), private to this user; see the module docstring.
 
@@ -444,17 +480,8 @@ class SQLiteStore:
 
     async def await_consent(self, consent_id: str, waiting: AwaitingConsent) -> None:
         key = digest(consent_id)
-        person = waiting.person
-        data = json.dumps(
-            {
-                "authorization": json.loads(_authorization_json(waiting.authorization)),
-                "member_id": person.member_id,
-                "user_id": person.user_id,
-                "name": person.name,
-            }
-        )
-        access = self._sealer.seal(person.tokens.access, f"consent:{key}:access")
-        refresh = self._sealer.seal(person.tokens.refresh, f"consent:{key}:refresh") if person.tokens.refresh else None
+        data = consent_json(waiting)
+        access, refresh = seal_tokens(self._sealer, waiting.person.tokens, f"consent:{key}")
 
         def work(db: sqlite3.Connection) -> None:
             db.execute(
@@ -477,15 +504,8 @@ class SQLiteStore:
         row = await self._run(work)
         if row is None:
             return None
-        data = json.loads(row[0])
-        access = self._sealer.open(row[1], f"consent:{key}:access")
-        refresh = self._sealer.open(row[2], f"consent:{key}:refresh") if row[2] is not None else None
-        if access is None or (row[2] is not None and refresh is None):
-            return None
-        person = SignedIn(
-            str(data["member_id"]), int(data["user_id"]), str(data["name"]), BitrixTokens(access, refresh)
-        )
-        return AwaitingConsent(_authorization_from(data["authorization"]), person, row[3])
+        tokens = open_tokens(self._sealer, row[1], row[2], f"consent:{key}")
+        return None if tokens is None else consent_from(row[0], tokens, row[3])
 
     async def has_consented(self, user_id: int, client_id: str) -> bool:
         def work(db: sqlite3.Connection) -> bool:
@@ -500,12 +520,7 @@ class SQLiteStore:
 
     async def sign_in(self, person: SignedIn, client_id: str) -> Person:
         now = self._clock()
-        access = self._sealer.seal(person.tokens.access, f"person:{person.user_id}:access")
-        refresh = (
-            self._sealer.seal(person.tokens.refresh, f"person:{person.user_id}:refresh")
-            if person.tokens.refresh
-            else None
-        )
+        access, refresh = seal_tokens(self._sealer, person.tokens, f"person:{person.user_id}")
 
         def work(db: sqlite3.Connection) -> Person:
             pinned = db.execute("SELECT value FROM meta WHERE name = 'member_id'").fetchone()
@@ -542,15 +557,11 @@ class SQLiteStore:
         if row is None:
             return None
         version, sealed_access, sealed_refresh = row
-        access = self._sealer.open(sealed_access, f"person:{user_id}:access")
-        refresh = self._sealer.open(sealed_refresh, f"person:{user_id}:refresh") if sealed_refresh else None
-        if access is None or (sealed_refresh is not None and refresh is None):
-            return None
-        return version, BitrixTokens(access, refresh)
+        tokens = open_tokens(self._sealer, sealed_access, sealed_refresh, f"person:{user_id}")
+        return None if tokens is None else (version, tokens)
 
     async def save_bitrix_tokens(self, user_id: int, version: int, tokens: BitrixTokens) -> bool:
-        access = self._sealer.seal(tokens.access, f"person:{user_id}:access")
-        refresh = self._sealer.seal(tokens.refresh, f"person:{user_id}:refresh") if tokens.refresh else None
+        access, refresh = seal_tokens(self._sealer, tokens, f"person:{user_id}")
 
         def work(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
