@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,13 @@ def item_deletion(
 ) -> ItemDeletion:
     """Single-item deletion over a fresh application with fast retries."""
     return ItemDeletion(make_app(settings, credentials, http_transport, retry_base=retry_base))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` (a loopback address) just now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def assert_no_secret(text: str) -> None:

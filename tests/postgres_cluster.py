@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from helpers import free_port
 
 # Read at import: the tests' settings fixture removes every B24_* variable from the environment.
 GIVEN_URL = os.environ.get("B24_TEST_DATABASE_URL") or None
@@ -58,12 +59,6 @@ def find_binaries() -> Binaries | str:
         folder = versions[-1].parent
         return Binaries(folder / "initdb", folder / "pg_ctl")
     return "no PostgreSQL server binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Cluster:

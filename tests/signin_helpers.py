@@ -35,12 +35,6 @@ CLIENT_REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the browser 
 MAX_HOPS = 12
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class SignInServer:
     """A running sign-in server: its public URL, the process, where its stderr goes, and its environment."""

@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.transport import REQUEST_READ_SECONDS
-from helpers import TLSFiles, assert_no_secret, run_b24
+from helpers import TLSFiles, assert_no_secret, free_port, run_b24
 
 pytestmark = pytest.mark.anyio
 
@@ -32,12 +32,6 @@ TOKEN = "team-token-5f2a9c1e7b3d4a6f8e0c2b4d6f8a0c2e"
 
 def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 # `python -c LIMITED N args...` runs `b24-mcp args...` allowed N open files at most, soft and hard limit alike.

@@ -24,19 +24,13 @@ from postgres_cluster import Postgres
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_WEBHOOK_CODE
-from helpers import TLSFiles
+from helpers import TLSFiles, free_port
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "team-token-5f2a9c1e7b3d4a6f8e0c2b4d6f8a0c2e"
 SECRET = "shared-confirm-secret-0123456789abcdef"
 REPLICAS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -12,14 +12,14 @@ from typing import Any
 import anyio
 import psycopg
 import pytest
-from signin_helpers import Browser, Person, SignInServer, call, free_port, run_b24, signin_env, signin_server
+from signin_helpers import Browser, Person, SignInServer, call, run_b24, signin_env, signin_server
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID
 from b24_mcp.shared.database import Database
 from b24_mcp.shared.people import PostgresPeopleStore, people_key
 from b24_mcp.signin.store import Authorization, BitrixTokens, Grant, IssuedCode, SignedIn
-from helpers import TLSFiles
+from helpers import TLSFiles, free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,6 @@ from signin_helpers import (
     SignInServer,
     call,
     delete_with_preview,
-    free_port,
     run_b24,
     signin_env,
     signin_server,
@@ -23,7 +22,7 @@ from signin_helpers import (
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID, SANDBOX_CLIENT_SECRET, SANDBOX_USER_ID
-from helpers import TLSFiles, read_journal
+from helpers import TLSFiles, free_port, read_journal
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,6 @@ from signin_helpers import (
     authorize_url,
     code_of,
     consent_form,
-    free_port,
     mcp_status,
     redeem,
     register,
@@ -29,7 +28,7 @@ from signin_helpers import (
 
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID
-from helpers import TLSFiles
+from helpers import TLSFiles, free_port
 
 pytestmark = pytest.mark.anyio
 
