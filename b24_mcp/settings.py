@@ -143,7 +143,8 @@ def parse_portal_url(url: str, *, allow_http: bool) -> tuple[str, str]:
     return parts.scheme, parts.netloc.lower()
 
 
-def _is_loopback_name(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a name or an address, without brackets) is this machine."""
     if host == "localhost":
         return True
     try:
@@ -251,7 +252,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_oauth_url(cls, value: str) -> str:
         parts = _split_url(value, "must be an https:// URL")
-        loopback = parts.scheme == "http" and _is_loopback_name(parts.hostname or "")
+        loopback = parts.scheme == "http" and is_loopback_host(parts.hostname or "")
         if (parts.scheme != "https" and not loopback) or parts.username or parts.fragment:
             raise ValueError("must be an https:// URL")
         return value

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from mcp.server.mcpserver import MCPServer, RequestStateSecurity
 from mcp.server.transport_security import TransportSecuritySettings
 
-from b24_mcp.settings import ConfirmMode, Settings, SettingsError
+from b24_mcp.settings import ConfirmMode, Settings, SettingsError, is_loopback_host
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -54,13 +54,7 @@ def bind_address(host: str) -> str:
 
 def is_loopback(host: str) -> bool:
     """Whether binding to `host` keeps the server on this machine."""
-    host = bind_address(host)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(bind_address(host))
 
 
 def http_options(settings: Settings, host: str, port: int) -> dict[str, Any]:

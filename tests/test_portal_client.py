@@ -201,7 +201,7 @@ async def test_a_redirect_is_reported_not_followed(client: PortalClient, portal:
 async def test_one_connection_serves_consecutive_calls(client: PortalClient, portal: Portal) -> None:
     for _ in range(3):
         await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
-    pool = client._client()._transport._pool  # type: ignore[attr-defined]
+    pool = client._exchange._client()._transport._pool  # type: ignore[attr-defined]
     assert len(pool.connections) == 1
     await client.aclose()
 
