@@ -47,7 +47,8 @@ def set_question(
     facts = f"Delete {counted(entity_type_id, count)} from {host}?"
     facts += f" {where_it_goes(recycle_bin, many=count > 1)}"
     if skipped:
-        facts += f" ({skipped} of the requested ids do not exist or cannot be read and are not included.)"
+        verb = "does not exist or cannot be read and is" if skipped == 1 else "do not exist or cannot be read and are"
+        facts += f" ({skipped} of the requested ids {verb} not included.)"
     if more:
         facts += f" More items match the filter: these are the first {count} by id; the rest stay for a later round."
     if latest:

@@ -296,6 +296,22 @@ async def test_one_question_names_the_count_the_type_and_every_title_of_a_small_
     assert {entry["confirmation"] for entry in read_journal(journal_path)} == {"elicitation"}
 
 
+@pytest.mark.parametrize(
+    ("missing", "said"),
+    [
+        ([999_001], "(1 of the requested ids does not exist or cannot be read and is not included.)"),
+        ([999_001, 999_002], "(2 of the requested ids do not exist or cannot be read and are not included.)"),
+    ],
+)
+async def test_the_question_counts_the_requested_ids_it_leaves_out(
+    connect: Connect, deals: list[int], missing: list[int], said: str
+) -> None:
+    person = Person("decline")
+    arguments = {"entityTypeId": 2, "ids": [*deals[:2], *missing], "dryRun": False}
+    await call(connect, arguments, confirm="auto", client={"elicitation_callback": person})
+    assert len(person.questions) == 1 and said in person.questions[0]
+
+
 async def test_a_declined_batch_deletes_nothing_and_is_journaled(
     connect: Connect, portal: Portal, deals: list[int], journal_path: Path
 ) -> None:
