@@ -5,7 +5,8 @@
 //   npm install @modelcontextprotocol/client
 //   node examples/typescript-client.mjs [accept|decline|cancel]      (B24_CONFIRM=token to use tokens only)
 //
-// B24_MCP_COMMAND names the server command (default: b24-mcp on PATH).
+// B24_MCP_COMMAND names the server command (default: b24-mcp on PATH). MCP_NEGOTIATION=auto lets the client
+// negotiate protocol 2026-07-28, where the question rides the call's own result (input_required).
 import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 
@@ -14,7 +15,10 @@ const transport = new StdioClientTransport({
   command: process.env.B24_MCP_COMMAND ?? 'b24-mcp', args: ['--sandbox'], stderr: 'pipe',
   env: { ...process.env, B24_CONFIRM: process.env.B24_CONFIRM ?? 'auto' },
 });
-const client = new Client({ name: 'ts-interop', version: '1.0.0' }, { capabilities: { elicitation: { form: {} } } });
+const client = new Client({ name: 'ts-interop', version: '1.0.0' }, {
+  capabilities: { elicitation: { form: {} } },
+  versionNegotiation: { mode: process.env.MCP_NEGOTIATION === 'auto' ? 'auto' : 'legacy' },
+});
 const asked = [];
 client.setRequestHandler('elicitation/create', async (request) => {
   asked.push(request.params.message);
