@@ -103,6 +103,10 @@ class TransportError(B24Error):
         self.maybe_sent = maybe_sent
 
 
+class AnswerTooLarge(TransportError):  # noqa: N818 (named for what the answer is, like its siblings' codes)
+    """`BAD_PORTAL_RESPONSE` for an answer whose decoded body passed the size cap: reading stopped there."""
+
+
 class Refusal(B24Error):  # noqa: N818 (a refusal is a decision, not an error of ours)
     """A decision of our own, taken before anything was deleted: nothing reached `crm.item.delete`."""
 

@@ -20,7 +20,7 @@ import anyio
 import httpx2
 
 from b24_mcp import __version__
-from b24_mcp.errors import TransportError
+from b24_mcp.errors import AnswerTooLarge, TransportError
 
 # httpx2 logs every request URL at INFO, and a webhook URL contains its secret code: keep those records from
 # ever being created, whatever logging configuration the process ends up with.
@@ -109,7 +109,7 @@ class Exchange:
                     content = b"" if 300 <= status < 400 else await self._read(response)
                     return Answer(status, headers.get("content-type", ""), headers.get("location", ""), content)
         except _TooLargeError:
-            raise TransportError(
+            raise AnswerTooLarge(
                 "BAD_PORTAL_RESPONSE",
                 f"{who} answered {what} with more than {self.max_answer_bytes // 1024} KiB (HTTP {status}); "
                 "reading stopped there.",

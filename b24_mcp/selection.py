@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,9 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from b24_mcp.errors import B24Error, PortalError, TransportError
+from b24_mcp.errors import AnswerTooLarge, B24Error, PortalError, TransportError
 from b24_mcp.portal import PortalClient
 from b24_mcp.text import for_terminal
+
+logger = logging.getLogger(__name__)
 
 PAGE = 50  # rows of one crm.item.list page, fixed by the portal
 BATCH_SIZE = 50  # commands the portal runs of one batch request
@@ -328,16 +331,29 @@ class ItemLister:
         self, entity_type_id: int, ids: Sequence[int], select: Sequence[str] = EVERY_FIELD
     ) -> dict[int, dict[str, Any]]:
         """The items of `ids` the portal lists (absent: deleted, in the recycle bin, or not readable), in the
-        order of `ids`."""
+        order of `ids`.
+
+        Whole items with many user fields can make 50 pages outgrow the answer cap: then the same pages are read
+        again in requests of half as many (reading is safe to repeat), down to one page a request.
+        """
         found: dict[int, dict[str, Any]] = {}
         runs = list(chunks(ids, PAGE))
-        for start in range(0, len(runs), BATCH_SIZE):
-            group = runs[start : start + BATCH_SIZE]
+        size = BATCH_SIZE
+        start = 0
+        while start < len(runs):
+            group = runs[start : start + size]
             cmd = {
                 f"r{index}": list_command(entity_type_id, [("@id", list(run))], select)
                 for index, run in enumerate(group)
             }
-            answer = await self.portal.call("batch", {"halt": 0, "cmd": cmd})
+            try:
+                answer = await self.portal.call("batch", {"halt": 0, "cmd": cmd})
+            except AnswerTooLarge:
+                if len(group) == 1:
+                    raise
+                size = len(group) // 2
+                logger.info("%d pages of whole items outgrew the answer cap: reading %d a request", len(group), size)
+                continue
             ok, failed = split_batch(answer.result)
             for index, run in enumerate(group):
                 asked = set(run)
@@ -345,6 +361,7 @@ class ItemLister:
                     if row_id not in asked or row_id in found:
                         raise _bad_answer("items that were not asked for")
                     found[row_id] = row
+            start += len(group)
         return {item_id: found[item_id] for item_id in ids if item_id in found}
 
     def _rows(
