@@ -30,7 +30,7 @@ import os
 import re
 import stat
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -143,7 +143,7 @@ class Auth(Protocol):
 
     def scrub(self, text: str) -> str:
         """`text` with every secret of this credential replaced by `***`."""
-        ...
+        return self.secrets.scrub(text)
 
     def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         """The URL and JSON body for a call of `method`."""
@@ -154,7 +154,7 @@ class Auth(Protocol):
         ...
 
 
-class WebhookAuth:
+class WebhookAuth(Auth):
     """An incoming webhook: the secret is part of the URL's path, which is why URLs are never logged."""
 
     def __init__(self, webhook: Webhook) -> None:
@@ -189,9 +189,6 @@ class WebhookAuth:
     def secrets(self) -> Secrets:
         return self._secrets
 
-    def scrub(self, text: str) -> str:
-        return self._secrets.scrub(text)
-
     def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         return self._webhook.base_url + method, dict(params)
 
@@ -199,7 +196,7 @@ class WebhookAuth:
         raise RuntimeError("a webhook cannot be refreshed")
 
 
-class OAuthSession:
+class OAuthSession(Auth):
     """An application's OAuth grant for one portal, refreshed on expiry and persisted across restarts."""
 
     def __init__(self, config: OAuthConfig, *, grants: GrantStore | None = None) -> None:
@@ -250,9 +247,6 @@ class OAuthSession:
     def secrets(self) -> Secrets:
         return self._secrets
 
-    def scrub(self, text: str) -> str:
-        return self._secrets.scrub(text)
-
     def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         return self._config.rest_base + method, {**params, "auth": self._access}
 
@@ -289,31 +283,16 @@ class OAuthSession:
     async def _exchange(self, post_form: PostForm, pair: TokenPair) -> TokenPair:
         """One refresh at the OAuth server with `pair`'s refresh token: the next pair."""
         self._remember(pair.access_token, pair.refresh_token)  # a stored pair's tokens are secrets here too
-        form = {
-            "grant_type": "refresh_token",
-            "client_id": self._config.client_id or "",
-            "client_secret": self._config.client_secret or "",
-            "refresh_token": pair.refresh_token or "",
-        }
-        status, content = await post_form(self._config.oauth_url, form)
-        body = json_object(content)
-        if body is not None and "error" in body:
-            description = body.get("error_description")
-            raise PortalError(
-                self._secrets.outside_text(body["error"], MAX_CODE),
-                "" if description is None else self._secrets.outside_text(description),
-                http_status=status,
-                hint=_REAUTHORISE,
-            )
-        access, rotated = refreshed_tokens(status, body)
-        user_id = body.get("user_id") if body is not None else None
-        expires_in = body.get("expires_in") if body is not None else None
-        return TokenPair(
-            access,
-            rotated or pair.refresh_token,
-            user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else pair.user_id,
-            expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in > 0 else 3600,
+        renewed = await exchange_refresh_token(
+            post_form,
+            self._config.oauth_url,
+            self._config.client_id or "",
+            self._config.client_secret or "",
+            pair.refresh_token,
+            self._secrets,
+            lambda code: _REAUTHORISE,
         )
+        return renewed if renewed.user_id is not None else replace(renewed, user_id=pair.user_id)
 
     def _save(self, path: Path) -> None:
         data = {
@@ -344,6 +323,49 @@ def json_object(content: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
+
+
+async def exchange_refresh_token(
+    post_form: PostForm,
+    oauth_url: str,
+    client_id: str,
+    client_secret: str,
+    refresh_token: str | None,
+    secrets: Secrets,
+    hint: Callable[[str], str | None],
+) -> TokenPair:
+    """One exchange of `refresh_token` at the OAuth server: the next pair (the same refresh token when it was not
+    rotated; `user_id` None when the answer does not say, `expires_in` an hour).
+
+    Raises `PortalError` with the OAuth server's code when it refused (its texts passed through `secrets`, the hint
+    `hint(code)`), `TransportError` when its answer was lost or is not a token answer.
+    """
+    form = {
+        "grant_type": "refresh_token",
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "refresh_token": refresh_token or "",
+    }
+    status, content = await post_form(oauth_url, form)
+    body = json_object(content)
+    if body is not None and "error" in body:
+        code = secrets.outside_text(body["error"], MAX_CODE)
+        description = body.get("error_description")
+        raise PortalError(
+            code,
+            "" if description is None else secrets.outside_text(description),
+            http_status=status,
+            hint=hint(code),
+        )
+    access, rotated = refreshed_tokens(status, body)
+    user_id = body.get("user_id") if body is not None else None
+    expires_in = body.get("expires_in") if body is not None else None
+    return TokenPair(
+        access,
+        rotated or refresh_token,
+        user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
+        expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in > 0 else 3600,
+    )
 
 
 def refreshed_tokens(status: int, body: dict[str, Any] | None) -> tuple[str, str | None]:

@@ -20,6 +20,7 @@ import anyio.lowlevel
 from b24_mcp.app import App
 from b24_mcp.bulk_reading import Reading, Selected, SetReader
 from b24_mcp.bulk_results import BatchResult, ItemOutcome
+from b24_mcp.deletion import new_attempt
 from b24_mcp.errors import B24Error, PortalError, Refusal
 from b24_mcp.gate import ConfirmedBy
 from b24_mcp.items import counted, type_name
@@ -218,15 +219,7 @@ class DeletionRun:
 
     def attempt(self, entity_type_id: int, item_id: int, how: ConfirmedBy, item: Mapping[str, Any] | None) -> Attempt:
         """What the journal records of one item's deletion."""
-        return Attempt(
-            self.portal.host,
-            self.portal.user_id,
-            entity_type_id,
-            item_id,
-            how,
-            item,
-            user_name=self.app.user_name,
-        )
+        return new_attempt(self.app, entity_type_id, item_id, how, item)
 
 
 async def _settle_unanswered(

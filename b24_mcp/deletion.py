@@ -65,6 +65,13 @@ class ItemReading:
         return version_of(self.item)
 
 
+def new_attempt(
+    app: App, entity_type_id: int, item_id: int, how: ConfirmedBy, item: Mapping[str, Any] | None
+) -> Attempt:
+    """What the journal records of one item's deletion by `app`'s caller (its portal credential, its person)."""
+    return Attempt(app.portal.host, app.portal.user_id, entity_type_id, item_id, how, item, user_name=app.user_name)
+
+
 class ItemDeletion:
     """Previews and deletes single items with the application's portal, tokens, journal and guardrails."""
 
@@ -172,15 +179,7 @@ class ItemDeletion:
         return set()
 
     async def _delete(self, entity_type_id: int, item_id: int, item: dict[str, Any], how: ConfirmedBy) -> DeleteResult:
-        attempt = Attempt(
-            self.portal.host,
-            self.portal.user_id,
-            entity_type_id,
-            item_id,
-            how,
-            item,
-            user_name=self.app.user_name,
-        )
+        attempt = new_attempt(self.app, entity_type_id, item_id, how, item)
         await self.app.journal.write("intent", attempt)
         note = None
         try:
@@ -233,15 +232,7 @@ class ItemDeletion:
 
     async def _cancelled(self, entity_type_id: int, item_id: int, declined: Declined[ItemReading]) -> DeleteResult:
         item = declined.reading.item if declined.reading is not None else None
-        attempt = Attempt(
-            self.portal.host,
-            self.portal.user_id,
-            entity_type_id,
-            item_id,
-            ConfirmedBy.ELICITATION,
-            item,
-            user_name=self.app.user_name,
-        )
+        attempt = new_attempt(self.app, entity_type_id, item_id, ConfirmedBy.ELICITATION, item)
         await self.app.journal.write("cancelled", attempt)
         verb = "declined" if declined.answer is Answer.DECLINED else "cancelled"
         return DeleteResult(

@@ -111,7 +111,8 @@ class _UnusableError(Exception):
         self.readable = readable
 
 
-def _record(entry: Entry) -> dict[str, Any]:
+def entry_record(entry: Entry) -> dict[str, Any]:
+    """The JSON object the journal keeps of `entry`: a line of the file, the `entry` of a table row."""
     attempt = entry.attempt
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -135,7 +136,7 @@ def _record(entry: Entry) -> dict[str, Any]:
 
 
 def _line(entry: Entry) -> bytes:
-    return (safe_json(_record(entry)) + "\n").encode()
+    return (safe_json(entry_record(entry)) + "\n").encode()
 
 
 class JournalStore(ABC):

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from b24_mcp.journal import Entry, JournalStore, JournalUnwritable, Tail, _record, print_tail
+from b24_mcp.journal import Entry, JournalStore, JournalUnwritable, Tail, entry_record, print_tail
 from b24_mcp.shared.database import Database, DatabaseUnavailableError
 from b24_mcp.shared.schema import SCHEMA, schema_version
 from b24_mcp.shared.spent import unrecordable
@@ -62,7 +62,7 @@ class TableJournal(JournalStore):
                 entry.attempt.entity_type_id,
                 entry.attempt.item_id,
                 replica,
-                safe_json(_record(entry)),
+                safe_json(entry_record(entry)),
             )
             for entry in entries
         ]

@@ -48,13 +48,18 @@ from b24_mcp.signin.store import (
     SignedIn,
     StoreFull,
     Taken,
-    _authorization_from,
-    _authorization_json,
-    _grant_from,
-    _grant_json,
+    access_from_row,
+    authorization_from,
+    authorization_json,
     consent_from,
     consent_json,
+    grant_from_row,
+    issued_code_from,
+    issued_code_json,
+    open_client,
     open_tokens,
+    person_from_row,
+    seal_client,
     seal_tokens,
 )
 
@@ -109,20 +114,11 @@ class PostgresPeopleStore:
             return await cursor.fetchone()
 
         row = await self._run(work)
-        if row is None:
-            return None
-        client = OAuthClientInformationFull.model_validate_json(row[0])
-        if row[1] is not None:
-            secret = self._sealer.open(row[1], f"client:{client_id}")
-            if secret is None:
-                return None  # sealed with another key (B24_CONFIRM_SECRET changed): the client registers again
-            client = client.model_copy(update={"client_secret": secret})
-        return client
+        return None if row is None else open_client(self._sealer, client_id, row[0], row[1])
 
     async def add_client(self, client: OAuthClientInformationFull) -> None:
         now = self._clock()
-        info = client.model_dump_json(exclude={"client_secret"}, exclude_none=True)
-        sealed = self._sealer.seal(client.client_secret, f"client:{client.client_id}") if client.client_secret else None
+        info, sealed = seal_client(self._sealer, client)
 
         async def work(db: Any) -> None:
             await db.execute(
@@ -154,7 +150,7 @@ class PostgresPeopleStore:
                 raise StoreFull("too many sign-ins in flight")
             await db.execute(
                 f"INSERT INTO {_S}.signin_authorizations (state, data, expires_at) VALUES (%s, %s, %s)",
-                (digest(state), _authorization_json(authorization), authorization.expires_at),
+                (digest(state), authorization_json(authorization), authorization.expires_at),
             )
 
         await self._run(work)
@@ -171,7 +167,7 @@ class PostgresPeopleStore:
         row = await self._run(work)
         if row is None or row[1] <= now:
             return None
-        return _authorization_from(json.loads(row[0]))
+        return authorization_from(json.loads(row[0]))
 
     async def await_consent(self, consent_id: str, waiting: AwaitingConsent) -> None:
         key = digest(consent_id)
@@ -340,7 +336,7 @@ class PostgresPeopleStore:
             return list(await cursor.fetchall())
 
         rows = await self._run(work)
-        return [Person(int(r[0]), str(r[1]), str(r[2]), float(r[3]), r[4], int(r[5]), bool(r[6])) for r in rows]
+        return [person_from_row(row) for row in rows]
 
     async def revoke(self, user_id: int) -> bool:
         async def work(db: Any) -> bool:
@@ -360,14 +356,7 @@ class PostgresPeopleStore:
 
     async def add_code(self, code: str, issued: IssuedCode) -> None:
         now = self._clock()
-        data = json.dumps(
-            {
-                "grant": _grant_json(issued.grant),
-                "code_challenge": issued.code_challenge,
-                "redirect_uri": issued.redirect_uri,
-                "redirect_uri_explicit": issued.redirect_uri_explicit,
-            }
-        )
+        data = issued_code_json(issued)
 
         async def work(db: Any) -> None:
             await db.execute(f"DELETE FROM {_S}.signin_codes WHERE expires_at <= %s", (now,))
@@ -388,15 +377,7 @@ class PostgresPeopleStore:
             return await cursor.fetchone()
 
         row = await self._run(work)
-        if row is None:
-            return None
-        raw = json.loads(row[0])
-        return IssuedCode(
-            _grant_from(raw["grant"]),
-            str(raw["code_challenge"]),
-            str(raw["redirect_uri"]),
-            raw["redirect_uri_explicit"],
-        )
+        return None if row is None else issued_code_from(row[0])
 
     async def take_code(self, code: str) -> Taken:
         async def work(db: Any) -> Taken:
@@ -448,10 +429,7 @@ class PostgresPeopleStore:
             return await cursor.fetchone()
 
         row = await self._run(work)
-        if row is None:
-            return None
-        grant = Grant(row[1], int(row[2]), tuple(row[3].split()), row[4], row[0], float(row[5]))
-        return grant, Person(int(row[2]), row[6], row[7], float(row[8]), row[9], int(row[10]), True)
+        return None if row is None else access_from_row(row)
 
     async def find_refresh(self, token: str) -> Grant | None:
         now = self._clock()
@@ -465,9 +443,7 @@ class PostgresPeopleStore:
             return await cursor.fetchone()
 
         row = await self._run(work)
-        if row is None:
-            return None
-        return Grant(row[1], int(row[2]), tuple(row[3].split()), row[4], row[0], float(row[5]))
+        return None if row is None else grant_from_row(row)
 
     async def rotate_refresh(self, token: str) -> Taken:
         async def work(db: Any) -> Taken:

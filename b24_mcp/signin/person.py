@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from b24_mcp.auth import MAX_CODE, PostForm, Secrets, json_object, refreshed_tokens
+from b24_mcp.auth import Auth, PostForm, Secrets, exchange_refresh_token
 from b24_mcp.errors import PortalError, Refusal
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.store import BitrixTokens, PeopleStore
@@ -30,7 +30,7 @@ SIGN_IN_AGAIN = (
 )
 
 
-class PersonAuth:
+class PersonAuth(Auth):
     """Calls as one person with their Bitrix24 tokens (a token in the body, never in a URL)."""
 
     def __init__(
@@ -85,9 +85,6 @@ class PersonAuth:
     def secrets(self) -> Secrets:
         return self._secrets
 
-    def scrub(self, text: str) -> str:
-        return self._secrets.scrub(text)
-
     def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         return self._config.rest_base + method, {**params, "auth": self._tokens.access}
 
@@ -127,11 +124,7 @@ class PersonAuth:
                     )
                 raise
             if tokens is None:
-                raise Refusal(
-                    "SIGNED_OUT",
-                    "This person's sign-in has ended (revoked, or they signed in again).",
-                    hint="Call again; the MCP client asks the person to sign in when needed.",
-                )
+                raise _signed_out()
             if tokens.access != self._tokens.access:
                 self._adopt(tokens)  # ours, or the pair another process rotated meanwhile
             if renewed:
@@ -141,37 +134,35 @@ class PersonAuth:
         """One exchange of `stored`'s refresh token at the OAuth server: the next pair."""
         if stored.refresh is None:
             raise RuntimeError("this credential cannot be refreshed")
-        form = {
-            "grant_type": "refresh_token",
-            "client_id": self._config.client_id,
-            "client_secret": self._config.client_secret,
-            "refresh_token": stored.refresh,
-        }
-        status, content = await post_form(self._config.oauth_url, form)
-        body = json_object(content)
-        if body is not None and "error" in body:
-            raise self._refused(body, status)
-        access, rotated = refreshed_tokens(status, body)
-        return BitrixTokens(access, rotated or stored.refresh)
+        renewed = await exchange_refresh_token(
+            post_form,
+            self._config.oauth_url,
+            self._config.client_id,
+            self._config.client_secret,
+            stored.refresh,
+            self._secrets,
+            _refusal_hint,
+        )
+        return BitrixTokens(renewed.access_token, renewed.refresh_token)
 
     async def _rotated_elsewhere(self, store: PeopleStore) -> bool:
         """Adopt the pair another process saved since ours was read; whether there was one."""
         stored = await store.bitrix_tokens(self._user_id)
         if stored is None or stored[0] != self._version:
-            raise Refusal(
-                "SIGNED_OUT",
-                "This person's sign-in has ended (revoked, or they signed in again).",
-                hint="Call again; the MCP client asks the person to sign in when needed.",
-            )
+            raise _signed_out()
         if stored[1].access == self._tokens.access:
             return False
         self._adopt(stored[1])
         return True
 
-    def _refused(self, body: dict[str, Any], status: int) -> PortalError:
-        description = body.get("error_description")
-        code = self._secrets.outside_text(body["error"], MAX_CODE)
-        hint = SIGN_IN_AGAIN if code.lower() == "invalid_grant" else None
-        return PortalError(
-            code, "" if description is None else self._secrets.outside_text(description), http_status=status, hint=hint
-        )
+
+def _refusal_hint(code: str) -> str | None:
+    return SIGN_IN_AGAIN if code.lower() == "invalid_grant" else None
+
+
+def _signed_out() -> Refusal:
+    return Refusal(
+        "SIGNED_OUT",
+        "This person's sign-in has ended (revoked, or they signed in again).",
+        hint="Call again; the MCP client asks the person to sign in when needed.",
+    )

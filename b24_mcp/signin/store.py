@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
@@ -290,7 +290,8 @@ def _grant_from(data: dict[str, Any]) -> Grant:
     )
 
 
-def _authorization_json(authorization: Authorization) -> str:
+def authorization_json(authorization: Authorization) -> str:
+    """`authorization` as the stores keep it (`authorization_from` reads it back)."""
     return json.dumps(
         {
             "client_id": authorization.client_id,
@@ -305,7 +306,8 @@ def _authorization_json(authorization: Authorization) -> str:
     )
 
 
-def _authorization_from(data: dict[str, Any]) -> Authorization:
+def authorization_from(data: dict[str, Any]) -> Authorization:
+    """The authorization `authorization_json` wrote, from its parsed object."""
     return Authorization(
         client_id=str(data["client_id"]),
         redirect_uri=str(data["redirect_uri"]),
@@ -316,6 +318,64 @@ def _authorization_from(data: dict[str, Any]) -> Authorization:
         resource=str(data["resource"]),
         expires_at=float(data["expires_at"]),
     )
+
+
+def issued_code_json(issued: IssuedCode) -> str:
+    """`issued` as the stores keep it (`issued_code_from` reads it back)."""
+    return json.dumps(
+        {
+            "grant": _grant_json(issued.grant),
+            "code_challenge": issued.code_challenge,
+            "redirect_uri": issued.redirect_uri,
+            "redirect_uri_explicit": issued.redirect_uri_explicit,
+        }
+    )
+
+
+def issued_code_from(data: str) -> IssuedCode:
+    """The issued code in `issued_code_json`'s text."""
+    raw = json.loads(data)
+    return IssuedCode(
+        _grant_from(raw["grant"]),
+        str(raw["code_challenge"]),
+        str(raw["redirect_uri"]),
+        raw["redirect_uri_explicit"],
+    )
+
+
+def grant_from_row(row: Sequence[Any]) -> Grant:
+    """The grant of a tokens row selected as `family, client_id, user_id, scopes, resource, expires_at`."""
+    return Grant(row[1], int(row[2]), tuple(row[3].split()), row[4], row[0], float(row[5]))
+
+
+def access_from_row(row: Sequence[Any]) -> tuple[Grant, Person]:
+    """The grant and active person of an access token's row: `grant_from_row`'s columns, then the person's
+    `name, member_id, signed_in_at, last_used_at, version`."""
+    return grant_from_row(row), Person(int(row[2]), row[6], row[7], float(row[8]), row[9], int(row[10]), True)
+
+
+def person_from_row(row: Sequence[Any]) -> Person:
+    """A person from a people row selected as
+    `user_id, name, member_id, signed_in_at, last_used_at, version, access IS NOT NULL`."""
+    return Person(int(row[0]), str(row[1]), str(row[2]), float(row[3]), row[4], int(row[5]), bool(row[6]))
+
+
+def seal_client(sealer: Sealer, client: OAuthClientInformationFull) -> tuple[str, str | None]:
+    """What the stores keep of a registered client: its information without the secret, and the secret sealed."""
+    info = client.model_dump_json(exclude={"client_secret"}, exclude_none=True)
+    sealed = sealer.seal(client.client_secret, f"client:{client.client_id}") if client.client_secret else None
+    return info, sealed
+
+
+def open_client(sealer: Sealer, client_id: str, info: str, sealed: str | None) -> OAuthClientInformationFull | None:
+    """The client `seal_client` kept; None when its secret was sealed with another key (it registers again)."""
+    client = OAuthClientInformationFull.model_validate_json(info)
+    if sealed is not None:
+        secret = sealer.open(sealed, f"client:{client_id}")
+        if secret is None:
+            return None
+        client = client.model_copy(update={"client_secret": secret})
+    return client
 
 
 def seal_tokens(sealer: Sealer, tokens: BitrixTokens, where: str) -> tuple[str, str | None]:
@@ -339,7 +399,7 @@ def consent_json(waiting: AwaitingConsent) -> str:
     person = waiting.person
     return json.dumps(
         {
-            "authorization": json.loads(_authorization_json(waiting.authorization)),
+            "authorization": json.loads(authorization_json(waiting.authorization)),
             "member_id": person.member_id,
             "user_id": person.user_id,
             "name": person.name,
@@ -351,7 +411,7 @@ def consent_from(data: str, tokens: BitrixTokens, expires_at: float) -> Awaiting
     """A waiting consent from `consent_json`'s text and its opened tokens."""
     fields = json.loads(data)
     person = SignedIn(str(fields["member_id"]), int(fields["user_id"]), str(fields["name"]), tokens)
-    return AwaitingConsent(_authorization_from(fields["authorization"]), person, expires_at)
+    return AwaitingConsent(authorization_from(fields["authorization"]), person, expires_at)
 
 
 class SQLiteStore:
@@ -422,21 +482,11 @@ class SQLiteStore:
             return None if row is None else (row[0], row[1])
 
         row = await self._run(work)
-        if row is None:
-            return None
-        info, sealed = row
-        client = OAuthClientInformationFull.model_validate_json(info)
-        if sealed is not None:
-            secret = self._sealer.open(sealed, f"client:{client_id}")
-            if secret is None:
-                return None  # sealed with another key: the client registers again
-            client = client.model_copy(update={"client_secret": secret})
-        return client
+        return None if row is None else open_client(self._sealer, client_id, *row)
 
     async def add_client(self, client: OAuthClientInformationFull) -> None:
         now = self._clock()
-        info = client.model_dump_json(exclude={"client_secret"}, exclude_none=True)
-        sealed = self._sealer.seal(client.client_secret, f"client:{client.client_id}") if client.client_secret else None
+        info, sealed = seal_client(self._sealer, client)
 
         def work(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM clients WHERE used_at IS NULL AND created_at < ?", (now - UNUSED_CLIENT_SECONDS,))
@@ -461,7 +511,7 @@ class SQLiteStore:
                 raise StoreFull("too many sign-ins in flight")
             db.execute(
                 "INSERT INTO authorizations (state, data, expires_at) VALUES (?, ?, ?)",
-                (digest(state), _authorization_json(authorization), authorization.expires_at),
+                (digest(state), authorization_json(authorization), authorization.expires_at),
             )
 
         await self._run(work)
@@ -476,7 +526,7 @@ class SQLiteStore:
             return None if row is None or row[1] <= now else str(row[0])
 
         data = await self._run(work)
-        return None if data is None else _authorization_from(json.loads(data))
+        return None if data is None else authorization_from(json.loads(data))
 
     async def await_consent(self, consent_id: str, waiting: AwaitingConsent) -> None:
         key = digest(consent_id)
@@ -602,7 +652,7 @@ class SQLiteStore:
                 "SELECT user_id, name, member_id, signed_in_at, last_used_at, version, access IS NOT NULL "
                 "FROM people ORDER BY user_id"
             ).fetchall()
-            return [Person(int(r[0]), str(r[1]), str(r[2]), float(r[3]), r[4], int(r[5]), bool(r[6])) for r in rows]
+            return [person_from_row(row) for row in rows]
 
         return await self._run(work)
 
@@ -622,14 +672,7 @@ class SQLiteStore:
 
     async def add_code(self, code: str, issued: IssuedCode) -> None:
         now = self._clock()
-        data = json.dumps(
-            {
-                "grant": _grant_json(issued.grant),
-                "code_challenge": issued.code_challenge,
-                "redirect_uri": issued.redirect_uri,
-                "redirect_uri_explicit": issued.redirect_uri_explicit,
-            }
-        )
+        data = issued_code_json(issued)
 
         def work(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM codes WHERE expires_at <= ?", (now,))
@@ -648,15 +691,7 @@ class SQLiteStore:
             return None if row is None else str(row[0])
 
         data = await self._run(work)
-        if data is None:
-            return None
-        raw = json.loads(data)
-        return IssuedCode(
-            _grant_from(raw["grant"]),
-            str(raw["code_challenge"]),
-            str(raw["redirect_uri"]),
-            raw["redirect_uri_explicit"],
-        )
+        return None if data is None else issued_code_from(data)
 
     async def take_code(self, code: str) -> Taken:
         def work(db: sqlite3.Connection) -> Taken:
@@ -699,10 +734,7 @@ class SQLiteStore:
                 "WHERE t.token = ? AND t.kind = 'access' AND t.expires_at > ? AND p.access IS NOT NULL",
                 (digest(token), now),
             ).fetchone()
-            if row is None:
-                return None
-            grant = Grant(row[1], int(row[2]), tuple(row[3].split()), row[4], row[0], float(row[5]))
-            return grant, Person(int(row[2]), row[6], row[7], float(row[8]), row[9], int(row[10]), True)
+            return None if row is None else access_from_row(row)
 
         return await self._run(work)
 
@@ -715,9 +747,7 @@ class SQLiteStore:
                 "WHERE token = ? AND kind = 'refresh' AND expires_at > ?",
                 (digest(token), now),
             ).fetchone()
-            if row is None:
-                return None
-            return Grant(row[1], int(row[2]), tuple(row[3].split()), row[4], row[0], float(row[5]))
+            return None if row is None else grant_from_row(row)
 
         return await self._run(work)
 
