@@ -5,7 +5,8 @@ registration, revocation. The 2026-07-28 revision of the MCP authorization spec 
 server names itself (`iss`) in every authorization response, which `pages` does, and says so in its metadata
 (`authorization_response_iss_parameter_supported`), so that a client may refuse a response without it (a mix-up
 attack). The SDK's metadata route has no such field: `IssuerMetadata` serves the same document with it, in front of
-the SDK's application.
+the SDK's application. It also puts `pages.StoreOutage` into that application, so that every sign-in endpoint
+answers 503 while the shared database is down.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.routes import build_metadata, cors_middleware
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
 from mcp.shared.auth import OAuthMetadata
+from starlette.applications import Starlette
 
 from b24_mcp.signin.config import MCP_PATH
+from b24_mcp.signin.pages import StoreOutage
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -50,9 +53,15 @@ def authorization_server_metadata(issuer: str) -> OAuthMetadata:
 
 
 class IssuerMetadata:
-    """ASGI: serves `METADATA_PATH` itself (see the module docstring); everything else, lifespan included, goes on."""
+    """ASGI: serves `METADATA_PATH` itself (see the module docstring); everything else, lifespan included, goes on,
+    to `app` with `StoreOutage` added: as Starlette's outermost middleware but its error handler, which would
+    otherwise answer a failure with 500 before `StoreOutage` saw it."""
 
     def __init__(self, app: ASGIApp, issuer: str) -> None:
+        if isinstance(app, Starlette):
+            app.add_middleware(StoreOutage)
+        else:
+            app = StoreOutage(app)
         self.app = app
         self._metadata = cors_middleware(
             MetadataHandler(authorization_server_metadata(issuer)).handle, ["GET", "OPTIONS"]

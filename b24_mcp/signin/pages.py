@@ -10,23 +10,35 @@ Their answer is remembered per person and client; `b24-mcp people revoke` forget
 Every parameter is hostile: lengths are capped, the `state` and consent ids are single-use 256-bit values stored
 only as digests, the consent form is accepted only from this server's own origin, and the pages can be neither
 framed nor cached, nor leak their address to another site. Nothing a client or the portal sent is shown unescaped.
+
+`StoreOutage` is how every sign-in endpoint answers while the shared database is down (`B24_DATABASE_URL`): the SDK's
+`/authorize`, `/token`, `/register`, `/revoke`, these pages, and the bearer-token lookup of every MCP request. None
+of them can decide without the store, and none may guess: a failure taken for "unknown token" would make clients
+throw good tokens away and sign people in again, one taken for success would let a request through unchecked. So
+the store's `DatabaseUnavailableError` goes up untouched, and this one middleware answers it with 503 and
+`Retry-After` (an OAuth error in JSON, or a short page where a browser is), logs one warning naming the failure,
+and leaves the request as undone: the same code, state or token works once the database is back.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
+from mcp.server.auth.handlers.authorize import AuthorizationHandler
 from mcp.server.auth.provider import construct_redirect_uri
+from mcp.server.auth.routes import AUTHORIZATION_PATH
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from b24_mcp.portal import PortalClient
 from b24_mcp.signin.bitrix import SignInFailed, sign_in
-from b24_mcp.signin.config import CONSENT_PATH, SignInConfig
+from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.provider import CODE_PREFIX, CODE_SECONDS
 from b24_mcp.signin.sealing import new_token
 from b24_mcp.signin.store import (
@@ -41,11 +53,17 @@ from b24_mcp.signin.store import (
 )
 from b24_mcp.text import for_display
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 logger = logging.getLogger(__name__)
 
 CONSENT_SECONDS = 600
 MAX_PARAM = 2048
 MAX_FORM_BYTES = 4096
+RETRY_AFTER_SECONDS = 5  # the database's pool reconnects in the background; a request then tries it afresh
+BROWSER_PATHS = frozenset({AUTHORIZATION_PATH, CALLBACK_PATH, CONSENT_PATH})  # where a person's browser is sent
+UNAVAILABLE = "The sign-in store is temporarily unavailable; try again in a few seconds."
 _HEADERS = {
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
@@ -61,13 +79,13 @@ _STYLE = (
 )
 
 
-def _page(status: int, title: str, body: str) -> HTMLResponse:
+def _page(status: int, title: str, body: str, headers: dict[str, str] | None = None) -> HTMLResponse:
     content = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_STYLE}</style></head>'
         f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
     )
-    return HTMLResponse(content, status_code=status, headers=_HEADERS)
+    return HTMLResponse(content, status_code=status, headers=_HEADERS | (headers or {}))
 
 
 def _text(value: str) -> str:
@@ -235,3 +253,69 @@ async def _read_form(request: Request) -> dict[str, str] | None:
         return dict(parse_qsl(text, keep_blank_values=False, max_num_fields=10))
     except ValueError:
         return {}
+
+
+# ------------------------------------------------------------------------------------- the store is unavailable
+
+
+def store_outage(exc: BaseException) -> str | None:
+    """Why the shared database failed the people store, when that is what `exc` is; else None.
+
+    The database module is looked up, not imported: only `B24_DATABASE_URL` loads it (and psycopg), and without it
+    no such failure can happen."""
+    database = sys.modules.get("b24_mcp.shared.database")
+    if database is not None and isinstance(exc, database.DatabaseUnavailableError):
+        return str(exc)  # the kind of failure, in one line; never the URL or the password
+    return None
+
+
+def _not_an_outage(record: logging.LogRecord) -> bool:
+    """A log filter: drops the SDK's traceback of an outage (`StoreOutage` logs one line for it instead)."""
+    return record.exc_info is None or store_outage(record.exc_info[1] or Exception()) is None
+
+
+class StoreOutage:
+    """ASGI middleware: a request the people store failed because the shared database is down gets 503 (see the
+    module docstring).
+
+    It must sit inside Starlette's `ServerErrorMiddleware`, which would otherwise answer 500 first, and outside
+    the SDK's `AuthenticationMiddleware`, where an MCP request's bearer token is looked up. The SDK's `/authorize`
+    catches every exception itself, logs its traceback and tries the store again to answer: that second failure
+    comes here, and the traceback is filtered out of its log.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        logging.getLogger(AuthorizationHandler.__module__).addFilter(_not_an_outage)  # once: the same filter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            reason = store_outage(exc)
+            if reason is None or started:
+                raise
+            logger.warning(
+                "Answered 503 to %s %s: the people store is unavailable (%s)", scope["method"], scope["path"], reason
+            )
+            await unavailable(scope["path"])(scope, receive, send)
+
+
+def unavailable(path: str) -> Response:
+    """The 503 of `path` while the people store is unavailable: a short page where a person's browser is sent,
+    elsewhere an OAuth error (RFC 6749's `temporarily_unavailable`) in JSON."""
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if path in BROWSER_PATHS:
+        return _page(503, "Try again in a moment", f"<p>{html.escape(UNAVAILABLE)}</p>", retry)
+    body = {"error": "temporarily_unavailable", "error_description": UNAVAILABLE}
+    return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"} | retry)

@@ -34,7 +34,7 @@ from pydantic import AnyUrl
 
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.sealing import new_token
-from b24_mcp.signin.store import Authorization, Grant, PeopleStore, Person, StoreFull
+from b24_mcp.signin.store import Authorization, Grant, PeopleStore, Person, StoreFull, Taken
 
 logger = logging.getLogger(__name__)
 
@@ -196,16 +196,13 @@ class SignInProvider:
     async def exchange_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: AuthorizationCode
     ) -> OAuthToken:
-        taken = await self._store.take_code(authorization_code.code)
-        if taken.outcome == "replayed" and taken.family is not None:
-            await self._store.revoke_family(taken.family)
-            logger.warning("An authorization code was presented twice; the tokens issued for it are revoked")
-        if taken.outcome != "taken" or taken.family is None or authorization_code.subject is None:
-            raise TokenError("invalid_grant", "The authorization code was already used or has expired.")
-        resource = authorization_code.resource or self._config.resource
-        scopes = tuple(authorization_code.scopes)
-        return await self._issue(
-            Grant(client.client_id, int(authorization_code.subject), scopes, resource, taken.family, 0)
+        return await self._redeem(
+            client,
+            await self._store.take_code(authorization_code.code),
+            authorization_code,
+            authorization_code.scopes,
+            replayed="An authorization code was presented twice; the tokens issued for it are revoked",
+            spent="The authorization code was already used or has expired.",
         )
 
     # ---------------------------------------------------------------------------------------------- refreshing
@@ -229,14 +226,35 @@ class SignInProvider:
     async def exchange_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: RefreshToken, scopes: list[str]
     ) -> OAuthToken:
-        taken = await self._store.rotate_refresh(refresh_token.token)
+        return await self._redeem(
+            client,
+            await self._store.rotate_refresh(refresh_token.token),
+            refresh_token,
+            scopes,
+            replayed="A refresh token was presented twice; every token descending from its sign-in is revoked",
+            spent="The refresh token was already used; sign in again.",
+        )
+
+    async def _redeem(
+        self,
+        client: OAuthClientInformationFull,
+        taken: Taken,
+        presented: AuthorizationCode | RefreshToken,
+        scopes: list[str],
+        *,
+        replayed: str,
+        spent: str,
+    ) -> OAuthToken:
+        """New tokens for the code or refresh token `client` presented, which the store has just `taken` (single
+        use): `invalid_grant` (`spent`) unless this request took it; presented a second time, every token of its
+        family is revoked first (and `replayed` logged), since one of the two presenters holds a stolen copy."""
         if taken.outcome == "replayed" and taken.family is not None:
             await self._store.revoke_family(taken.family)
-            logger.warning("A refresh token was presented twice; every token descending from its sign-in is revoked")
-        if taken.outcome != "taken" or taken.family is None or refresh_token.subject is None:
-            raise TokenError("invalid_grant", "The refresh token was already used; sign in again.")
-        resource = refresh_token.resource or self._config.resource
-        user_id = int(refresh_token.subject)
+            logger.warning("%s", replayed)
+        if taken.outcome != "taken" or taken.family is None or presented.subject is None:
+            raise TokenError("invalid_grant", spent)
+        resource = presented.resource or self._config.resource
+        user_id = int(presented.subject)
         return await self._issue(Grant(client.client_id, user_id, tuple(scopes), resource, taken.family, 0))
 
     async def _issue(self, grant: Grant) -> OAuthToken:
