@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from b24_mcp.auth import MAX_CODE, Secrets
 from b24_mcp.errors import TransportError
-from b24_mcp.exchange import Answer
+from b24_mcp.wire import Answer
 
 logger = logging.getLogger(__name__)
 

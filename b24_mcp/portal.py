@@ -2,7 +2,7 @@
 
 `PortalClient` is the call policy: pacing by the shared leaky bucket, retries with backoff when a retry can help,
 one renewal on `expired_token` when the credential can be refreshed, and the methods the portal blocked until
-its `operating_reset_at`. The POST itself is `exchange.Exchange` (bounded in time and size); reading what came
+its `operating_reset_at`. The POST itself is `wire.Wire` (bounded in time and size); reading what came
 back is `answer.read_answer`. The webhook base URL carries the secret code, so it lives only inside the request
 the credential prepares: it is never formatted into a message.
 """
@@ -26,8 +26,8 @@ import httpx2
 from b24_mcp.answer import ErrorBody, PortalResponse, read_answer
 from b24_mcp.auth import Auth
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError, may_have_acted
-from b24_mcp.exchange import DEFAULT_MAX_ANSWER_BYTES, Exchange
 from b24_mcp.limiter import Pacing
+from b24_mcp.wire import DEFAULT_MAX_ANSWER_BYTES, Wire
 
 __all__ = ["DEFAULT_MAX_ANSWER_BYTES", "PortalClient", "PortalResponse"]
 
@@ -60,10 +60,10 @@ class PortalClient:
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._auth = auth
-        self._exchange = Exchange(
+        self._wire = Wire(
             timeout=timeout, ca_bundle=ca_bundle, http_transport=http_transport, max_answer_bytes=max_answer_bytes
         )
-        self._owns_exchange = True  # False for a client made by `for_credential`: the pool is its owner's
+        self._owns_wire = True  # False for a client made by `for_credential`: the pool is its owner's
         self._limiter = limiter
         self._max_retries = max_retries
         self._retry_base = retry_base
@@ -78,7 +78,7 @@ class PortalClient:
         client's HTTP pool, rate limiter and limits, and keeps its own record of the methods the portal blocked
         (the portal counts those per credential). Closing it leaves the pool to this client."""
         other = PortalClient(auth, limiter=self._limiter, max_retries=self._max_retries, retry_base=self._retry_base)
-        other._exchange, other._owns_exchange = self._exchange, False
+        other._wire, other._owns_wire = self._wire, False
         return other
 
     @property
@@ -102,8 +102,8 @@ class PortalClient:
 
     async def aclose(self) -> None:
         """Close the pooled connections (a client made by `for_credential` leaves them to its pool's owner)."""
-        if self._owns_exchange:
-            await self._exchange.aclose()
+        if self._owns_wire:
+            await self._wire.aclose()
 
     @contextmanager
     def deadline(self, seconds: float) -> Iterator[None]:
@@ -175,9 +175,7 @@ class PortalClient:
 
     async def _send(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
         url, body = self._auth.prepare(method, params)
-        answer = await self._exchange.post(
-            url, json_body=body, who="The portal", what=method, host=self.host, acts=True
-        )
+        answer = await self._wire.post(url, json_body=body, who="The portal", what=method, host=self.host, acts=True)
         read = read_answer(method, answer, host=self.host, secrets=self._auth.secrets)
         if isinstance(read, ErrorBody):
             raise self._portal_error(method, read)
@@ -186,7 +184,7 @@ class PortalClient:
     async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
         """POST a form to an OAuth server (a token request) under this client's limits: (HTTP status, body).
         Raises `TransportError` when no answer came back; such a failure never counts as a REST call sent."""
-        answer = await self._exchange.post(
+        answer = await self._wire.post(
             url,
             form=dict(form),
             who="The OAuth server",

@@ -245,7 +245,7 @@ def gzip_bomb() -> bytes:
 async def test_a_200_mb_answer_is_abandoned_at_the_cap_in_little_memory(tls: TLSFiles) -> None:
     async with hostile_portal(tls, huge_body) as portal:
         outcome = await call_in_child(portal, tls)
-    assert (outcome["kind"], outcome["code"], outcome["maybe_sent"]) == ("TransportError", "BAD_PORTAL_RESPONSE", True)
+    assert (outcome["kind"], outcome["code"], outcome["maybe_sent"]) == ("AnswerTooLarge", "BAD_PORTAL_RESPONSE", True)
     assert_small(outcome)
 
 
@@ -259,7 +259,7 @@ async def test_a_gzip_bomb_is_abandoned_at_the_cap_measured_after_decompression(
     assert len(gzip_bomb) < DEFAULT_MAX_ANSWER_BYTES // 16
     async with hostile_portal(tls, bomb) as portal:
         outcome = await call_in_child(portal, tls)
-    assert (outcome["kind"], outcome["code"], outcome["maybe_sent"]) == ("TransportError", "BAD_PORTAL_RESPONSE", True)
+    assert (outcome["kind"], outcome["code"], outcome["maybe_sent"]) == ("AnswerTooLarge", "BAD_PORTAL_RESPONSE", True)
     assert_small(outcome)
 
 

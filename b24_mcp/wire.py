@@ -1,6 +1,6 @@
-"""One POST to the portal or its OAuth server: bounded in time and size, the HTTP library's failures made ours.
+"""One POST on the wire to the portal or its OAuth server: bounded in time and size, the library's failures made ours.
 
-`Exchange` owns the process's pooled HTTP client (created on first use, so start-up builds no TLS context).
+`Wire` owns the process's pooled HTTP client (created on first use, so start-up builds no TLS context).
 - `timeout` bounds each attempt as a whole (connecting, sending, and reading the last byte of the body), not
   each read: a portal trickling bytes is cut off after `timeout` seconds (`PORTAL_TIMEOUT`);
 - an answer is read as a stream and abandoned once its decoded size passes `max_answer_bytes` (16 MiB by
@@ -42,7 +42,7 @@ class Answer(NamedTuple):
     content: bytes
 
 
-class Exchange:
+class Wire:
     """POSTs through one pooled HTTP client, each bounded by `timeout` as a whole and by `max_answer_bytes`."""
 
     def __init__(
