@@ -1,5 +1,5 @@
 """What the bulk tool's tests share: the tool's name, seeding deals, reading results, and the server with the
-emulator over HTTPS."""
+emulator over HTTPS (without its request limit)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,19 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from b24_mcp.sandbox.emulator import Portal
+from b24_mcp.sandbox.seed import seeded_portal
 from b24_mcp.server import build_server
 from b24_mcp.settings import Settings
 from helpers import Connect, TLSFiles, make_app
 
 TOOL = "crm_item_delete_batch"
 CLEAN_UP = "Clean-up test"
+
+
+def unlimited_portal() -> Portal:
+    """The seeded portal without its request limit (pacing is the benchmark's business): as a module's `portal`
+    fixture, the one conftest's HTTPS fixtures serve."""
+    return seeded_portal(rate_limit=None)
 
 
 def https_client(make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles) -> Connect:

@@ -1,4 +1,5 @@
-"""Helpers the tests share: reading the journal, running the command, building the application, secrets."""
+"""Helpers the tests share: reading the journal, running the command or serving with it, building the application,
+secrets."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import httpx2
 from mcp import Client
@@ -78,18 +81,115 @@ def assert_no_secret(text: str) -> None:
         assert secret not in text
 
 
+def webhook_env(webhook_url: str, tls: TLSFiles, journal: Path) -> dict[str, str]:
+    """The B24_* variables of a `b24-mcp` that reaches the emulator at `webhook_url` over HTTPS and journals to
+    `journal`."""
+    return {"B24_WEBHOOK_URL": webhook_url, "B24_CA_BUNDLE": str(tls.ca_bundle), "B24_AUDIT_LOG": str(journal)}
+
+
+def b24_environment(env: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment without its B24_* variables, with `env`'s."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("B24_")} | (env or {})
+
+
 def run_b24(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the `b24-mcp` command as a user would: a fresh process, no B24_* variable but those given."""
-    clean = {name: value for name, value in os.environ.items() if not name.startswith("B24_")}
     return subprocess.run(
         [sys.executable, "-m", "b24_mcp", *args],
-        env=clean | (env or {}),
+        env=b24_environment(env),
         capture_output=True,
         text=True,
         timeout=120,
         stdin=subprocess.DEVNULL,
         cwd=tempfile.gettempdir(),
     )
+
+
+def url_host(host: str) -> str:
+    """`host` as a URL spells it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+class Served(NamedTuple):
+    """A running `b24-mcp --transport http`: its /mcp URL, the process, and the file its stderr goes to."""
+
+    url: str
+    process: subprocess.Popen[str]
+    log: Path
+
+    def stop(self) -> str:
+        """Stop the server (SIGTERM; SIGKILL and fail when it is still running 20 s later) and return all it wrote to
+        stderr. Stopping a stopped server only reads its stderr."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"b24-mcp outlived SIGTERM; its stderr ends:\n{self.stderr_tail()}") from None
+        return self.log.read_text()
+
+    def stderr_tail(self, size: int = 4000) -> str:
+        return self.log.read_text()[-size:]
+
+    def wait_listening(self, timeout: float = 20) -> None:
+        """Wait until the server accepts connections; fail with the end of its stderr when it exits first or is not
+        listening after `timeout` seconds."""
+        address = urlsplit(self.url)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((address.hostname, address.port), timeout=0.2).close()
+                return
+            except OSError:
+                pass
+            if self.process.poll() is not None:
+                problem = f"exited with code {self.process.returncode}"
+            elif time.monotonic() > deadline:
+                problem = f"was not listening after {timeout:g} s"
+            else:
+                time.sleep(0.05)
+                continue
+            raise AssertionError(f"b24-mcp {problem}; its stderr ends:\n{self.stderr_tail()}")
+
+
+@contextmanager
+def http_server(
+    env: dict[str, str],
+    *args: str,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log_folder: Path | None = None,
+    python_args: Sequence[str] = ("-m", "b24_mcp"),
+    wait: bool = True,
+) -> Iterator[Served]:
+    """`b24-mcp --transport http [args]` on `port` (a free one by default) of a loopback `host`, with no B24_*
+    variable but `env`'s, listening (with `wait=False` just started: see `Served.wait_listening`) until the block
+    ends, then stopped.
+
+    `python_args` are the interpreter's arguments that run `b24-mcp`. Its stderr goes to a file in `log_folder` (a
+    temporary folder by default): a pipe nobody reads while the test runs would stop the server once full."""
+    port = port or free_port(host)
+    with ExitStack() as stack:
+        folder = log_folder or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / f"stderr-{time.monotonic_ns()}.txt"
+        with log.open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, *python_args, "--transport", "http", "--host", host, "--port", str(port), *args],
+                env=b24_environment(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                text=True,
+                cwd=tempfile.gettempdir(),
+            )
+        served = Served(f"http://{url_host(host)}:{port}/mcp", process, log)
+        stack.callback(served.stop)
+        if wait:
+            served.wait_listening()
+        yield served
 
 
 Connect = Callable[..., AbstractAsyncContextManager[Client]]

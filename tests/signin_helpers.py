@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import secrets
-import socket
 import ssl
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +25,8 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from helpers import Served, http_server
+from helpers import run_b24 as run_command
 
 CLIENT_REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the browser stops when it is sent there
 MAX_HOPS = 12
@@ -37,23 +34,22 @@ MAX_HOPS = 12
 
 @dataclass
 class SignInServer:
-    """A running sign-in server: its public URL, the process, where its stderr goes, and its environment."""
+    """A running sign-in server (`served.url` is where a test reaches it) and its environment."""
 
-    public_url: str
-    process: subprocess.Popen[str]
-    log: Path
+    served: Served
     env: dict[str, str]
 
     @property
+    def public_url(self) -> str:
+        return self.served.url.removesuffix("/mcp")
+
+    @property
     def mcp_url(self) -> str:
-        return self.public_url + "/mcp"
+        return self.served.url
 
     def stop(self) -> str:
         """Stop the server (SIGTERM) and return what it wrote to stderr."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-        return self.log.read_text()
+        return self.served.stop()
 
 
 def signin_env(portal: Portal, origin: str, ca_bundle: Path, state: Path, journal: Path, port: int) -> dict[str, str]:
@@ -77,16 +73,8 @@ def signin_env(portal: Portal, origin: str, ca_bundle: Path, state: Path, journa
 
 
 def run_b24(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {name: value for name, value in os.environ.items() if not name.startswith("B24_")}
-    return subprocess.run(
-        [sys.executable, "-m", "b24_mcp", *args],
-        env=clean | env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        cwd=tempfile.gettempdir(),
-    )
+    """The `b24-mcp` command with a server's environment: `run_b24(server.env, "people")`."""
+    return run_command(*args, env=env)
 
 
 @contextmanager
@@ -96,33 +84,8 @@ def signin_server(env: dict[str, str], log_folder: Path, *args: str, port: int |
     With `port`, a replica behind the public address listening on a port of its own: the `SignInServer`'s URL is
     that port's (where a test reaches this replica), the public URL stays `env`'s."""
     port = port or int(env["B24_PUBLIC_URL"].rsplit(":", 1)[1])
-    clean = {name: value for name, value in os.environ.items() if not name.startswith("B24_")}
-    log_folder.mkdir(parents=True, exist_ok=True)
-    log = log_folder / f"stderr-{time.monotonic_ns()}.txt"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "b24_mcp", "--transport", "http", "--host", "127.0.0.1", "--port", str(port), *args],
-            env=clean | env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-            cwd=tempfile.gettempdir(),
-        )
-    served = SignInServer(f"http://127.0.0.1:{port}", process, log, env)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not start: {log.read_text()}") from None
-                time.sleep(0.05)
-        yield served
-    finally:
-        served.stop()
+    with http_server(env, *args, port=port, log_folder=log_folder) as served:
+        yield SignInServer(served, env)
 
 
 class MemoryStorage:

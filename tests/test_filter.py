@@ -6,31 +6,22 @@ Every test talks to the emulator over real HTTPS through the SDK's client; the p
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from b24_mcp.sandbox.emulator import Portal
-from b24_mcp.sandbox.seed import seeded_portal
-from b24_mcp.settings import Settings
-from bulk_helpers import CLEAN_UP, TOOL, add_deals, data, https_client, requests
-from helpers import Connect, TLSFiles
+from bulk_helpers import CLEAN_UP, TOOL, add_deals, data, https_client, requests, unlimited_portal
+from helpers import Connect
 
 pytestmark = pytest.mark.anyio
 
 WEB_FORM = 1100  # a smart process of web-form leads, so only these items can match
 
 
-@pytest.fixture
-def portal() -> Portal:
-    """The seeded portal without its request limit (conftest's HTTPS fixtures serve this one)."""
-    return seeded_portal(rate_limit=None)
-
-
-@pytest.fixture
-def connect_https(make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles) -> Connect:
-    return https_client(make_settings, webhook_url, tls)
+# The seeded portal without its request limit, served by conftest's HTTPS fixtures; `connect_https`, the server with it.
+portal = pytest.fixture(unlimited_portal)
+connect_https = pytest.fixture(https_client)
 
 
 @pytest.fixture

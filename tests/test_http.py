@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import httpx2
@@ -23,15 +17,11 @@ from mcp.client.streamable_http import streamable_http_client
 
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.transport import REQUEST_READ_SECONDS
-from helpers import TLSFiles, assert_no_secret, free_port, run_b24
+from helpers import TLSFiles, assert_no_secret, free_port, http_server, run_b24, webhook_env
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "team-token-5f2a9c1e7b3d4a6f8e0c2b4d6f8a0c2e"
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 # `python -c LIMITED N args...` runs `b24-mcp args...` allowed N open files at most, soft and hard limit alike.
@@ -42,67 +32,9 @@ LIMITED = (
 )
 
 
-class Served(NamedTuple):
-    """A running `b24-mcp --transport http`: its /mcp URL, the process, and the file its stderr goes to."""
-
-    url: str
-    process: subprocess.Popen[str]
-    log: Path
-
-
-@contextmanager
-def http_server(
-    env: dict[str, str], *args: str, host: str = "127.0.0.1", open_files: int | None = None
-) -> Iterator[Served]:
-    """`b24-mcp --transport http` on a free port of a loopback `host`, until the block ends.
-
-    Its stderr goes to a file: a pipe nobody reads while the test runs would stop the server once full.
-    """
-    port = free_port(host)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("B24_")}
-    command = ["-m", "b24_mcp"] if open_files is None else ["-c", LIMITED, str(open_files)]
-    with tempfile.TemporaryDirectory() as folder:
-        log = Path(folder) / "stderr.txt"
-        with log.open("w") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, *command, "--transport", "http", "--host", host, "--port", str(port), *args],
-                env=clean | env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                text=True,
-                cwd=tempfile.gettempdir(),
-            )
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection((host, port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the server did not start: {log.read_text()}") from None
-                    time.sleep(0.05)
-            yield Served(f"http://{url_host(host)}:{port}/mcp", process, log)
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=20)
-
-
-def stderr_after_stop(served: Served) -> str:
-    """Stop the server (SIGTERM) and return all it wrote to stderr."""
-    served.process.terminate()
-    served.process.wait(timeout=20)
-    return served.log.read_text()
-
-
 @pytest.fixture
 def env(webhook_url: str, tls: TLSFiles, journal_path: Path) -> dict[str, str]:
-    return {
-        "B24_WEBHOOK_URL": webhook_url,
-        "B24_CA_BUNDLE": str(tls.ca_bundle),
-        "B24_AUDIT_LOG": str(journal_path),
+    return webhook_env(webhook_url, tls, journal_path) | {
         "B24_CONFIRM": "token",
         "B24_MCP_HTTP_TOKEN": TOKEN,
         "B24_CONFIRM_SECRET": "shared-confirm-secret-0123456789",
@@ -149,23 +81,15 @@ async def test_tools_are_listed_with_the_token(env: dict[str, str]) -> None:
     with http_server(env) as served:
         async with client(served.url) as session:
             tools = await session.list_tools()
-        stderr = stderr_after_stop(served)
+        stderr = served.stop()
     assert sorted(tool.name for tool in tools.tools) == ["crm_entity_types", "crm_item_delete", "crm_item_delete_batch"]
     assert TOKEN not in stderr
     assert_no_secret(stderr)
 
 
 def test_a_non_loopback_binding_without_a_token_is_refused(env: dict[str, str]) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("B24_")}
     without_token = {k: v for k, v in env.items() if k != "B24_MCP_HTTP_TOKEN"}
-    done = subprocess.run(
-        [sys.executable, "-m", "b24_mcp", "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port())],
-        env=clean | without_token,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = run_b24("--transport", "http", "--host", "0.0.0.0", "--port", str(free_port()), env=without_token)
     assert done.returncode == 2
     assert "B24_MCP_HTTP_TOKEN is not set" in done.stderr
 
@@ -284,7 +208,7 @@ async def test_a_server_on_ipv6_loopback_with_a_token_serves_a_client(env: dict[
 
 def test_a_wildcard_bind_without_allowed_hosts_says_what_to_set(env: dict[str, str]) -> None:
     with http_server(env, host="0.0.0.0") as served:
-        stderr = stderr_after_stop(served)
+        stderr = served.stop()
     assert "B24_MCP_ALLOWED_HOSTS is empty" in stderr
     assert TOKEN not in stderr
 
@@ -340,13 +264,13 @@ async def test_other_paths_need_the_token(env: dict[str, str]) -> None:
 
 def test_stateless_with_auto_confirmation_warns_at_start(env: dict[str, str]) -> None:
     with http_server(env | {"B24_CONFIRM": "auto"}, "--stateless") as served:
-        stderr = stderr_after_stop(served)
+        stderr = served.stop()
     assert "--stateless with B24_CONFIRM=auto: a client on the 2025-11-25 protocol cannot be asked here" in stderr
 
 
 def test_stateless_with_token_confirmation_does_not_warn(env: dict[str, str]) -> None:
     with http_server(env, "--stateless") as served:
-        stderr = stderr_after_stop(served)
+        stderr = served.stop()
     assert "B24_CONFIRM=auto" not in stderr
 
 
@@ -383,7 +307,7 @@ def closed_within(sockets: list[socket.socket], seconds: float) -> int:
 
 async def test_stalled_requests_do_not_keep_an_authenticated_client_waiting(env: dict[str, str]) -> None:
     # More stalled connections than the server may open files: without a cap, accept() fails and the client waits.
-    with http_server(env, open_files=256) as (url, _, _):
+    with http_server(env, python_args=("-c", LIMITED, "256")) as (url, _, _):
         stalled = await anyio.to_thread.run_sync(stall, url, STALLED)
         try:
             with anyio.fail_after(5):
@@ -411,7 +335,7 @@ async def test_stalled_requests_are_closed_after_the_read_deadline(env: dict[str
 async def test_a_refusal_is_logged_without_the_token(env: dict[str, str]) -> None:
     with http_server(env) as served:
         await list_tools_raw(served.url, token=TOKEN[:-1] + "x")
-        stderr = stderr_after_stop(served)
+        stderr = served.stop()
     assert "the bearer token is not this server's B24_MCP_HTTP_TOKEN" in stderr
     assert TOKEN[:-1] not in stderr
 

@@ -11,16 +11,9 @@ from b24_mcp.auth import WebhookAuth
 from b24_mcp.errors import PortalError, Refusal, TransportError
 from b24_mcp.portal import PortalClient
 from b24_mcp.sandbox.emulator import Fault, Portal
-from b24_mcp.sandbox.seed import (
-    EXTRANET_USER_ID,
-    EXTRANET_WEBHOOK_CODE,
-    NOSCOPE_USER_ID,
-    NOSCOPE_WEBHOOK_CODE,
-    READONLY_USER_ID,
-    READONLY_WEBHOOK_CODE,
-    SANDBOX_WEBHOOK_CODE,
-)
+from b24_mcp.sandbox.seed import SANDBOX_WEBHOOK_CODE
 from b24_mcp.settings import parse_webhook_url
+from emulator.emulator_helpers import EXTRANET_HOOK, NOSCOPE_HOOK, READONLY_HOOK
 from helpers import TLSFiles, assert_no_secret
 
 pytestmark = pytest.mark.anyio
@@ -92,19 +85,19 @@ async def test_numeric_error_code_becomes_the_string_100(client: PortalClient) -
 
 
 async def test_user_without_delete_right_gets_access_denied(https_origin: str, tls: TLSFiles) -> None:
-    client = client_for(f"{https_origin}/rest/{READONLY_USER_ID}/{READONLY_WEBHOOK_CODE}/", tls)
+    client = client_for(https_origin + READONLY_HOOK, tls)
     error = await portal_error(client, "crm.item.delete", {"entityTypeId": 2, "id": 42})
     assert (error.code, error.description, error.retryable) == ("ACCESS_DENIED", "Access denied", False)
 
 
 async def test_extranet_user_gets_the_lowercase_intranet_code(https_origin: str, tls: TLSFiles) -> None:
-    client = client_for(f"{https_origin}/rest/{EXTRANET_USER_ID}/{EXTRANET_WEBHOOK_CODE}/", tls)
+    client = client_for(https_origin + EXTRANET_HOOK, tls)
     error = await portal_error(client, "crm.item.delete", {"entityTypeId": 2, "id": 42})
     assert (error.code, error.http_status, error.retryable) == ("allowed_only_intranet_user", 403, False)
 
 
 async def test_webhook_without_crm_scope_gets_insufficient_scope(https_origin: str, tls: TLSFiles) -> None:
-    client = client_for(f"{https_origin}/rest/{NOSCOPE_USER_ID}/{NOSCOPE_WEBHOOK_CODE}/", tls)
+    client = client_for(https_origin + NOSCOPE_HOOK, tls)
     error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
     assert error.code == "insufficient_scope"
     assert error.retryable is False
@@ -201,7 +194,7 @@ async def test_a_redirect_is_reported_not_followed(client: PortalClient, portal:
 async def test_one_connection_serves_consecutive_calls(client: PortalClient, portal: Portal) -> None:
     for _ in range(3):
         await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
-    pool = client._exchange._client()._transport._pool  # type: ignore[attr-defined]
+    pool = client._wire._client()._transport._pool  # type: ignore[attr-defined]
     assert len(pool.connections) == 1
     await client.aclose()
 

@@ -3,11 +3,6 @@ emulator over real HTTPS, spoken to through the SDK's own client: what one repli
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,7 +19,7 @@ from postgres_cluster import Postgres
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_WEBHOOK_CODE
-from helpers import TLSFiles, free_port
+from helpers import TLSFiles, http_server, webhook_env
 
 pytestmark = pytest.mark.anyio
 
@@ -36,40 +31,11 @@ REPLICAS = 3
 @contextmanager
 def replicas(env: dict[str, str], count: int = REPLICAS) -> Iterator[list[str]]:
     """`count` stateless HTTP servers on free loopback ports, until the block ends: their /mcp URLs."""
-    clean = {name: value for name, value in os.environ.items() if not name.startswith("B24_")}
-    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
-        servers: list[tuple[subprocess.Popen[str], int, Path]] = []
-        for index in range(count):
-            port, log = free_port(), Path(folder) / f"replica-{index}.txt"
-            stderr = stack.enter_context(log.open("w"))
-            process = subprocess.Popen(
-                [sys.executable, "-m", "b24_mcp", "--transport", "http", "--stateless", "--port", str(port)],
-                env=clean | env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                text=True,
-                cwd=tempfile.gettempdir(),
-            )
-            stack.callback(stop, process)
-            servers.append((process, port, log))
-        deadline = time.monotonic() + 60
-        for process, port, log in servers:
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"a replica did not start: {log.read_text()}") from None
-                    time.sleep(0.05)
-        yield [f"http://127.0.0.1:{port}/mcp" for _, port, _ in servers]
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        process.wait(timeout=30)
+    with ExitStack() as stack:
+        servers = [stack.enter_context(http_server(env, "--stateless", wait=False)) for _ in range(count)]
+        for served in servers:
+            served.wait_listening(timeout=60)
+        yield [served.url for served in servers]
 
 
 async def call(url: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -91,10 +57,8 @@ def journal_rows(url: str) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def env(webhook_url: str, tls: TLSFiles, database_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "B24_WEBHOOK_URL": webhook_url,
-        "B24_CA_BUNDLE": str(tls.ca_bundle),
-        "B24_AUDIT_LOG": str(tmp_path / "audit.jsonl"),  # not used: the journal is the table
+    # B24_AUDIT_LOG is not used: the journal is the table.
+    return webhook_env(webhook_url, tls, tmp_path / "audit.jsonl") | {
         "B24_CONFIRM": "token",
         "B24_MCP_HTTP_TOKEN": TOKEN,
         "B24_CONFIRM_SECRET": SECRET,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -57,6 +58,15 @@ def sales(tls: TLSFiles) -> Person:
 
 def refreshes(portal: Portal) -> int:
     return sum(1 for entry in portal.calls_to("oauth.token") if entry.params.get("grant_type") == "refresh_token")
+
+
+async def preview_through_a_new_server(
+    env: dict[str, str], tmp_path: Path, portal: Portal, person: Person, *args: str
+) -> dict[str, Any]:
+    """Start a sign-in server (with `args`), preview deal 42 through it as `person`, and stop it."""
+    with signin_server(env, tmp_path / "logs", *args) as server:
+        async with person.connect(portal, server) as session:
+            return await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
 
 
 # --------------------------------------------------------------------------------------------------- discovery
@@ -215,9 +225,7 @@ async def test_two_people_share_one_session_store_but_not_a_session(
 async def test_people_sign_in_to_a_stateless_server_too(
     env: dict[str, str], tmp_path: Path, portal: Portal, sales: Person
 ) -> None:
-    with signin_server(env, tmp_path / "logs", "--stateless") as server:
-        async with sales.connect(portal, server) as session:
-            preview = await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
+    preview = await preview_through_a_new_server(env, tmp_path, portal, sales, "--stateless")
     assert preview["status"] == "preview"
 
 
@@ -249,9 +257,7 @@ async def test_the_rotated_pair_is_saved_and_used_after_a_restart(
             portal.expire_access_tokens()
             await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
     portal.expire_access_tokens()  # the pair the first run got is rotated: only the saved one can refresh now
-    with signin_server(env, tmp_path / "logs") as server:
-        async with sales.connect(portal, server) as session:
-            preview = await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
+    preview = await preview_through_a_new_server(env, tmp_path, portal, sales)
     assert preview["status"] == "preview"
     assert refreshes(portal) == 2
 
@@ -259,13 +265,9 @@ async def test_the_rotated_pair_is_saved_and_used_after_a_restart(
 async def test_a_person_stays_signed_in_across_a_restart(
     env: dict[str, str], tmp_path: Path, portal: Portal, sales: Person
 ) -> None:
-    with signin_server(env, tmp_path / "logs") as server:
-        async with sales.connect(portal, server) as session:
-            await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
+    await preview_through_a_new_server(env, tmp_path, portal, sales)
     signed_in_pages = len(sales.browser.pages)
-    with signin_server(env, tmp_path / "logs") as server:
-        async with sales.connect(portal, server) as session:
-            preview = await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
+    preview = await preview_through_a_new_server(env, tmp_path, portal, sales)
     assert preview["status"] == "preview"
     assert len(sales.browser.pages) == signed_in_pages  # no second sign-in
 

@@ -14,20 +14,14 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from b24_mcp.sandbox.emulator import Portal
-from helpers import TLSFiles, assert_no_secret, run_b24
+from helpers import TLSFiles, assert_no_secret, run_b24, webhook_env
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def server_env(webhook_url: str, tls: TLSFiles, journal_path: Path) -> dict[str, str]:
-    return {
-        "B24_WEBHOOK_URL": webhook_url,
-        "B24_CA_BUNDLE": str(tls.ca_bundle),
-        "B24_AUDIT_LOG": str(journal_path),
-        "B24_CONFIRM": "auto",
-        "B24_LOG_LEVEL": "DEBUG",
-    }
+    return webhook_env(webhook_url, tls, journal_path) | {"B24_CONFIRM": "auto", "B24_LOG_LEVEL": "DEBUG"}
 
 
 class Stderr:

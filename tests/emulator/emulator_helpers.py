@@ -1,4 +1,5 @@
-"""What the emulator's tests share: the sandbox's webhook paths, the portal's usual errors, and a REST call."""
+"""What the emulator's tests share: the sandbox's webhook paths (the portal client's tests use them too), the
+portal's usual errors, and a REST call."""
 
 from __future__ import annotations
 

@@ -23,6 +23,21 @@ from emulator.emulator_helpers import GET_42, make_client
 
 pytestmark = pytest.mark.anyio
 
+# What an answer with a token pair holds, to a refresh and to a code exchange alike.
+TOKEN_ANSWER_FIELDS = {
+    "access_token",
+    "client_endpoint",
+    "domain",
+    "expires",
+    "expires_in",
+    "member_id",
+    "refresh_token",
+    "scope",
+    "server_endpoint",
+    "status",
+    "user_id",
+}
+
 
 # ---------------------------------------------------------------------- OAuth calls
 
@@ -116,19 +131,7 @@ async def test_token_endpoint_answers_the_oauth_shape(client: httpx2.AsyncClient
     response = await refresh(client, refresh_token)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {
-        "access_token",
-        "client_endpoint",
-        "domain",
-        "expires",
-        "expires_in",
-        "member_id",
-        "refresh_token",
-        "scope",
-        "server_endpoint",
-        "status",
-        "user_id",
-    }
+    assert set(body) == TOKEN_ANSWER_FIELDS
     assert body["client_endpoint"] == f"https://{SANDBOX_HOST}/rest/"
     assert (body["expires_in"], body["scope"], body["user_id"]) == (3600, "crm,user", SANDBOX_USER_ID)
     assert int(before) + 3600 <= body["expires"] <= time.time() + 3600
@@ -305,19 +308,7 @@ async def test_code_exchange_answers_the_token_shape_for_the_signed_in_user(
     response = await exchange(client, query["code"])
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {
-        "access_token",
-        "client_endpoint",
-        "domain",
-        "expires",
-        "expires_in",
-        "member_id",
-        "refresh_token",
-        "scope",
-        "server_endpoint",
-        "status",
-        "user_id",
-    }
+    assert set(body) == TOKEN_ANSWER_FIELDS
     assert (body["user_id"], body["scope"], body["expires_in"], body["status"]) == (7, "crm,user_brief", 3600, "L")
     assert body["client_endpoint"] == f"https://{SANDBOX_HOST}/rest/"
     assert body["member_id"] == query["member_id"]
