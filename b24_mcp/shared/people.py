@@ -12,12 +12,25 @@ the row. A person's Bitrix24 tokens are refreshed under their row's lock (`SELEC
 that stores the new pair): the first replica exchanges the refresh token, one that waited finds the rotated pair and
 uses it without asking the OAuth server again.
 
-Times are the replicas' own clocks (Unix seconds), as in the SQLite store. Every failure to reach the database is
-`DatabaseUnavailableError`; a refresh that cannot take the lock is `TransportError` `DATABASE_UNAVAILABLE`.
+The caps on registered clients and on sign-ins in flight hold across replicas: the clean-up, the count and the insert
+run under a transaction-scoped advisory lock of their table (`pg_advisory_xact_lock`), one registration (or
+sign-in) at a time, in READ COMMITTED, so the count after the lock sees every row the previous holder committed and
+a refused one is `StoreFull`, as when a single replica is over the cap. (A single `INSERT … WHERE (SELECT count(*)
+…) < cap` is not race-free: under READ COMMITTED two statements see the same count and both insert.) Both are rare,
+short transactions, so waiting for the lock costs nothing worth measuring.
+
+Every time is the database's clock (`now()`, as Unix seconds in the `double precision` columns of migration 2), so
+replicas whose clocks differ agree on what has expired: an expiry a caller gives on its own clock (the `clock` of
+the store, the same as the provider's) is stored as the database's now plus the time left, compared with the
+database's now, and given back as the caller's now plus the time left (the MCP SDK checks it against `time.time()`).
+Stamps (registered, signed in, last used) are the database's now too. The SQLite store, one process, keeps its own
+clock. Every failure to reach the database is `DatabaseUnavailableError`; a refresh that cannot take the lock is
+`TransportError` `DATABASE_UNAVAILABLE`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -67,6 +80,11 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _S = SCHEMA
+# The database's clock in Unix seconds: every expiry is stamped and compared with it (see the module docstring).
+_NOW = "extract(epoch FROM now())::double precision"
+# pg_advisory_xact_lock keys of the caps: "b24mcp" in ASCII (the migrations' key) and one byte for the table.
+_CLIENTS_LOCK = 0x6232346D637001
+_AUTHORIZATIONS_LOCK = 0x6232346D637002
 
 
 def people_key(confirm_secret: bytes) -> bytes:
@@ -79,6 +97,21 @@ def people_key(confirm_secret: bytes) -> bytes:
 @dataclass
 class _Progress:
     renewed: BitrixTokens | None = None
+
+
+async def _one_at_a_time(db: Any, lock: int) -> None:
+    """Hold the advisory lock `lock` until the transaction ends (the first statements of the transaction).
+
+    READ COMMITTED whatever the server's default: each statement after the lock then sees what the previous holder
+    committed (in REPEATABLE READ, the snapshot would be the lock statement's, taken before it waited)."""
+    await db.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    await db.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+
+
+async def _count(db: Any, table: str) -> int:
+    cursor = await db.execute(f"SELECT count(*) FROM {_S}.{table}")
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
 
 
 class PostgresPeopleStore:
@@ -104,6 +137,14 @@ class PostgresPeopleStore:
     async def aclose(self) -> None:
         await self._database.aclose()
 
+    def _time_left(self, expires_at: float) -> float:
+        """The seconds until `expires_at`, a time on the caller's clock (stored as the database's now plus this)."""
+        return expires_at - self._clock()
+
+    def _ours(self, time_left: float) -> float:
+        """When something the database says has `time_left` seconds to go expires, on the caller's clock."""
+        return self._clock() + float(time_left)
+
     # ------------------------------------------------------------------------------------------------- clients
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
@@ -117,21 +158,19 @@ class PostgresPeopleStore:
         return None if row is None else open_client(self._sealer, client_id, row[0], row[1])
 
     async def add_client(self, client: OAuthClientInformationFull) -> None:
-        now = self._clock()
         info, sealed = seal_client(self._sealer, client)
 
         async def work(db: Any) -> None:
+            await _one_at_a_time(db, _CLIENTS_LOCK)  # the count and the insert, one replica at a time
             await db.execute(
-                f"DELETE FROM {_S}.signin_clients WHERE used_at IS NULL AND created_at < %s",
-                (now - UNUSED_CLIENT_SECONDS,),
+                f"DELETE FROM {_S}.signin_clients WHERE used_at IS NULL AND created_at < {_NOW} - %s",
+                (UNUSED_CLIENT_SECONDS,),
             )
-            cursor = await db.execute(f"SELECT count(*) FROM {_S}.signin_clients")
-            row = await cursor.fetchone()
-            if row is not None and row[0] >= MAX_CLIENTS:
+            if await _count(db, "signin_clients") >= MAX_CLIENTS:
                 raise StoreFull("too many registered clients")
             await db.execute(
-                f"INSERT INTO {_S}.signin_clients (client_id, info, secret, created_at) VALUES (%s, %s, %s, %s)",
-                (client.client_id, info, sealed, now),
+                f"INSERT INTO {_S}.signin_clients (client_id, info, secret, created_at) VALUES (%s, %s, %s, {_NOW})",
+                (client.client_id, info, sealed),
             )
 
         await self._run(work)
@@ -139,66 +178,65 @@ class PostgresPeopleStore:
     # -------------------------------------------------------------------------------------- sign-ins in flight
 
     async def add_authorization(self, state: str, authorization: Authorization) -> None:
-        now = self._clock()
+        time_left = self._time_left(authorization.expires_at)
 
         async def work(db: Any) -> None:
-            await db.execute(f"DELETE FROM {_S}.signin_authorizations WHERE expires_at <= %s", (now,))
-            await db.execute(f"DELETE FROM {_S}.signin_consent_waits WHERE expires_at <= %s", (now,))
-            cursor = await db.execute(f"SELECT count(*) FROM {_S}.signin_authorizations")
-            row = await cursor.fetchone()
-            if row is not None and row[0] >= MAX_PENDING:
+            await _one_at_a_time(db, _AUTHORIZATIONS_LOCK)  # the count and the insert, one replica at a time
+            await db.execute(f"DELETE FROM {_S}.signin_authorizations WHERE expires_at <= {_NOW}")
+            await db.execute(f"DELETE FROM {_S}.signin_consent_waits WHERE expires_at <= {_NOW}")
+            if await _count(db, "signin_authorizations") >= MAX_PENDING:
                 raise StoreFull("too many sign-ins in flight")
             await db.execute(
-                f"INSERT INTO {_S}.signin_authorizations (state, data, expires_at) VALUES (%s, %s, %s)",
-                (digest(state), authorization_json(authorization), authorization.expires_at),
+                f"INSERT INTO {_S}.signin_authorizations (state, data, expires_at) VALUES (%s, %s, {_NOW} + %s)",
+                (digest(state), authorization_json(authorization), time_left),
             )
 
         await self._run(work)
 
     async def take_authorization(self, state: str) -> Authorization | None:
-        now = self._clock()
-
         async def work(db: Any) -> Any:
             cursor = await db.execute(
-                f"DELETE FROM {_S}.signin_authorizations WHERE state = %s RETURNING data, expires_at", (digest(state),)
+                f"DELETE FROM {_S}.signin_authorizations WHERE state = %s RETURNING data, expires_at - {_NOW}",
+                (digest(state),),
             )
             return await cursor.fetchone()
 
         row = await self._run(work)
-        if row is None or row[1] <= now:
+        if row is None or row[1] <= 0:
             return None
-        return authorization_from(json.loads(row[0]))
+        return dataclasses.replace(authorization_from(json.loads(row[0])), expires_at=self._ours(row[1]))
 
     async def await_consent(self, consent_id: str, waiting: AwaitingConsent) -> None:
         key = digest(consent_id)
         data = consent_json(waiting)
         access, refresh = seal_tokens(self._sealer, waiting.person.tokens, f"consent:{key}")
+        time_left = self._time_left(waiting.expires_at)
 
         async def work(db: Any) -> None:
             await db.execute(
                 f"INSERT INTO {_S}.signin_consent_waits (consent, data, access, refresh, expires_at) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (key, data, access, refresh, waiting.expires_at),
+                f"VALUES (%s, %s, %s, %s, {_NOW} + %s)",
+                (key, data, access, refresh, time_left),
             )
 
         await self._run(work)
 
     async def take_consent(self, consent_id: str) -> AwaitingConsent | None:
         key = digest(consent_id)
-        now = self._clock()
 
         async def work(db: Any) -> Any:
             cursor = await db.execute(
-                f"DELETE FROM {_S}.signin_consent_waits WHERE consent = %s RETURNING data, access, refresh, expires_at",
+                f"DELETE FROM {_S}.signin_consent_waits WHERE consent = %s "
+                f"RETURNING data, access, refresh, expires_at - {_NOW}",
                 (key,),
             )
             return await cursor.fetchone()
 
         row = await self._run(work)
-        if row is None or row[3] <= now:
+        if row is None or row[3] <= 0:
             return None
         tokens = open_tokens(self._sealer, row[1], row[2], f"consent:{key}")
-        return None if tokens is None else consent_from(row[0], tokens, float(row[3]))
+        return None if tokens is None else consent_from(row[0], tokens, self._ours(row[3]))
 
     async def has_consented(self, user_id: int, client_id: str) -> bool:
         async def work(db: Any) -> bool:
@@ -212,7 +250,6 @@ class PostgresPeopleStore:
     # -------------------------------------------------------------------------------------------------- people
 
     async def sign_in(self, person: SignedIn, client_id: str) -> Person:
-        now = self._clock()
         access, refresh = seal_tokens(self._sealer, person.tokens, f"person:{person.user_id}")
 
         async def work(db: Any) -> Person:
@@ -227,20 +264,21 @@ class PostgresPeopleStore:
             cursor = await db.execute(
                 f"INSERT INTO {_S}.signin_people AS p "
                 "(user_id, name, member_id, signed_in_at, last_used_at, version, access, refresh) "
-                "VALUES (%s, %s, %s, %s, %s, 1, %s, %s) ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, "
-                "member_id = excluded.member_id, signed_in_at = excluded.signed_in_at, "
+                f"VALUES (%s, %s, %s, {_NOW}, {_NOW}, 1, %s, %s) ON CONFLICT (user_id) DO UPDATE SET "
+                "name = excluded.name, member_id = excluded.member_id, signed_in_at = excluded.signed_in_at, "
                 "last_used_at = excluded.last_used_at, version = p.version + 1, access = excluded.access, "
-                "refresh = excluded.refresh RETURNING version",
-                (person.user_id, person.name, person.member_id, now, now, access, refresh),
+                "refresh = excluded.refresh RETURNING version, signed_in_at",
+                (person.user_id, person.name, person.member_id, access, refresh),
             )
             row = await cursor.fetchone()
             await db.execute(
-                f"INSERT INTO {_S}.signin_consents (user_id, client_id, at) VALUES (%s, %s, %s) "
+                f"INSERT INTO {_S}.signin_consents (user_id, client_id, at) VALUES (%s, %s, {_NOW}) "
                 "ON CONFLICT (user_id, client_id) DO UPDATE SET at = excluded.at",
-                (person.user_id, client_id, now),
+                (person.user_id, client_id),
             )
-            await db.execute(f"UPDATE {_S}.signin_clients SET used_at = %s WHERE client_id = %s", (now, client_id))
-            return Person(person.user_id, person.name, person.member_id, now, now, int(row[0]), True)
+            await db.execute(f"UPDATE {_S}.signin_clients SET used_at = {_NOW} WHERE client_id = %s", (client_id,))
+            at = float(row[1])
+            return Person(person.user_id, person.name, person.member_id, at, at, int(row[0]), True)
 
         return await self._run(work)
 
@@ -316,13 +354,11 @@ class PostgresPeopleStore:
             ) from None
 
     async def touch(self, user_id: int) -> None:
-        now = self._clock()
-
         async def work(db: Any) -> None:
             await db.execute(
-                f"UPDATE {_S}.signin_people SET last_used_at = %s "
-                "WHERE user_id = %s AND (last_used_at IS NULL OR last_used_at < %s)",
-                (now, user_id, now - 60),
+                f"UPDATE {_S}.signin_people SET last_used_at = {_NOW} "
+                f"WHERE user_id = %s AND (last_used_at IS NULL OR last_used_at < {_NOW} - 60)",
+                (user_id,),
             )
 
         await self._run(work)
@@ -355,29 +391,31 @@ class PostgresPeopleStore:
     # ------------------------------------------------------------------------------------ codes and MCP tokens
 
     async def add_code(self, code: str, issued: IssuedCode) -> None:
-        now = self._clock()
         data = issued_code_json(issued)
+        time_left = self._time_left(issued.grant.expires_at)
 
         async def work(db: Any) -> None:
-            await db.execute(f"DELETE FROM {_S}.signin_codes WHERE expires_at <= %s", (now,))
+            await db.execute(f"DELETE FROM {_S}.signin_codes WHERE expires_at <= {_NOW}")
             await db.execute(
-                f"INSERT INTO {_S}.signin_codes (code, data, user_id, expires_at) VALUES (%s, %s, %s, %s)",
-                (digest(code), data, issued.grant.user_id, issued.grant.expires_at),
+                f"INSERT INTO {_S}.signin_codes (code, data, user_id, expires_at) VALUES (%s, %s, %s, {_NOW} + %s)",
+                (digest(code), data, issued.grant.user_id, time_left),
             )
 
         await self._run(work)
 
     async def find_code(self, code: str) -> IssuedCode | None:
-        now = self._clock()
-
         async def work(db: Any) -> Any:
             cursor = await db.execute(
-                f"SELECT data FROM {_S}.signin_codes WHERE code = %s AND expires_at > %s", (digest(code), now)
+                f"SELECT data, expires_at - {_NOW} FROM {_S}.signin_codes WHERE code = %s AND expires_at > {_NOW}",
+                (digest(code),),
             )
             return await cursor.fetchone()
 
         row = await self._run(work)
-        return None if row is None else issued_code_from(row[0])
+        if row is None:
+            return None
+        issued = issued_code_from(row[0])
+        return dataclasses.replace(issued, grant=dataclasses.replace(issued.grant, expires_at=self._ours(row[1])))
 
     async def take_code(self, code: str) -> Taken:
         async def work(db: Any) -> Taken:
@@ -397,53 +435,51 @@ class PostgresPeopleStore:
         return await self._run(work)
 
     async def add_tokens(self, access: str, refresh: str | None, grant: Grant, refresh_expires_at: float) -> None:
-        now = self._clock()
         scopes = " ".join(grant.scopes)
+        rows = [(digest(access), "access", self._time_left(grant.expires_at))]
+        if refresh is not None:
+            rows.append((digest(refresh), "refresh", self._time_left(refresh_expires_at)))
 
         async def work(db: Any) -> None:
-            await db.execute(f"DELETE FROM {_S}.signin_tokens WHERE expires_at <= %s", (now,))
-            rows = [(digest(access), "access", grant.expires_at)]
-            if refresh is not None:
-                rows.append((digest(refresh), "refresh", refresh_expires_at))
-            for token, kind, expires_at in rows:
+            await db.execute(f"DELETE FROM {_S}.signin_tokens WHERE expires_at <= {_NOW}")
+            for token, kind, time_left in rows:
                 await db.execute(
                     f"INSERT INTO {_S}.signin_tokens "
                     "(token, kind, family, client_id, user_id, scopes, resource, expires_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (token, kind, grant.family, grant.client_id, grant.user_id, scopes, grant.resource, expires_at),
+                    f"VALUES (%s, %s, %s, %s, %s, %s, %s, {_NOW} + %s)",
+                    (token, kind, grant.family, grant.client_id, grant.user_id, scopes, grant.resource, time_left),
                 )
 
         await self._run(work)
 
     async def find_access(self, token: str) -> tuple[Grant, Person] | None:
-        now = self._clock()
-
         async def work(db: Any) -> Any:
             cursor = await db.execute(
-                "SELECT t.family, t.client_id, t.user_id, t.scopes, t.resource, t.expires_at, p.name, p.member_id, "
-                f"p.signed_in_at, p.last_used_at, p.version FROM {_S}.signin_tokens t "
+                f"SELECT t.family, t.client_id, t.user_id, t.scopes, t.resource, t.expires_at - {_NOW}, p.name, "
+                f"p.member_id, p.signed_in_at, p.last_used_at, p.version FROM {_S}.signin_tokens t "
                 f"JOIN {_S}.signin_people p ON p.user_id = t.user_id "
-                "WHERE t.token = %s AND t.kind = 'access' AND t.expires_at > %s AND p.access IS NOT NULL",
-                (digest(token), now),
+                f"WHERE t.token = %s AND t.kind = 'access' AND t.expires_at > {_NOW} AND p.access IS NOT NULL",
+                (digest(token),),
             )
             return await cursor.fetchone()
 
         row = await self._run(work)
-        return None if row is None else access_from_row(row)
+        if row is None:
+            return None
+        grant, person = access_from_row(row)
+        return dataclasses.replace(grant, expires_at=self._ours(row[5])), person
 
     async def find_refresh(self, token: str) -> Grant | None:
-        now = self._clock()
-
         async def work(db: Any) -> Any:
             cursor = await db.execute(
-                f"SELECT family, client_id, user_id, scopes, resource, expires_at FROM {_S}.signin_tokens "
-                "WHERE token = %s AND kind = 'refresh' AND expires_at > %s",
-                (digest(token), now),
+                f"SELECT family, client_id, user_id, scopes, resource, expires_at - {_NOW} FROM {_S}.signin_tokens "
+                f"WHERE token = %s AND kind = 'refresh' AND expires_at > {_NOW}",
+                (digest(token),),
             )
             return await cursor.fetchone()
 
         row = await self._run(work)
-        return None if row is None else grant_from_row(row)
+        return None if row is None else dataclasses.replace(grant_from_row(row), expires_at=self._ours(row[5]))
 
     async def rotate_refresh(self, token: str) -> Taken:
         async def work(db: Any) -> Taken:

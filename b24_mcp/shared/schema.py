@@ -20,7 +20,8 @@ The tables:
   being the same JSON object as a line of the journal file; one row per (attempt, event).
 - `signin_*` (migration 2): sign-in's people store when replicas share it (`people`): the pinned portal
   (`signin_meta`), registered clients, sign-ins in flight, consents, authorization codes and MCP tokens (as
-  digests), and each person's Bitrix24 tokens (sealed), as `signin.store.SQLiteStore` keeps them in one file.
+  digests), and each person's Bitrix24 tokens (sealed), as `signin.store.SQLiteStore` keeps them in one file;
+  their times are Unix seconds (`double precision`) on the database's clock, so that replicas agree on expiry.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX journal_by_item ON {SCHEMA}.journal (portal, entity_type_id, item_id)",
     ),
     (
-        # Sign-in's people store (`shared.people`). Times are Unix seconds of the replica that wrote them.
+        # Sign-in's people store (`shared.people`). Times are Unix seconds on the database's clock (stamped as
+        # `extract(epoch FROM now())`; rows written by earlier versions have the writing replica's clock, in the
+        # same unit, so no migration changed them).
         f"CREATE TABLE {SCHEMA}.signin_meta (name text PRIMARY KEY, value text NOT NULL)",
         f"""CREATE TABLE {SCHEMA}.signin_clients (
             client_id text PRIMARY KEY,
