@@ -70,6 +70,7 @@ RESULTS_JSON = HERE / "results.json"
 OURS_SANDBOX = ("-m", "b24_mcp", "--sandbox")
 OURS = ("-m", "b24_mcp")
 BARE = (str(HERE / "bare_server.py"),)
+BARE_COLLECTOR_PAUSED = (str(HERE / "bare_server_collector_paused.py"),)
 MINIMAL = (str(HERE / "minimal_tool_server.py"),)
 COLD_START_TARGET = 0.95
 DEAL = 2
@@ -181,20 +182,22 @@ def measured(values: Iterable[float | None]) -> list[float] | None:
     return known if len(known) == len(read) else None
 
 
-async def interleaved_starts(setup: Setup, runs: int, *, warm_up: bool) -> tuple[list[Start], list[Start]]:
-    """Starts of `b24-mcp --sandbox` and of the bare server in ABBA order, after one discarded start of each (OS
-    caches, .pyc files) when `warm_up`."""
+async def interleaved_starts(
+    setup: Setup, runs: int, *, warm_up: bool, first: Sequence[str] = OURS_SANDBOX, second: Sequence[str] = BARE
+) -> tuple[list[Start], list[Start]]:
+    """Starts of `first` (`b24-mcp --sandbox`) and of `second` (the bare server) in ABBA order, after one discarded
+    start of each (OS caches, .pyc files) when `warm_up`."""
 
-    async def ours() -> Start:
-        return await start_once(setup, OURS_SANDBOX)
+    async def start_first() -> Start:
+        return await start_once(setup, first)
 
-    async def bare() -> Start:
-        return await start_once(setup, BARE)
+    async def start_second() -> Start:
+        return await start_once(setup, second)
 
     if warm_up:
-        await ours()
-        await bare()
-    return await interleave(runs, ours, bare)
+        await start_first()
+        await start_second()
+    return await interleave(runs, start_first, start_second)
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,33 @@ async def cold_start(setup: Setup) -> ColdStart:
         within_target=wall.ratio <= COLD_START_TARGET,
         conclusive=ratios.p75 <= COLD_START_TARGET or ratios.p25 > COLD_START_TARGET,
     )
+
+
+@dataclass(frozen=True)
+class StartFloor:
+    """Spawn → answered tools/list: the bare server with the collector paused (b24-mcp's start-up trick alone)
+    against the bare server. What b24-mcp's own start-up work may cost for a target ratio is the difference."""
+
+    runs: int
+    wall_ms: Comparison
+
+    def tables(self) -> list[Table]:
+        """One comparison."""
+        notes = [
+            f"{self.runs} starts of each in ABBA order after one discarded start of each; neither has a tool: the "
+            "ratio is what pausing the collector alone gives, the floor under b24-mcp's cold-start ratio."
+        ]
+        rows = comparison_rows(self.wall_ms, "bare MCPServer, collector paused", "bare MCPServer")
+        title = "Cold-start floor: the bare server with only the collector paused, against the bare server"
+        return [Table(title, ["", *SPREAD_HEADER], rows, notes)]
+
+
+async def start_floor(setup: Setup) -> StartFloor:
+    """Interleaved starts of the bare server with and without the collector paused."""
+    paused, bare = await interleaved_starts(
+        setup, setup.profile.starts, warm_up=True, first=BARE_COLLECTOR_PAUSED, second=BARE
+    )
+    return StartFloor(len(paused), Comparison.of([s.wall_ms for s in paused], [s.wall_ms for s in bare], "ms"))
 
 
 # ================================================================================================ idle memory
@@ -963,6 +993,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
         Benchmark("cold_start", "spawn → tools/list, b24-mcp --sandbox vs bare MCPServer, interleaved", cold_start),
+        Benchmark("start_floor", "spawn → tools/list, bare MCPServer with the collector paused vs bare", start_floor),
         Benchmark("memory", "VmHWM of the idle server, b24-mcp --sandbox vs bare MCPServer", idle_memory),
         Benchmark("import_time", "-X importtime of b24-mcp --sandbox and the bare MCPServer", import_time),
         Benchmark("per_call", "crm_item_delete preview vs the minimal tool server, interleaved", per_call),
