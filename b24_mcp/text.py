@@ -24,6 +24,7 @@ import json
 import re
 import unicodedata
 from functools import cache
+from itertools import compress
 
 ELLIPSIS = "…"
 # Zero-width or blank letters and marks that are not in category Cf but show nothing (Hangul fillers, the
@@ -139,16 +140,32 @@ def _json_escape(char: str) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
+# Every format character (Cf) and non-spacing or enclosing mark (Mn, Me) lives in these planes.
+_PLANES = (range(0x20000), range(0xE0000, 0xE1000))
+_HIDDEN_CATEGORIES = ("Cf", "Mn", "Me")
+
+
+@cache
+def _hidden_code_points() -> dict[str, list[int]]:
+    """The code points of each of `_HIDDEN_CATEGORIES`, found in one pass (the first text shown pays for it once)."""
+    found: dict[str, list[int]] = {category: [] for category in _HIDDEN_CATEGORIES}
+    for plane in _PLANES:
+        categories = list(map(unicodedata.category, map(chr, plane)))
+        for code in compress(plane, map(found.__contains__, categories)):
+            found[categories[code - plane.start]].append(code)
+    return found
+
+
 @cache
 def _ranges(categories: frozenset[str]) -> str:
-    """A regex class body of the code points in `categories`, from the planes where any format or mark lives."""
+    """A regex class body of the code points in `categories` (some of `_HIDDEN_CATEGORIES`)."""
+    found = _hidden_code_points()
     spans: list[tuple[int, int]] = []
-    for code in (*range(0x20000), *range(0xE0000, 0xE1000)):
-        if unicodedata.category(chr(code)) in categories:
-            if spans and spans[-1][1] == code - 1:
-                spans[-1] = (spans[-1][0], code)
-            else:
-                spans.append((code, code))
+    for code in sorted(code for category in categories for code in found[category]):
+        if spans and spans[-1][1] == code - 1:
+            spans[-1] = (spans[-1][0], code)
+        else:
+            spans.append((code, code))
     return "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in spans)
 
 
