@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import anyio
-import psycopg
 import pytest
 from mcp.shared.auth import OAuthClientInformationFull
+from people_stores import OpenStore, replica_stores, rows
 
 from b24_mcp.shared import people as people_module
-from b24_mcp.shared.database import Database
-from b24_mcp.shared.people import PostgresPeopleStore, people_key
+from b24_mcp.shared.people import PostgresPeopleStore
 from b24_mcp.signin.store import (
     Authorization,
     AwaitingConsent,
@@ -28,16 +26,9 @@ from b24_mcp.signin.store import (
 
 pytestmark = pytest.mark.anyio
 
-SECRET = b"shared-confirm-secret-0123456789abcdef"
 HOUR = 3600.0
 CAP = 5
 RACERS_PER_REPLICA = 8
-Clock = Callable[[], float]
-Replicas = Callable[..., PostgresPeopleStore]
-
-
-def on_time() -> float:
-    return time.time()
 
 
 def slow() -> float:
@@ -51,22 +42,10 @@ def fast() -> float:
 
 
 @pytest.fixture
-async def replicas(database_url: str) -> AsyncIterator[Replicas]:
+async def replicas(database_url: str) -> AsyncIterator[OpenStore]:
     """`replicas(clock=…)`: a people store with a pool of its own and its own clock, as a replica has; all closed."""
-    opened: list[PostgresPeopleStore] = []
-
-    def open_one(clock: Clock = on_time) -> PostgresPeopleStore:
-        opened.append(PostgresPeopleStore(Database(database_url), people_key(SECRET), clock=clock))
-        return opened[-1]
-
-    yield open_one
-    for store in opened:
-        await store.aclose()
-
-
-def rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as connection:
-        return connection.execute(query).fetchall()
+    async with replica_stores(database_url) as open_store:
+        yield open_store
 
 
 def client(client_id: str) -> OAuthClientInformationFull:
@@ -125,7 +104,7 @@ def refusal(exc: BaseException) -> tuple[type[BaseException], str]:
 
 
 async def test_registrations_racing_on_several_replicas_never_exceed_the_cap(
-    replicas: Replicas, database_url: str, monkeypatch: pytest.MonkeyPatch
+    replicas: OpenStore, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(people_module, "MAX_CLIENTS", CAP)
     stores = [replicas() for _ in range(4)]
@@ -143,7 +122,7 @@ async def test_registrations_racing_on_several_replicas_never_exceed_the_cap(
 
 
 async def test_sign_ins_racing_on_several_replicas_never_exceed_the_cap_on_sign_ins_in_flight(
-    replicas: Replicas, database_url: str, monkeypatch: pytest.MonkeyPatch
+    replicas: OpenStore, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(people_module, "MAX_PENDING", CAP)
     stores = [replicas() for _ in range(4)]
@@ -163,7 +142,7 @@ async def test_sign_ins_racing_on_several_replicas_never_exceed_the_cap_on_sign_
 
 
 async def test_a_code_issued_by_a_replica_whose_clock_is_slow_is_accepted_by_one_whose_clock_is_fast(
-    replicas: Replicas,
+    replicas: OpenStore,
 ) -> None:
     behind, ahead = replicas(clock=slow), replicas(clock=fast)
     await behind.add_code("mcp-code-1", code(slow() + 60))
@@ -172,7 +151,7 @@ async def test_a_code_issued_by_a_replica_whose_clock_is_slow_is_accepted_by_one
     assert found.grant.expires_at == pytest.approx(fast() + 60, abs=5)  # on the reader's own clock
 
 
-async def test_a_code_expired_on_the_databases_clock_is_expired_for_every_replica(replicas: Replicas) -> None:
+async def test_a_code_expired_on_the_databases_clock_is_expired_for_every_replica(replicas: OpenStore) -> None:
     behind, ahead, punctual = replicas(clock=slow), replicas(clock=fast), replicas()
     await ahead.add_code("mcp-code-1", code(fast() + 1))
     await anyio.sleep(1.5)
@@ -180,7 +159,7 @@ async def test_a_code_expired_on_the_databases_clock_is_expired_for_every_replic
 
 
 async def test_tokens_issued_by_a_replica_whose_clock_is_slow_are_accepted_by_one_whose_clock_is_fast(
-    replicas: Replicas,
+    replicas: OpenStore,
 ) -> None:
     behind, ahead = replicas(clock=slow), replicas(clock=fast)
     await behind.sign_in(signed_in(), "client-1")
@@ -193,7 +172,7 @@ async def test_tokens_issued_by_a_replica_whose_clock_is_slow_are_accepted_by_on
 
 
 async def test_an_access_token_expired_on_the_databases_clock_is_refused_by_every_replica(
-    replicas: Replicas,
+    replicas: OpenStore,
 ) -> None:
     behind, ahead, punctual = replicas(clock=slow), replicas(clock=fast), replicas()
     await ahead.sign_in(signed_in(), "client-1")
@@ -204,7 +183,7 @@ async def test_an_access_token_expired_on_the_databases_clock_is_refused_by_ever
 
 
 async def test_a_sign_in_started_on_a_replica_whose_clock_is_slow_comes_back_through_one_whose_clock_is_fast(
-    replicas: Replicas,
+    replicas: OpenStore,
 ) -> None:
     behind, ahead = replicas(clock=slow), replicas(clock=fast)
     await behind.add_authorization("state-1", authorization(slow() + 60))
@@ -217,7 +196,7 @@ async def test_a_sign_in_started_on_a_replica_whose_clock_is_slow_comes_back_thr
 
 
 async def test_a_replica_whose_clock_is_days_ahead_keeps_the_fresh_registrations_of_the_others(
-    replicas: Replicas,
+    replicas: OpenStore,
 ) -> None:
     punctual, ahead = replicas(), replicas(clock=lambda: time.time() + 2 * 86_400)
     await punctual.add_client(client("registered-just-now"))
@@ -225,7 +204,7 @@ async def test_a_replica_whose_clock_is_days_ahead_keeps_the_fresh_registrations
     assert await ahead.get_client("registered-just-now") is not None
 
 
-async def test_sign_ins_and_uses_are_stamped_on_the_databases_clock(replicas: Replicas, database_url: str) -> None:
+async def test_sign_ins_and_uses_are_stamped_on_the_databases_clock(replicas: OpenStore, database_url: str) -> None:
     ahead = replicas(clock=fast)
     person = await ahead.sign_in(signed_in(), "client-1")
     [(database_now,)] = rows(database_url, "SELECT extract(epoch FROM now())::double precision")

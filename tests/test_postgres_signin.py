@@ -10,42 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import psycopg
 import pytest
+from people_stores import SECRET, OpenStore, replica_stores, rows
 from signin_helpers import Browser, Person, SignInServer, call, run_b24, signin_env, signin_server
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID
-from b24_mcp.shared.database import Database
-from b24_mcp.shared.people import PostgresPeopleStore, people_key
+from b24_mcp.shared.people import PostgresPeopleStore
 from b24_mcp.signin.store import Authorization, BitrixTokens, Grant, IssuedCode, SignedIn
 from helpers import TLSFiles, free_port
 
 pytestmark = pytest.mark.anyio
 
-SECRET = b"shared-confirm-secret-0123456789abcdef"
 MEMBER = "member-of-the-portal"
 ACCESS, REFRESH = "bitrix-access-0123456789", "bitrix-refresh-0123456789"
 FIRST_PAIR = BitrixTokens(ACCESS, REFRESH)
 
 
 @pytest.fixture
-async def stores(database_url: str) -> AsyncIterator[Callable[[], PostgresPeopleStore]]:
+async def stores(database_url: str) -> AsyncIterator[OpenStore]:
     """`stores()`: a people store with a pool of its own on the test database, as a replica has; all closed."""
-    opened: list[PostgresPeopleStore] = []
-
-    def open_one() -> PostgresPeopleStore:
-        opened.append(PostgresPeopleStore(Database(database_url), people_key(SECRET)))
-        return opened[-1]
-
-    yield open_one
-    for store in opened:
-        await store.aclose()
-
-
-def rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as connection:
-        return connection.execute(query).fetchall()
+    async with replica_stores(database_url) as open_store:
+        yield open_store
 
 
 def grant(user_id: int = 3, family: str = "family-1") -> Grant:
