@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,11 @@ def sandbox_transport(portal: Portal | None = None) -> httpx2.ASGITransport:
     return _InProcessTransport(app=create_app(portal or seeded_portal()))
 
 
+def _not_a_planned_drop(record: logging.LogRecord) -> bool:
+    """A log filter for the HTTP server: the connections a fault drops on purpose are no error to log."""
+    return record.exc_info is None or not isinstance(record.exc_info[1], ConnectionDropped)
+
+
 @contextmanager
 def serve_portal(
     portal: Portal, *, certfile: str | None = None, keyfile: str | None = None, host: str = "127.0.0.1"
@@ -51,6 +57,7 @@ def serve_portal(
         lifespan="off",
         timeout_graceful_shutdown=1,
     )
+    logging.getLogger("uvicorn.error").addFilter(_not_a_planned_drop)  # the same filter once, however often served
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="b24-emulator", daemon=True)
     thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -50,6 +51,15 @@ async def test_dropped_answer_raises_a_transport_error(client: httpx2.AsyncClien
     with pytest.raises(httpx2.TransportError):
         await client.post(HOOK + "crm.item.delete", json=DELETE_42)
     assert 42 in portal.items[2]
+
+
+async def test_a_planned_drop_is_not_logged_as_an_error(
+    client: httpx2.AsyncClient, portal: Portal, caplog: pytest.LogCaptureFixture
+) -> None:
+    portal.inject("crm.item.delete", Fault(status=200, json={"result": []}, drop=True))
+    with caplog.at_level(logging.WARNING), pytest.raises(httpx2.TransportError):
+        await client.post(HOOK + "crm.item.delete", json=DELETE_42)
+    assert [record for record in caplog.records if record.name.startswith("uvicorn")] == []
 
 
 async def test_the_next_call_after_a_drop_gets_a_fresh_connection(client: httpx2.AsyncClient, portal: Portal) -> None:
