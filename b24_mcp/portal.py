@@ -58,12 +58,14 @@ class PortalClient:
         max_retries: int = 3,
         retry_base: float = 0.5,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        wire: Wire | None = None,
     ) -> None:
         self._auth = auth
-        self._wire = Wire(
+        # `wire`: another client's pool (`for_credential`), whose own limits then apply; its owner closes it.
+        self._owns_wire = wire is None
+        self._wire = wire or Wire(
             timeout=timeout, ca_bundle=ca_bundle, http_transport=http_transport, max_answer_bytes=max_answer_bytes
         )
-        self._owns_wire = True  # False for a client made by `for_credential`: the pool is its owner's
         self._limiter = limiter
         self._max_retries = max_retries
         self._retry_base = retry_base
@@ -77,9 +79,9 @@ class PortalClient:
         """A client of the same portal acting with another credential (a signed-in person): it shares this
         client's HTTP pool, rate limiter and limits, and keeps its own record of the methods the portal blocked
         (the portal counts those per credential). Closing it leaves the pool to this client."""
-        other = PortalClient(auth, limiter=self._limiter, max_retries=self._max_retries, retry_base=self._retry_base)
-        other._wire, other._owns_wire = self._wire, False
-        return other
+        return PortalClient(
+            auth, wire=self._wire, limiter=self._limiter, max_retries=self._max_retries, retry_base=self._retry_base
+        )
 
     @property
     def host(self) -> str:

@@ -199,6 +199,19 @@ async def test_one_connection_serves_consecutive_calls(client: PortalClient, por
     await client.aclose()
 
 
+async def test_a_client_for_another_credential_shares_the_pool_and_leaves_it_open_when_closed(
+    client: PortalClient, webhook_url: str
+) -> None:
+    await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    other = client.for_credential(WebhookAuth(parse_webhook_url(webhook_url, allow_http=False)))
+    await other.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    await other.aclose()
+    await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    pool = client._wire._client()._transport._pool  # type: ignore[attr-defined]
+    assert len(pool.connections) == 1
+    await client.aclose()
+
+
 # The method the portal blocked
 
 
