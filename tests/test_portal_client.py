@@ -203,12 +203,13 @@ async def test_a_client_for_another_credential_shares_the_pool_and_leaves_it_ope
     client: PortalClient, webhook_url: str
 ) -> None:
     await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    pool = client._wire._client()._transport._pool  # type: ignore[attr-defined]
+    connection = pool.connections[0]
     other = client.for_credential(WebhookAuth(parse_webhook_url(webhook_url, allow_http=False)))
     await other.call("crm.item.get", {"entityTypeId": 2, "id": 42})
     await other.aclose()
     await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
-    pool = client._wire._client()._transport._pool  # type: ignore[attr-defined]
-    assert len(pool.connections) == 1
+    assert client._wire._client()._transport._pool.connections == [connection]  # type: ignore[attr-defined]
     await client.aclose()
 
 
