@@ -229,7 +229,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mcp_http_token: SecretStr | None = None
     mcp_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
-    database_url: SecretStr | None = None  # state shared by replicas (b24_mcp/shared); holds a password
+    database_url: SecretStr | None = None  # state shared by replicas (b24_mcp/postgres); holds a password
     public_url: str | None = None  # sign-in (b24_mcp/signin): where MCP clients reach this server
     state_dir: Path = Field(default_factory=lambda: _default_audit_log().parent)  # sign-in's people store
 

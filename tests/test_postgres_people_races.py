@@ -12,8 +12,8 @@ import pytest
 from mcp.shared.auth import OAuthClientInformationFull
 from people_stores import OpenStore, replica_stores, rows
 
-from b24_mcp.shared import people as people_module
-from b24_mcp.shared.people import PostgresPeopleStore
+from b24_mcp.signin import postgres as people_module
+from b24_mcp.signin.postgres import PostgresPeopleStore
 from b24_mcp.signin.store import (
     Authorization,
     AwaitingConsent,

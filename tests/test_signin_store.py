@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from mcp.shared.auth import OAuthClientInformationFull
 
+from b24_mcp.sealing import Sealer, UnusableFileError, digest, load_key
 from b24_mcp.settings import Settings, SettingsError
 from b24_mcp.signin import store as store_module
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.provider import redirect_uri_problem, same_resource
-from b24_mcp.signin.sealing import Sealer, UnusableFileError, digest, load_key
 from b24_mcp.signin.store import (
     Authorization,
     AwaitingConsent,
@@ -352,7 +352,7 @@ def test_sign_in_names_every_missing_variable(make_settings: Callable[..., Setti
 
 def test_without_a_public_url_the_sign_in_code_is_never_imported() -> None:
     script = (
-        "import sys; from b24_mcp.app import build_app; from b24_mcp.server import build_server; "
+        "import sys; from b24_mcp.app import build_app; from b24_mcp.serving.tools import build_server; "
         "from b24_mcp.settings import load_settings; from b24_mcp.sandbox.link import sandbox_webhook; "
         "build_server(build_app(load_settings(), sandbox_webhook())); "
         "print(sorted(m for m in sys.modules if m.startswith('b24_mcp.signin')))"

@@ -17,8 +17,8 @@ from typing import Any
 
 import anyio
 
-from b24_mcp.auth import Auth, PostForm, Secrets, exchange_refresh_token
 from b24_mcp.errors import PortalError, Refusal
+from b24_mcp.portal.auth import Auth, PostForm, Secrets, exchange_refresh_token
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.store import BitrixTokens, PeopleStore
 

@@ -32,8 +32,8 @@ from mcp.server.auth.provider import (
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
+from b24_mcp.sealing import new_token
 from b24_mcp.signin.config import SignInConfig
-from b24_mcp.signin.sealing import new_token
 from b24_mcp.signin.store import Authorization, Grant, PeopleStore, Person, StoreFull, Taken
 
 logger = logging.getLogger(__name__)

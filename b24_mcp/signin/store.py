@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import anyio.to_thread
 from mcp.shared.auth import OAuthClientInformationFull
 
-from b24_mcp.signin.sealing import Sealer, digest, make_private_folder, open_private
+from b24_mcp.sealing import Sealer, digest, make_private_folder, open_private
 
 MAX_CLIENTS = 10_000
 MAX_PENDING = 10_000

@@ -1,0 +1,503 @@
+"""The audit journal: one JSON line per deletion event, with a full snapshot of what was deleted.
+
+An `intent` line is written and fsynced before the portal is asked to delete, so a deletion that could not be
+recorded never happens; the `deleted`, `error` (or, without an intent, `cancelled`) line that follows carries the
+same `attempt` id. No secret is ever written to it.
+
+The file, checked at every write (a file on disk is hostile until checked):
+- It is opened with `O_NOFOLLOW`: a symbolic link in its place is refused, and its target is never touched.
+- It must be a regular file owned by this user and neither readable nor writable by group or others: anything else
+  is refused with `JOURNAL_UNWRITABLE` and a `chmod 600` hint, never silently tightened (the lines another user
+  could have written are not ours to vouch for). A new journal is created with mode 0600, and every folder created
+  for it with mode 0700. Folders above the file may be symbolic links (the user's choice of place).
+- Lines are whole or absent: bytes are written until all are written; when a write fails part-way (a full disk),
+  the file is truncated back to its last whole line, fsynced, and `JournalUnwritable` says how many of the entries
+  asked for are on disk (`durable`). A file left without a final newline (by an older version or a crash) gets one
+  before the next line, so that line cannot be glued to the fragment. Writers take an exclusive `flock` on the file,
+  so two servers sharing a journal neither interleave nor truncate each other's lines.
+Every line is `text.safe_json`: control, format and separator characters in the snapshot are `\\u` escapes, so
+`tail` or `cat` of the journal cannot drive a terminal; JSON readers see the exact values.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import stat
+import sys
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import anyio.to_thread
+
+from b24_mcp.deleting.gate import ConfirmedBy
+from b24_mcp.errors import Refusal
+from b24_mcp.text import for_terminal, safe_json
+
+Event = Literal["intent", "deleted", "error", "cancelled"]
+
+OUTCOMES = frozenset({"deleted", "error"})
+# A line longer than this is skipped unread by the reader (a snapshot is far smaller; the file may not be ours).
+MAX_LINE_BYTES = 64 * 1024 * 1024
+TITLE_WIDTH = 60
+_CELL_WIDTH = 40
+_UNFINISHED = "UNFINISHED"
+_LISTED = 10
+
+
+def new_attempt_id() -> str:
+    """A fresh attempt id: 16 random hex digits."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One deletion attempt as the journal records it: what, how confirmed, and the full item snapshot.
+
+    `attempt_id` (the `attempt` field of each line) is shared by the attempt's intent and outcome lines.
+    """
+
+    portal: str
+    user_id: int | None
+    entity_type_id: int
+    item_id: int
+    confirmation: ConfirmedBy
+    item: Mapping[str, Any] | None
+    attempt_id: str = field(default_factory=new_attempt_id)
+    user_name: str | None = None  # the signed-in person who asked (sign-in); `user_id` is theirs then
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the journal: an event of an attempt, with the error or a note where there is one."""
+
+    event: Event
+    attempt: Attempt
+    error: str | None = None
+    error_description: str | None = None
+    note: str | None = None
+
+
+class JournalUnwritable(Refusal):
+    """`JOURNAL_UNWRITABLE`: the journal did not take every line asked for.
+
+    `durable` counts the entries, from the first one passed to `write_many`, whose whole lines are written and
+    fsynced; the others are not in the file at all (no cut-off line is left). The deletion code may send exactly
+    the items whose intent is among the first `durable` entries, and must report `JOURNAL_UNWRITABLE` for the rest.
+    """
+
+    def __init__(self, description: str, *, durable: int = 0, hint: str | None = None) -> None:
+        super().__init__("JOURNAL_UNWRITABLE", description, hint=hint)
+        self.durable = durable
+
+
+class _UnusableError(Exception):
+    """The journal file is there but must not be used; `str()` says why, `hint` what to do."""
+
+    def __init__(self, reason: str, hint: str, *, readable: bool = False) -> None:
+        super().__init__(reason)
+        self.hint = hint
+        # Whether its lines can still be shown (with a warning): a file of another owner or too open a mode.
+        self.readable = readable
+
+
+def entry_record(entry: Entry) -> dict[str, Any]:
+    """The JSON object the journal keeps of `entry`: a line of the file, the `entry` of a table row."""
+    attempt = entry.attempt
+    record: dict[str, Any] = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "event": entry.event,
+        "attempt": attempt.attempt_id,
+        "portal": attempt.portal,
+        "userId": attempt.user_id,
+        **({"userName": attempt.user_name} if attempt.user_name is not None else {}),
+        "entityTypeId": attempt.entity_type_id,
+        "id": attempt.item_id,
+        "confirmation": attempt.confirmation,
+        # The complete snapshot, once per line: it is what recreating the item by hand needs.
+        "item": dict(attempt.item) if attempt.item is not None else None,
+    }
+    if entry.error is not None:
+        record["error"] = entry.error
+        record["error_description"] = entry.error_description
+    if entry.note is not None:
+        record["note"] = entry.note
+    return record
+
+
+def _line(entry: Entry) -> bytes:
+    return (safe_json(entry_record(entry)) + "\n").encode()
+
+
+class JournalStore(ABC):
+    """Where deletion events are recorded: a file (`Journal`), or a table shared by replicas
+    (`shared.journal.TableJournal`). Both take every entry durably before returning, or raise `JournalUnwritable`
+    with `durable` counting the entries, from the first, that were taken."""
+
+    async def write(
+        self,
+        event: Event,
+        attempt: Attempt,
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Record one event durably; `JournalUnwritable` (a `Refusal`, `JOURNAL_UNWRITABLE`) when it is not taken."""
+        await self.write_many([Entry(event, attempt, error, error_description, note)])
+
+    @abstractmethod
+    async def write_many(self, entries: Sequence[Entry]) -> None:
+        """Record `entries` in order, durably; see the class docstring for a failure."""
+
+
+class Journal(JournalStore):
+    """Appends deletion events to a JSON Lines file (see the module docstring for the file's rules)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def write_many(self, entries: Sequence[Entry]) -> None:
+        """Append `entries` in order, as whole lines, with one fsync at the end (a batch's intents together).
+
+        Returns once every line is on disk. Otherwise raises `JournalUnwritable` whose `durable` is how many of
+        `entries`, from the first, are whole lines on disk (fsynced); no part of any later entry is in the file.
+        """
+        if not entries:
+            return
+        lines = [_line(entry) for entry in entries]
+        await anyio.to_thread.run_sync(self._append, lines)
+
+    def _append(self, lines: Sequence[bytes]) -> None:
+        try:
+            _make_folder(self.path.parent)
+            fd, _ = _open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)  # read: the last byte
+        except _UnusableError as exc:
+            raise self._refusal(str(exc), hint=exc.hint) from None
+        except OSError as exc:
+            raise self._refusal(_reason(exc)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._append_locked(fd, lines)
+        except OSError as exc:
+            raise self._refusal(_reason(exc)) from None
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _append_locked(self, fd: int, lines: Sequence[bytes]) -> None:
+        end = os.fstat(fd).st_size
+        if end and os.pread(fd, 1, end - 1) != b"\n":
+            lines = [b"\n", *lines]  # ends the fragment; not an entry of ours, so not counted below
+            skip = 1
+        else:
+            skip = 0
+        data = b"".join(lines)
+        boundaries = []  # the file size after each whole line
+        size = end
+        for line in lines:
+            size += len(line)
+            boundaries.append(size)
+        written, failure = _write_all(fd, data)
+        whole = bisect.bisect_right(boundaries, end + written)
+        if failure is not None and end + written != (boundaries[whole - 1] if whole else end):
+            # The cut-off line goes; should that fail too, the next write ends it with a newline.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, boundaries[whole - 1] if whole else end)
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise self._refusal(_reason(exc)) from None
+        if failure is not None:
+            raise self._refusal(_reason(failure), durable=max(whole - skip, 0))
+
+    def _refusal(self, reason: str, *, durable: int = 0, hint: str | None = None) -> JournalUnwritable:
+        return JournalUnwritable(
+            f"The audit journal {self.path} cannot be written ({reason}); a deletion that cannot be recorded is "
+            "not performed.",
+            durable=durable,
+            hint=hint or "Fix B24_AUDIT_LOG, the disk space or the permissions of the journal and its folder.",
+        )
+
+
+def check_journal(path: Path) -> str | None:
+    """Why a deletion could not be journaled at `path` now, or None when it could (for `b24-mcp check`).
+
+    Applies the same rules as writing, without creating or changing anything.
+    """
+    try:
+        fd, _ = _open(path, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        folder = next((parent for parent in path.parents if os.path.lexists(parent)), Path("/"))
+        if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+            return None
+        return f"{folder} does not take a new journal"
+    except _UnusableError as exc:
+        return f"{exc}. {exc.hint}"
+    except OSError as exc:
+        return _reason(exc)
+    os.close(fd)
+    return None
+
+
+def _make_folder(folder: Path) -> None:
+    """Create `folder` and any missing parent, each with mode 0700."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # created meanwhile; opening the journal tells if it is a folder
+            os.mkdir(each, 0o700)
+
+
+def _open(path: Path, flags: int, *, strict: bool = True) -> tuple[int, _UnusableError | None]:
+    """Open the journal without following a symbolic link and check what was opened.
+
+    Raises `_UnusableError` for a file the journal must not use; with `strict` false, a file that is only someone
+    else's or too open is returned with its problem instead.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _UnusableError(
+                "it is a symbolic link, and the journal is never written through one",
+                "Point B24_AUDIT_LOG at the file itself.",
+            ) from None
+        if exc.errno == errno.ENXIO:
+            raise _UnusableError("it is not a regular file", "Point B24_AUDIT_LOG at a regular file.") from None
+        raise
+    try:
+        problem = _problem(os.fstat(fd), path)
+    except BaseException:
+        os.close(fd)
+        raise
+    if problem is not None and (strict or not problem.readable):
+        os.close(fd)
+        raise problem
+    return fd, problem
+
+
+def _problem(status: os.stat_result, path: Path) -> _UnusableError | None:
+    if not stat.S_ISREG(status.st_mode):
+        return _UnusableError("it is not a regular file", "Point B24_AUDIT_LOG at a regular file.")
+    if status.st_uid != os.geteuid():
+        return _UnusableError(
+            f"it belongs to another user (uid {status.st_uid})",
+            "Use a journal of your own (B24_AUDIT_LOG).",
+            readable=True,
+        )
+    mode = stat.S_IMODE(status.st_mode)
+    if mode & 0o077:
+        return _UnusableError(
+            f"other users may read or write it: mode {mode:04o}",
+            f"If all its lines are the server's, restrict it: chmod 600 {path}",
+            readable=True,
+        )
+    return None
+
+
+def _write_all(fd: int, data: bytes) -> tuple[int, OSError | None]:
+    """Write `data` to `fd` until all of it is written: the bytes written, and the error that stopped it if any."""
+    view = memoryview(data)
+    written = 0
+    while written < len(data):
+        try:
+            count = os.write(fd, view[written:])
+        except OSError as exc:
+            return written, exc
+        if count <= 0:
+            return written, OSError(errno.EIO, "the file took no bytes")
+        written += count
+    return written, None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+# Reading
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The end of a journal as `b24-mcp journal` shows it.
+
+    An intent is *unfinished* when no `deleted` or `error` line with its `attempt` id comes after it anywhere in the
+    file (lines written before attempt ids existed pair by portal, type and id). The whole file is read once, so
+    an intent older than the tail is still paired with an outcome inside it, and unfinished intents older than the
+    tail are counted.
+    """
+
+    entries: list[dict[str, Any]]
+    """The last `limit` entries (JSON objects), oldest first."""
+    unfinished: frozenset[int]
+    """Indices into `entries` of the unfinished intents."""
+    unfinished_before: int
+    """Unfinished intents older than `entries`."""
+    reach: int
+    """How many entries back from the end the oldest unfinished intent is (0 when there is none)."""
+    skipped: int
+    """Lines that are not entries: cut off, not a JSON object, or longer than `MAX_LINE_BYTES`."""
+    problem: str | None = None
+    """Why the server would refuse to write to this file (see `Journal`), when it would."""
+
+
+def read_tail(path: Path, limit: int) -> Tail:
+    """The journal's last `limit` entries and what is unfinished; empty when there is no journal.
+
+    Raises `OSError` when the file cannot be read, or is a symbolic link or not a regular file.
+    """
+    try:
+        fd, unusable = _open(path, os.O_RDONLY, strict=False)
+    except FileNotFoundError:
+        return Tail([], frozenset(), 0, 0, 0)
+    except _UnusableError as exc:
+        raise OSError(errno.EINVAL, str(exc)) from None
+    problem = f"{unusable}. {unusable.hint}" if unusable is not None else None
+    tail: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max(limit, 0))
+    open_intents: dict[tuple[str, ...], int] = {}
+    count = skipped = 0
+    with os.fdopen(fd, "rb") as file:
+        for line in _lines(file):
+            entry = _parse(line)
+            if entry is None:
+                skipped += 1
+                continue
+            key = _attempt_key(entry)
+            if entry.get("event") == "intent":
+                open_intents[key] = count
+            elif entry.get("event") in OUTCOMES:
+                open_intents.pop(key, None)
+            tail.append((count, entry))
+            count += 1
+    first = count - len(tail)
+    unfinished = frozenset(index - first for index in open_intents.values() if index >= first)
+    before = sum(1 for index in open_intents.values() if index < first)
+    reach = count - min(open_intents.values()) if open_intents else 0
+    return Tail([entry for _, entry in tail], unfinished, before, reach, skipped, problem)
+
+
+def read_recent(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The last `limit` entries of a journal, oldest first; empty when there is no journal (see `read_tail`)."""
+    return read_tail(path, limit).entries
+
+
+def _lines(file: BinaryIO) -> Iterator[bytes | None]:
+    """Each line of a binary file; None for one longer than `MAX_LINE_BYTES`, which is skipped without keeping it."""
+    while line := file.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = file.readline(MAX_LINE_BYTES + 1)
+            yield None
+        else:
+            yield line
+
+
+def _parse(line: bytes | None) -> dict[str, Any] | None:
+    if line is None:
+        return None
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _attempt_key(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    attempt = entry.get("attempt")
+    if isinstance(attempt, str) and attempt:
+        return ("attempt", attempt)
+    return ("item", str(entry.get("portal")), str(entry.get("entityTypeId")), str(entry.get("id")))
+
+
+def print_journal(path: Path, *, limit: int, as_json: bool) -> int:
+    """Print the journal's recent entries to stdout: a table, or the raw lines with `as_json`.
+
+    Every cell of the table goes through `text.for_terminal` (titles capped at `TITLE_WIDTH`, other cells at 40
+    characters), so nothing in the file can move the cursor, change colours or start a new row. An unfinished
+    intent (see `Tail`) shows `UNFINISHED` in its EVENT cell, and a line under the table says to check the portal.
+    Problems with the file itself go to stderr. Returns the exit status: 1 when the journal cannot be read.
+    """
+    try:
+        tail = read_tail(path, limit)
+    except OSError as exc:
+        reason = for_terminal(_reason(exc))
+        print(f"b24-mcp: the journal {for_terminal(str(path))} cannot be read: {reason}", file=sys.stderr)
+        return 1
+    return print_tail(tail, as_json=as_json, where=str(path))
+
+
+def print_tail(tail: Tail, *, as_json: bool, where: str) -> int:
+    """Print a journal's tail as `print_journal` does; `where` names the journal (a file, or the database)."""
+    if tail.problem:
+        print(
+            f"b24-mcp: warning: deletions are refused with this journal: {for_terminal(tail.problem)}", file=sys.stderr
+        )
+    if tail.skipped:
+        print(f"b24-mcp: {tail.skipped} line(s) of the journal are not entries and were skipped", file=sys.stderr)
+    if as_json:
+        for entry in tail.entries:
+            print(safe_json(entry))
+        return 0
+    if not tail.entries:
+        print(f"No journal entries in {for_terminal(where)}.")
+    else:
+        _print_table(tail)
+    _print_unfinished(tail)
+    return 0
+
+
+def _print_table(tail: Tail) -> None:
+    from b24_mcp.portal.items import display_name
+
+    rows = [("TIME (UTC)", "EVENT", "TYPE", "ID", "TITLE")]
+    for index, entry in enumerate(tail.entries):
+        item = entry.get("item")
+        title = for_terminal((display_name(item) if isinstance(item, dict) else None) or "", TITLE_WIDTH)
+        if entry.get("error"):
+            title = f"{title} [{_cell(entry['error'])}]".strip()
+        event = _cell(entry.get("event", ""))
+        if index in tail.unfinished:
+            event += " " + _UNFINISHED
+        rows.append(
+            (_cell(entry.get("ts", "")), event, _cell(entry.get("entityTypeId", "")), _cell(entry.get("id", "")), title)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+
+
+def _print_unfinished(tail: Tail) -> None:
+    if not tail.unfinished and not tail.unfinished_before:
+        return
+    shown = [tail.entries[index] for index in sorted(tail.unfinished)]
+    if shown:
+        items = ", ".join(
+            f"type {_cell(entry.get('entityTypeId', ''))} id {_cell(entry.get('id', ''))}" for entry in shown[:_LISTED]
+        )
+        if len(shown) > _LISTED:
+            items += f" and {len(shown) - _LISTED} more"
+        print(
+            f"{_UNFINISHED}: {len(shown)} deletion attempt(s) have an intent but no outcome: the server stopped "
+            f"mid-deletion, or is deleting right now. Check the portal whether these items still exist: {items}."
+        )
+    if tail.unfinished_before:
+        print(
+            f"{_UNFINISHED}: {tail.unfinished_before} older attempt(s) have an intent but no outcome; "
+            f"`b24-mcp journal -n {tail.reach}` shows them. Check the portal for them too."
+        )
+
+
+def _cell(value: object) -> str:
+    return for_terminal(value if isinstance(value, str) else str(value), _CELL_WIDTH)

@@ -1,0 +1,507 @@
+"""Sign-in's people store in the shared database, so that replicas behind one address serve the same people.
+
+`PostgresPeopleStore` is `signin.store.PeopleStore` over the `signin_*` tables (migration 2 of `schema`), kept as
+`SQLiteStore` keeps them in one file: MCP access and refresh tokens, authorization codes, sign-in states and
+consent ids only as SHA-256 digests; Bitrix24 tokens and minted client secrets sealed (AES-256-GCM) under a key
+derived (HKDF-SHA256) from `B24_CONFIRM_SECRET`, which every replica shares already, so no key file has to be copied
+between them and a copy of the database holds no usable token.
+
+Single use across replicas is the database's: a sign-in state or a waiting consent is taken by `DELETE … RETURNING`,
+a code or a refresh token spent by `UPDATE … WHERE NOT used RETURNING`, so of concurrent callers exactly one gets
+the row. A person's Bitrix24 tokens are refreshed under their row's lock (`SELECT … FOR UPDATE`, in the transaction
+that stores the new pair): the first replica exchanges the refresh token, one that waited finds the rotated pair and
+uses it without asking the OAuth server again.
+
+The caps on registered clients and on sign-ins in flight hold across replicas: the clean-up, the count and the insert
+run under a transaction-scoped advisory lock of their table (`pg_advisory_xact_lock`), one registration (or
+sign-in) at a time, in READ COMMITTED, so the count after the lock sees every row the previous holder committed and
+a refused one is `StoreFull`, as when a single replica is over the cap. (A single `INSERT … WHERE (SELECT count(*)
+…) < cap` is not race-free: under READ COMMITTED two statements see the same count and both insert.) Both are rare,
+short transactions, so waiting for the lock costs nothing worth measuring.
+
+Every time is the database's clock (`now()`, as Unix seconds in the `double precision` columns of migration 2), so
+replicas whose clocks differ agree on what has expired: an expiry a caller gives on its own clock (the `clock` of
+the store, the same as the provider's) is stored as the database's now plus the time left, compared with the
+database's now, and given back as the caller's now plus the time left (the MCP SDK checks it against `time.time()`).
+Stamps (registered, signed in, last used) are the database's now too. The SQLite store, one process, keeps its own
+clock. Every failure to reach the database is `DatabaseUnavailableError`; a refresh that cannot take the lock is
+`TransportError` `DATABASE_UNAVAILABLE`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from mcp.shared.auth import OAuthClientInformationFull
+
+from b24_mcp.errors import TransportError
+from b24_mcp.postgres.database import Database, DatabaseUnavailableError
+from b24_mcp.postgres.schema import SCHEMA
+from b24_mcp.sealing import KEY_BYTES, Sealer, digest
+from b24_mcp.signin.store import (
+    MAX_CLIENTS,
+    MAX_PENDING,
+    UNUSED_CLIENT_SECONDS,
+    Authorization,
+    AwaitingConsent,
+    BitrixTokens,
+    ForeignPortalError,
+    Grant,
+    IssuedCode,
+    Person,
+    Renewal,
+    SignedIn,
+    StoreFull,
+    Taken,
+    access_from_row,
+    authorization_from,
+    authorization_json,
+    consent_from,
+    consent_json,
+    grant_from_row,
+    issued_code_from,
+    issued_code_json,
+    open_client,
+    open_tokens,
+    person_from_row,
+    seal_client,
+    seal_tokens,
+)
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_S = SCHEMA
+# The database's clock in Unix seconds: every expiry is stamped and compared with it (see the module docstring).
+_NOW = "extract(epoch FROM now())::double precision"
+# pg_advisory_xact_lock keys of the caps: "b24mcp" in ASCII (the migrations' key) and one byte for the table.
+_CLIENTS_LOCK = 0x6232346D637001
+_AUTHORIZATIONS_LOCK = 0x6232346D637002
+
+
+def people_key(confirm_secret: bytes) -> bytes:
+    """The key that seals the people store's secrets, derived from B24_CONFIRM_SECRET (not the grants' key)."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"b24-mcp people v1").derive(
+        confirm_secret
+    )
+
+
+@dataclass
+class _Progress:
+    renewed: BitrixTokens | None = None
+
+
+async def _one_at_a_time(db: Any, lock: int) -> None:
+    """Hold the advisory lock `lock` until the transaction ends (the first statements of the transaction).
+
+    READ COMMITTED whatever the server's default: each statement after the lock then sees what the previous holder
+    committed (in REPEATABLE READ, the snapshot would be the lock statement's, taken before it waited)."""
+    await db.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    await db.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+
+
+async def _count(db: Any, table: str) -> int:
+    cursor = await db.execute(f"SELECT count(*) FROM {_S}.{table}")
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+class PostgresPeopleStore:
+    """`PeopleStore` in the shared database; see the module docstring. Closing it closes its pool."""
+
+    def __init__(self, database: Database, key: bytes, *, clock: Callable[[], float] = time.time) -> None:
+        self._database = database
+        self._sealer = Sealer(key)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return "PostgresPeopleStore(B24_DATABASE_URL)"
+
+    async def _run(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """`work` in one transaction (repeated once when the connection was stale: every `work` here may be)."""
+
+        async def transaction(connection: Any) -> _T:
+            async with connection.transaction():
+                return await work(connection)
+
+        return await self._database.run(transaction)
+
+    async def aclose(self) -> None:
+        await self._database.aclose()
+
+    def _time_left(self, expires_at: float) -> float:
+        """The seconds until `expires_at`, a time on the caller's clock (stored as the database's now plus this)."""
+        return expires_at - self._clock()
+
+    def _ours(self, time_left: float) -> float:
+        """When something the database says has `time_left` seconds to go expires, on the caller's clock."""
+        return self._clock() + float(time_left)
+
+    # ------------------------------------------------------------------------------------------------- clients
+
+    async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"SELECT info, secret FROM {_S}.signin_clients WHERE client_id = %s", (client_id,)
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        return None if row is None else open_client(self._sealer, client_id, row[0], row[1])
+
+    async def add_client(self, client: OAuthClientInformationFull) -> None:
+        info, sealed = seal_client(self._sealer, client)
+
+        async def work(db: Any) -> None:
+            await _one_at_a_time(db, _CLIENTS_LOCK)  # the count and the insert, one replica at a time
+            await db.execute(
+                f"DELETE FROM {_S}.signin_clients WHERE used_at IS NULL AND created_at < {_NOW} - %s",
+                (UNUSED_CLIENT_SECONDS,),
+            )
+            if await _count(db, "signin_clients") >= MAX_CLIENTS:
+                raise StoreFull("too many registered clients")
+            await db.execute(
+                f"INSERT INTO {_S}.signin_clients (client_id, info, secret, created_at) VALUES (%s, %s, %s, {_NOW})",
+                (client.client_id, info, sealed),
+            )
+
+        await self._run(work)
+
+    # -------------------------------------------------------------------------------------- sign-ins in flight
+
+    async def add_authorization(self, state: str, authorization: Authorization) -> None:
+        time_left = self._time_left(authorization.expires_at)
+
+        async def work(db: Any) -> None:
+            await _one_at_a_time(db, _AUTHORIZATIONS_LOCK)  # the count and the insert, one replica at a time
+            await db.execute(f"DELETE FROM {_S}.signin_authorizations WHERE expires_at <= {_NOW}")
+            await db.execute(f"DELETE FROM {_S}.signin_consent_waits WHERE expires_at <= {_NOW}")
+            if await _count(db, "signin_authorizations") >= MAX_PENDING:
+                raise StoreFull("too many sign-ins in flight")
+            await db.execute(
+                f"INSERT INTO {_S}.signin_authorizations (state, data, expires_at) VALUES (%s, %s, {_NOW} + %s)",
+                (digest(state), authorization_json(authorization), time_left),
+            )
+
+        await self._run(work)
+
+    async def take_authorization(self, state: str) -> Authorization | None:
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"DELETE FROM {_S}.signin_authorizations WHERE state = %s RETURNING data, expires_at - {_NOW}",
+                (digest(state),),
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None or row[1] <= 0:
+            return None
+        return dataclasses.replace(authorization_from(json.loads(row[0])), expires_at=self._ours(row[1]))
+
+    async def await_consent(self, consent_id: str, waiting: AwaitingConsent) -> None:
+        key = digest(consent_id)
+        data = consent_json(waiting)
+        access, refresh = seal_tokens(self._sealer, waiting.person.tokens, f"consent:{key}")
+        time_left = self._time_left(waiting.expires_at)
+
+        async def work(db: Any) -> None:
+            await db.execute(
+                f"INSERT INTO {_S}.signin_consent_waits (consent, data, access, refresh, expires_at) "
+                f"VALUES (%s, %s, %s, %s, {_NOW} + %s)",
+                (key, data, access, refresh, time_left),
+            )
+
+        await self._run(work)
+
+    async def take_consent(self, consent_id: str) -> AwaitingConsent | None:
+        key = digest(consent_id)
+
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"DELETE FROM {_S}.signin_consent_waits WHERE consent = %s "
+                f"RETURNING data, access, refresh, expires_at - {_NOW}",
+                (key,),
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None or row[3] <= 0:
+            return None
+        tokens = open_tokens(self._sealer, row[1], row[2], f"consent:{key}")
+        return None if tokens is None else consent_from(row[0], tokens, self._ours(row[3]))
+
+    async def has_consented(self, user_id: int, client_id: str) -> bool:
+        async def work(db: Any) -> bool:
+            cursor = await db.execute(
+                f"SELECT 1 FROM {_S}.signin_consents WHERE user_id = %s AND client_id = %s", (user_id, client_id)
+            )
+            return await cursor.fetchone() is not None
+
+        return await self._run(work)
+
+    # -------------------------------------------------------------------------------------------------- people
+
+    async def sign_in(self, person: SignedIn, client_id: str) -> Person:
+        access, refresh = seal_tokens(self._sealer, person.tokens, f"person:{person.user_id}")
+
+        async def work(db: Any) -> Person:
+            await db.execute(
+                f"INSERT INTO {_S}.signin_meta (name, value) VALUES ('member_id', %s) ON CONFLICT (name) DO NOTHING",
+                (person.member_id,),
+            )
+            cursor = await db.execute(f"SELECT value FROM {_S}.signin_meta WHERE name = 'member_id'")
+            pinned = await cursor.fetchone()
+            if pinned is None or pinned[0] != person.member_id:
+                raise ForeignPortalError(person.member_id)
+            cursor = await db.execute(
+                f"INSERT INTO {_S}.signin_people AS p "
+                "(user_id, name, member_id, signed_in_at, last_used_at, version, access, refresh) "
+                f"VALUES (%s, %s, %s, {_NOW}, {_NOW}, 1, %s, %s) ON CONFLICT (user_id) DO UPDATE SET "
+                "name = excluded.name, member_id = excluded.member_id, signed_in_at = excluded.signed_in_at, "
+                "last_used_at = excluded.last_used_at, version = p.version + 1, access = excluded.access, "
+                "refresh = excluded.refresh RETURNING version, signed_in_at",
+                (person.user_id, person.name, person.member_id, access, refresh),
+            )
+            row = await cursor.fetchone()
+            await db.execute(
+                f"INSERT INTO {_S}.signin_consents (user_id, client_id, at) VALUES (%s, %s, {_NOW}) "
+                "ON CONFLICT (user_id, client_id) DO UPDATE SET at = excluded.at",
+                (person.user_id, client_id),
+            )
+            await db.execute(f"UPDATE {_S}.signin_clients SET used_at = {_NOW} WHERE client_id = %s", (client_id,))
+            at = float(row[1])
+            return Person(person.user_id, person.name, person.member_id, at, at, int(row[0]), True)
+
+        return await self._run(work)
+
+    async def bitrix_tokens(self, user_id: int) -> tuple[int, BitrixTokens] | None:
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"SELECT version, access, refresh FROM {_S}.signin_people WHERE user_id = %s", (user_id,)
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None or row[1] is None:
+            return None
+        tokens = open_tokens(self._sealer, row[1], row[2], f"person:{user_id}")
+        return None if tokens is None else (int(row[0]), tokens)
+
+    async def save_bitrix_tokens(self, user_id: int, version: int, tokens: BitrixTokens) -> bool:
+        access, refresh = seal_tokens(self._sealer, tokens, f"person:{user_id}")
+
+        async def work(db: Any) -> bool:
+            cursor = await db.execute(
+                f"UPDATE {_S}.signin_people SET access = %s, refresh = %s "
+                "WHERE user_id = %s AND version = %s AND access IS NOT NULL",
+                (access, refresh, user_id, version),
+            )
+            return bool(cursor.rowcount == 1)
+
+        return await self._run(work)
+
+    async def refresh_bitrix_tokens(
+        self, user_id: int, version: int, current: BitrixTokens, renew: Renewal
+    ) -> BitrixTokens | None:
+        progress = _Progress()
+
+        async def work(db: Any) -> BitrixTokens | None:
+            cursor = await db.execute(
+                f"SELECT version, access, refresh FROM {_S}.signin_people WHERE user_id = %s FOR UPDATE", (user_id,)
+            )
+            row = await cursor.fetchone()
+            if row is None or row[1] is None or int(row[0]) != version:
+                return None  # revoked, or signed in again: their new tokens are not ours to renew
+            stored = open_tokens(self._sealer, row[1], row[2], f"person:{user_id}")
+            if stored is None:
+                return None  # sealed under another B24_CONFIRM_SECRET: they sign in again
+            if progress.renewed is None:  # not when retrying to store a pair already renewed
+                if stored.access != current.access:
+                    return stored  # another replica rotated it while this one waited for the lock
+                progress.renewed = await renew(stored)
+            access, refresh = seal_tokens(self._sealer, progress.renewed, f"person:{user_id}")
+            await db.execute(
+                f"UPDATE {_S}.signin_people SET access = %s, refresh = %s WHERE user_id = %s",
+                (access, refresh, user_id),
+            )
+            return progress.renewed
+
+        try:
+            return await self._run(work)
+        except DatabaseUnavailableError as exc:
+            if progress.renewed is not None:
+                logger.error(
+                    "The refreshed Bitrix24 tokens of user %d could not be stored in the shared database (%s): this "
+                    "replica uses them, but the other replicas hold a refresh token that no longer works",
+                    user_id,
+                    exc,
+                )
+                return progress.renewed
+            raise TransportError(
+                "DATABASE_UNAVAILABLE",
+                f"The person's Bitrix24 access token expired and was not renewed: the replicas renew it one at a time "
+                f"through the shared database, which cannot be reached ({exc}).",
+                retryable=True,
+                maybe_sent=False,
+            ) from None
+
+    async def touch(self, user_id: int) -> None:
+        async def work(db: Any) -> None:
+            await db.execute(
+                f"UPDATE {_S}.signin_people SET last_used_at = {_NOW} "
+                f"WHERE user_id = %s AND (last_used_at IS NULL OR last_used_at < {_NOW} - 60)",
+                (user_id,),
+            )
+
+        await self._run(work)
+
+    async def people(self) -> list[Person]:
+        async def work(db: Any) -> list[Any]:
+            cursor = await db.execute(
+                "SELECT user_id, name, member_id, signed_in_at, last_used_at, version, access IS NOT NULL "
+                f"FROM {_S}.signin_people ORDER BY user_id"
+            )
+            return list(await cursor.fetchall())
+
+        rows = await self._run(work)
+        return [person_from_row(row) for row in rows]
+
+    async def revoke(self, user_id: int) -> bool:
+        async def work(db: Any) -> bool:
+            cursor = await db.execute(
+                f"UPDATE {_S}.signin_people SET access = NULL, refresh = NULL, version = version + 1 "
+                "WHERE user_id = %s",
+                (user_id,),
+            )
+            found = cursor.rowcount == 1
+            for table in ("signin_tokens", "signin_codes", "signin_consents"):
+                await db.execute(f"DELETE FROM {_S}.{table} WHERE user_id = %s", (user_id,))
+            return bool(found)
+
+        return await self._run(work)
+
+    # ------------------------------------------------------------------------------------ codes and MCP tokens
+
+    async def add_code(self, code: str, issued: IssuedCode) -> None:
+        data = issued_code_json(issued)
+        time_left = self._time_left(issued.grant.expires_at)
+
+        async def work(db: Any) -> None:
+            await db.execute(f"DELETE FROM {_S}.signin_codes WHERE expires_at <= {_NOW}")
+            await db.execute(
+                f"INSERT INTO {_S}.signin_codes (code, data, user_id, expires_at) VALUES (%s, %s, %s, {_NOW} + %s)",
+                (digest(code), data, issued.grant.user_id, time_left),
+            )
+
+        await self._run(work)
+
+    async def find_code(self, code: str) -> IssuedCode | None:
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"SELECT data, expires_at - {_NOW} FROM {_S}.signin_codes WHERE code = %s AND expires_at > {_NOW}",
+                (digest(code),),
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None:
+            return None
+        issued = issued_code_from(row[0])
+        return dataclasses.replace(issued, grant=dataclasses.replace(issued.grant, expires_at=self._ours(row[1])))
+
+    async def take_code(self, code: str) -> Taken:
+        async def work(db: Any) -> Taken:
+            cursor = await db.execute(
+                f"UPDATE {_S}.signin_codes SET used = true WHERE code = %s AND NOT used RETURNING data",
+                (digest(code),),
+            )
+            row = await cursor.fetchone()
+            if row is not None:
+                return Taken("taken", str(json.loads(row[0])["grant"]["family"]))
+            cursor = await db.execute(f"SELECT data FROM {_S}.signin_codes WHERE code = %s", (digest(code),))
+            row = await cursor.fetchone()
+            if row is None:
+                return Taken("unknown")
+            return Taken("replayed", str(json.loads(row[0])["grant"]["family"]))
+
+        return await self._run(work)
+
+    async def add_tokens(self, access: str, refresh: str | None, grant: Grant, refresh_expires_at: float) -> None:
+        scopes = " ".join(grant.scopes)
+        rows = [(digest(access), "access", self._time_left(grant.expires_at))]
+        if refresh is not None:
+            rows.append((digest(refresh), "refresh", self._time_left(refresh_expires_at)))
+
+        async def work(db: Any) -> None:
+            await db.execute(f"DELETE FROM {_S}.signin_tokens WHERE expires_at <= {_NOW}")
+            for token, kind, time_left in rows:
+                await db.execute(
+                    f"INSERT INTO {_S}.signin_tokens "
+                    "(token, kind, family, client_id, user_id, scopes, resource, expires_at) "
+                    f"VALUES (%s, %s, %s, %s, %s, %s, %s, {_NOW} + %s)",
+                    (token, kind, grant.family, grant.client_id, grant.user_id, scopes, grant.resource, time_left),
+                )
+
+        await self._run(work)
+
+    async def find_access(self, token: str) -> tuple[Grant, Person] | None:
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"SELECT t.family, t.client_id, t.user_id, t.scopes, t.resource, t.expires_at - {_NOW}, p.name, "
+                f"p.member_id, p.signed_in_at, p.last_used_at, p.version FROM {_S}.signin_tokens t "
+                f"JOIN {_S}.signin_people p ON p.user_id = t.user_id "
+                f"WHERE t.token = %s AND t.kind = 'access' AND t.expires_at > {_NOW} AND p.access IS NOT NULL",
+                (digest(token),),
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        if row is None:
+            return None
+        grant, person = access_from_row(row)
+        return dataclasses.replace(grant, expires_at=self._ours(row[5])), person
+
+    async def find_refresh(self, token: str) -> Grant | None:
+        async def work(db: Any) -> Any:
+            cursor = await db.execute(
+                f"SELECT family, client_id, user_id, scopes, resource, expires_at - {_NOW} FROM {_S}.signin_tokens "
+                f"WHERE token = %s AND kind = 'refresh' AND expires_at > {_NOW}",
+                (digest(token),),
+            )
+            return await cursor.fetchone()
+
+        row = await self._run(work)
+        return None if row is None else dataclasses.replace(grant_from_row(row), expires_at=self._ours(row[5]))
+
+    async def rotate_refresh(self, token: str) -> Taken:
+        async def work(db: Any) -> Taken:
+            cursor = await db.execute(
+                f"UPDATE {_S}.signin_tokens SET used = true "
+                "WHERE token = %s AND kind = 'refresh' AND NOT used RETURNING family",
+                (digest(token),),
+            )
+            row = await cursor.fetchone()
+            if row is not None:
+                await db.execute(f"DELETE FROM {_S}.signin_tokens WHERE family = %s AND kind = 'access'", (row[0],))
+                return Taken("taken", str(row[0]))
+            cursor = await db.execute(
+                f"SELECT family FROM {_S}.signin_tokens WHERE token = %s AND kind = 'refresh'", (digest(token),)
+            )
+            row = await cursor.fetchone()
+            return Taken("unknown") if row is None else Taken("replayed", str(row[0]))
+
+        return await self._run(work)
+
+    async def revoke_family(self, family: str) -> None:
+        async def work(db: Any) -> None:
+            await db.execute(f"DELETE FROM {_S}.signin_tokens WHERE family = %s", (family,))
+
+        await self._run(work)
