@@ -14,15 +14,7 @@ from people_stores import OpenStore, replica_stores, rows
 
 from b24_mcp.signin import postgres as people_module
 from b24_mcp.signin.postgres import PostgresPeopleStore
-from b24_mcp.signin.store import (
-    Authorization,
-    AwaitingConsent,
-    BitrixTokens,
-    Grant,
-    IssuedCode,
-    SignedIn,
-    StoreFull,
-)
+from b24_mcp.signin.records import Authorization, AwaitingConsent, BitrixTokens, Grant, IssuedCode, SignedIn, StoreFull
 
 pytestmark = pytest.mark.anyio
 

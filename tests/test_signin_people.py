@@ -16,7 +16,7 @@ from b24_mcp.sandbox.serve import sandbox_transport
 from b24_mcp.settings import Settings
 from b24_mcp.signin.people import People, build_signin_app
 from b24_mcp.signin.person import PersonAuth
-from b24_mcp.signin.store import BitrixTokens
+from b24_mcp.signin.records import BitrixTokens
 
 pytestmark = pytest.mark.anyio
 

@@ -14,10 +14,10 @@ from mcp.shared.auth import OAuthClientInformationFull
 
 from b24_mcp.sealing import Sealer, UnusableFileError, digest, load_key
 from b24_mcp.settings import Settings, SettingsError
-from b24_mcp.signin import store as store_module
+from b24_mcp.signin import sqlite as store_module
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.provider import redirect_uri_problem, same_resource
-from b24_mcp.signin.store import (
+from b24_mcp.signin.records import (
     Authorization,
     AwaitingConsent,
     BitrixTokens,
@@ -25,9 +25,9 @@ from b24_mcp.signin.store import (
     Grant,
     IssuedCode,
     SignedIn,
-    SQLiteStore,
     StoreFull,
 )
+from b24_mcp.signin.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

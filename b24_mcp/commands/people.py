@@ -17,7 +17,9 @@ import anyio
 from b24_mcp.sealing import KEY_BYTES, Sealer, UnusableFileError, load_key
 from b24_mcp.settings import Settings
 from b24_mcp.signin.config import DATABASE_NAME, KEY_NAME
-from b24_mcp.signin.store import PeopleStore, Person, SQLiteStore
+from b24_mcp.signin.records import Person
+from b24_mcp.signin.sqlite import SQLiteStore
+from b24_mcp.signin.store import PeopleStore
 from b24_mcp.text import for_terminal
 
 

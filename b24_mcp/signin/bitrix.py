@@ -18,7 +18,7 @@ from b24_mcp.portal.auth import Secrets, is_token, json_object
 from b24_mcp.portal.client import PortalClient
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.person import PersonAuth
-from b24_mcp.signin.store import BitrixTokens, SignedIn
+from b24_mcp.signin.records import BitrixTokens, SignedIn
 
 logger = logging.getLogger(__name__)
 

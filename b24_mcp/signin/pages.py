@@ -41,16 +41,16 @@ from b24_mcp.sealing import new_token
 from b24_mcp.signin.bitrix import SignInFailed, sign_in
 from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.provider import CODE_PREFIX, CODE_SECONDS
-from b24_mcp.signin.store import (
+from b24_mcp.signin.records import (
     Authorization,
     AwaitingConsent,
     ForeignPortalError,
     Grant,
     IssuedCode,
-    PeopleStore,
     Person,
     SignedIn,
 )
+from b24_mcp.signin.store import PeopleStore
 from b24_mcp.text import for_display
 
 if TYPE_CHECKING:

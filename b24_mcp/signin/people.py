@@ -28,7 +28,9 @@ from b24_mcp.signin.metadata import auth_settings
 from b24_mcp.signin.pages import SignInPages
 from b24_mcp.signin.person import PersonAuth
 from b24_mcp.signin.provider import PersonAccessToken, SignInProvider
-from b24_mcp.signin.store import Grant, PeopleStore, Person, SQLiteStore
+from b24_mcp.signin.records import Grant, Person
+from b24_mcp.signin.sqlite import SQLiteStore
+from b24_mcp.signin.store import PeopleStore
 
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken

@@ -46,21 +46,7 @@ from b24_mcp.errors import TransportError
 from b24_mcp.postgres.database import Database, DatabaseUnavailableError
 from b24_mcp.postgres.schema import SCHEMA
 from b24_mcp.sealing import KEY_BYTES, Sealer, digest
-from b24_mcp.signin.store import (
-    MAX_CLIENTS,
-    MAX_PENDING,
-    UNUSED_CLIENT_SECONDS,
-    Authorization,
-    AwaitingConsent,
-    BitrixTokens,
-    ForeignPortalError,
-    Grant,
-    IssuedCode,
-    Person,
-    Renewal,
-    SignedIn,
-    StoreFull,
-    Taken,
+from b24_mcp.signin.codec import (
     access_from_row,
     authorization_from,
     authorization_json,
@@ -75,6 +61,20 @@ from b24_mcp.signin.store import (
     seal_client,
     seal_tokens,
 )
+from b24_mcp.signin.records import (
+    Authorization,
+    AwaitingConsent,
+    BitrixTokens,
+    ForeignPortalError,
+    Grant,
+    IssuedCode,
+    Person,
+    Renewal,
+    SignedIn,
+    StoreFull,
+    Taken,
+)
+from b24_mcp.signin.store import MAX_CLIENTS, MAX_PENDING, UNUSED_CLIENT_SECONDS
 
 logger = logging.getLogger(__name__)
 
