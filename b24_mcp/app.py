@@ -16,11 +16,13 @@ import httpx2
 
 from b24_mcp.deleting.confirmation import ConfirmationTokens, SpentTokens
 from b24_mcp.deleting.gate import Guardrails
-from b24_mcp.journal.file import Journal, JournalStore
-from b24_mcp.portal.auth import Auth, GrantStore, make_auth
+from b24_mcp.journal.file import Journal
+from b24_mcp.journal.record import JournalStore
+from b24_mcp.portal.auth import Auth, GrantStore
 from b24_mcp.portal.catalog import EntityCatalog
 from b24_mcp.portal.client import PortalClient
 from b24_mcp.portal.limiter import LeakyBucket, Pacing
+from b24_mcp.portal.oauth import make_auth
 from b24_mcp.settings import ConfirmMode, OAuthConfig, Settings, Webhook
 
 if TYPE_CHECKING:

@@ -16,19 +16,11 @@ from typing import Any
 import anyio
 import pytest
 
-from b24_mcp.deleting.gate import ConfirmedBy
 from b24_mcp.errors import Refusal
-from b24_mcp.journal import file as journal_module
-from b24_mcp.journal.file import (
-    Attempt,
-    Entry,
-    Journal,
-    JournalUnwritable,
-    check_journal,
-    print_journal,
-    read_recent,
-    read_tail,
-)
+from b24_mcp.journal import reader as journal_module
+from b24_mcp.journal.file import Journal, check_journal
+from b24_mcp.journal.reader import print_journal, read_recent, read_tail
+from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalUnwritable
 
 pytestmark = pytest.mark.anyio
 

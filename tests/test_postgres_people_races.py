@@ -12,7 +12,7 @@ import pytest
 from mcp.shared.auth import OAuthClientInformationFull
 from people_stores import OpenStore, replica_stores, rows
 
-from b24_mcp.signin import postgres as people_module
+from b24_mcp.signin import postgres_pending as people_module
 from b24_mcp.signin.postgres import PostgresPeopleStore
 from b24_mcp.signin.records import Authorization, AwaitingConsent, BitrixTokens, Grant, IssuedCode, SignedIn, StoreFull
 

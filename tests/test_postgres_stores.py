@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from postgres_cluster import Postgres
 
-from b24_mcp.deleting.gate import ConfirmedBy, Consent, Route
+from b24_mcp.deleting.gate import Consent, Route
 from b24_mcp.deleting.item import ItemDeletion
-from b24_mcp.journal.file import Attempt, Entry, JournalUnwritable
+from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalUnwritable
 from b24_mcp.postgres.database import Database, DatabaseUnavailableError
 from b24_mcp.postgres.journal import TableJournal, read_table_tail
 from b24_mcp.postgres.pacing import SharedBucket

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from b24_mcp.deleting.gate import ConfirmedBy
 from b24_mcp.deleting.results import ToolResult
+from b24_mcp.journal.record import ConfirmedBy
 
 
 class FoundItem(BaseModel):

@@ -21,11 +21,10 @@ from b24_mcp.app import App
 from b24_mcp.bulk.reading import Reading, Selected, SetReader
 from b24_mcp.bulk.results import BatchResult, ItemOutcome
 from b24_mcp.bulk.selection import BATCH_SIZE, Query, chunks, split_batch
-from b24_mcp.deleting.gate import ConfirmedBy
 from b24_mcp.deleting.item import new_attempt
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, settle_lost_answer
 from b24_mcp.errors import B24Error, PortalError, Refusal
-from b24_mcp.journal.file import Attempt, Entry, JournalUnwritable
+from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalUnwritable
 from b24_mcp.portal.items import counted, type_name
 
 logger = logging.getLogger(__name__)

@@ -27,21 +27,11 @@ from b24_mcp.bulk.reading import Reading, Selected, SetReader
 from b24_mcp.bulk.results import BatchResult, FoundItem, ItemOutcome, SetSummary
 from b24_mcp.bulk.run import DeletionRun, Progress
 from b24_mcp.bulk.selection import ID_ONLY, PREVIEW_FIELDS, Query
-from b24_mcp.deleting.gate import (
-    Answer,
-    ConfirmedBy,
-    Consent,
-    Declined,
-    Question,
-    Reach,
-    Route,
-    Target,
-    pass_gate,
-)
+from b24_mcp.deleting.gate import Answer, Consent, Declined, Question, Reach, Route, Target, pass_gate
 from b24_mcp.deleting.questions import set_question
 from b24_mcp.deleting.results import error_message
 from b24_mcp.errors import B24Error, Refusal
-from b24_mcp.journal.file import Entry
+from b24_mcp.journal.record import ConfirmedBy, Entry
 from b24_mcp.portal.items import counted, type_name
 
 __all__ = [

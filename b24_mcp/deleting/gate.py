@@ -15,6 +15,7 @@ from typing import Generic, Protocol, TypeVar
 
 from b24_mcp.deleting.confirmation import ConfirmationTokens
 from b24_mcp.errors import B24Error, Refusal
+from b24_mcp.journal.record import ConfirmedBy
 from b24_mcp.settings import ConfirmMode
 
 
@@ -33,14 +34,6 @@ class Route(StrEnum):
     TOKEN = "token"  # require a signed token from a preview
     NONE = "none"  # no gate (B24_CONFIRM=none)
     UNSUPPORTED = "unsupported"  # must ask, but the client cannot be asked
-
-
-class ConfirmedBy(StrEnum):
-    """How a deletion was confirmed, as results and the journal record it."""
-
-    ELICITATION = "elicitation"
-    TOKEN = "token"
-    NONE = "none"
 
 
 class Answer(StrEnum):

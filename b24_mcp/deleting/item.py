@@ -14,11 +14,11 @@ from typing import Any, Literal
 from pydantic import Field
 
 from b24_mcp.app import App
-from b24_mcp.deleting.gate import Answer, ConfirmedBy, Consent, Declined, Question, Reach, Target, mode_hint, pass_gate
+from b24_mcp.deleting.gate import Answer, Consent, Declined, Question, Reach, Target, mode_hint, pass_gate
 from b24_mcp.deleting.questions import item_question
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, ToolResult, error_message, iso_utc, settle_lost_answer
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
-from b24_mcp.journal.file import Attempt
+from b24_mcp.journal.record import Attempt, ConfirmedBy
 from b24_mcp.portal.catalog import where_it_goes
 from b24_mcp.portal.items import ItemSummary, describe, summarize, version_of
 

@@ -23,21 +23,15 @@ The token file (B24_TOKEN_FILE) is treated as hostile until checked:
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
 import re
-import stat
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-import anyio
-
 from b24_mcp.errors import PortalError, TransportError
-from b24_mcp.settings import OAuthConfig, Webhook
+from b24_mcp.settings import Webhook
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +40,6 @@ MASK = "***"
 MAX_CODE = 200
 MAX_TEXT = 2000
 # Far more than the file we write (four short fields): anything bigger is not ours.
-_TOKEN_FILE_LIMIT = 64 * 1024
 _REAUTHORISE = (
     "The OAuth server refused to refresh the access token: the application must be re-authorised in the portal, "
     "and B24_ACCESS_TOKEN / B24_REFRESH_TOKEN set anew."
@@ -196,121 +189,6 @@ class WebhookAuth(Auth):
         raise RuntimeError("a webhook cannot be refreshed")
 
 
-class OAuthSession(Auth):
-    """An application's OAuth grant for one portal, refreshed on expiry and persisted across restarts."""
-
-    def __init__(self, config: OAuthConfig, *, grants: GrantStore | None = None) -> None:
-        self._config = config
-        self._grants = grants  # shared with other replicas: one refresh at a time among them too
-        self._access = config.access_token
-        self._refresh = config.refresh_token
-        self._user_id: int | None = None
-        self._generation = 0
-        self._lock = anyio.Lock()
-        saved = read_token_file(config.token_file, config.host) if config.token_file else None
-        if saved is not None:
-            self._access = saved["access_token"]
-            self._refresh = saved.get("refresh_token") or self._refresh
-            self._user_id = saved.get("user_id")
-        # The configured pair stays secret too when the saved one replaced it.
-        self._previous: tuple[str | None, ...] = (config.access_token, config.refresh_token)
-        self._secrets = Secrets()
-        self._remember()
-
-    def __repr__(self) -> str:
-        return f"OAuthSession(host={self.host!r})"
-
-    def _remember(self, *also: str | None) -> None:
-        self._secrets.set(self._access, self._refresh, *self._previous, *also, self._config.client_secret)
-
-    @property
-    def host(self) -> str:
-        return self._config.host
-
-    @property
-    def user_id(self) -> int | None:
-        return self._user_id
-
-    @property
-    def identity(self) -> str:
-        return f"{self._config.host}/oauth/{self._config.client_id or '-'}"
-
-    @property
-    def generation(self) -> int:
-        return self._generation
-
-    @property
-    def can_refresh(self) -> bool:
-        return bool(self._refresh and self._config.client_id and self._config.client_secret)
-
-    @property
-    def secrets(self) -> Secrets:
-        return self._secrets
-
-    def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        return self._config.rest_base + method, {**params, "auth": self._access}
-
-    async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
-        """Exchange the refresh token for a new pair; concurrent callers wait for one exchange. With a grant store,
-        replicas too: the one holding the stored grant's lock exchanges, the others take the pair it stored.
-
-        Raises `PortalError` with the OAuth server's own code when it refused, `TransportError` when its answer
-        was lost or is not a token answer (or the grant store could not be reached).
-        """
-        async with self._lock:
-            if self._generation != seen_generation:
-                return  # another call refreshed while this one waited
-            current = TokenPair(self._access, self._refresh, self._user_id)
-
-            async def renew(pair: TokenPair) -> TokenPair:
-                return await self._exchange(post_form, pair)
-
-            pair = await (self._grants.refresh(current, renew) if self._grants is not None else renew(current))
-            renewed = pair.expires_in is not None  # a pair taken from the store does not say
-            self._previous = (self._access, self._refresh)
-            self._access = pair.access_token
-            self._refresh = pair.refresh_token or self._refresh
-            self._user_id = pair.user_id if pair.user_id is not None else self._user_id
-            self._generation += 1
-            self._remember()
-            if renewed:
-                logger.info("Refreshed the OAuth access token for %s", self.host)
-            else:
-                logger.info("Took the OAuth tokens for %s that another replica refreshed", self.host)
-            if self._config.token_file is not None:
-                await anyio.to_thread.run_sync(self._save, self._config.token_file)
-
-    async def _exchange(self, post_form: PostForm, pair: TokenPair) -> TokenPair:
-        """One refresh at the OAuth server with `pair`'s refresh token: the next pair."""
-        self._remember(pair.access_token, pair.refresh_token)  # a stored pair's tokens are secrets here too
-        renewed = await exchange_refresh_token(
-            post_form,
-            self._config.oauth_url,
-            self._config.client_id or "",
-            self._config.client_secret or "",
-            pair.refresh_token,
-            self._secrets,
-            lambda code: _REAUTHORISE,
-        )
-        return renewed if renewed.user_id is not None else replace(renewed, user_id=pair.user_id)
-
-    def _save(self, path: Path) -> None:
-        data = {
-            "portal": self.host,
-            "access_token": self._access,
-            "refresh_token": self._refresh,
-            "user_id": self._user_id,
-        }
-        try:
-            write_private_file(path, json.dumps(data).encode())
-        except OSError as exc:
-            logger.error(
-                "Could not save the refreshed tokens to B24_TOKEN_FILE (%s); after a restart the application "
-                "will need to be re-authorised.",
-                exc.strerror or type(exc).__name__,
-            )
-
-
 def is_token(value: object) -> bool:
     """Whether an OAuth server's value can be a token (a short printable string without spaces around it)."""
     return isinstance(value, str) and 0 < len(value) <= 4096 and value.isprintable() and value.strip() == value
@@ -383,128 +261,3 @@ def refreshed_tokens(status: int, body: dict[str, Any] | None) -> tuple[str, str
             maybe_sent=False,
         )
     return access, rotated if isinstance(rotated, str) else None
-
-
-def read_token_file(path: Path, host: str) -> dict[str, Any] | None:
-    """The tokens saved for `host`, or None when there are none usable (see the module's permission policy).
-
-    The result has a non-empty `access_token` string, `refresh_token` a string or None, `user_id` an int or None.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        # ELOOP: the name is a symbolic link, which is never followed.
-        reason = "it is a symbolic link" if exc.errno == errno.ELOOP else (exc.strerror or type(exc).__name__)
-        logger.warning("B24_TOKEN_FILE was not read (%s); using the configured tokens", reason)
-        return None
-    try:
-        raw = _read_checked(fd)
-    except OSError as exc:
-        logger.warning(
-            "B24_TOKEN_FILE was not read (%s); using the configured tokens", exc.strerror or type(exc).__name__
-        )
-        return None
-    finally:
-        os.close(fd)
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        logger.warning("B24_TOKEN_FILE is not a token file of b24-mcp; using the configured tokens")
-        return None
-    if not isinstance(data, dict) or data.get("portal") != host or not is_token(data.get("access_token")):
-        return None
-    refresh = data.get("refresh_token")
-    user_id = data.get("user_id")
-    return {
-        "portal": host,
-        "access_token": data["access_token"],
-        "refresh_token": refresh if is_token(refresh) else None,
-        "user_id": user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
-    }
-
-
-def _read_checked(fd: int) -> bytes | None:
-    """The contents of an open token file once it passed the checks; None (and one warning line) otherwise."""
-    info = os.fstat(fd)
-    problem = None
-    if not stat.S_ISREG(info.st_mode):
-        problem = "it is not a regular file"
-    elif info.st_uid != os.geteuid():
-        problem = "it belongs to another user"
-    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        problem = f"other users may write it (mode {stat.S_IMODE(info.st_mode):04o}), so its tokens may not be ours"
-    elif info.st_size > _TOKEN_FILE_LIMIT:
-        problem = "it is too large"
-    if problem is not None:
-        logger.warning("B24_TOKEN_FILE was not read (%s); using the configured tokens", problem)
-        return None
-    if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        mode = stat.S_IMODE(info.st_mode)
-        try:
-            os.fchmod(fd, mode & 0o700)
-            now = "it is now owner-only"
-        except OSError:
-            now = "it could not be made owner-only"
-        logger.warning(
-            "B24_TOKEN_FILE was readable by other users (mode %04o); %s. If others could have read it, "
-            "re-authorise the application to replace its tokens.",
-            mode,
-            now,
-        )
-    chunks = []
-    size = 0
-    while chunk := os.read(fd, 16384):
-        size += len(chunk)
-        if size > _TOKEN_FILE_LIMIT:
-            logger.warning("B24_TOKEN_FILE was not read (it is too large); using the configured tokens")
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with `data`, readable by the owner only.
-
-    The data goes to a new file with a random name created exclusively without following links, which is then
-    renamed over `path` (a link at `path` is replaced, never followed).
-    """
-    import secrets
-
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _sync_directory(path.parent)
-
-
-def _sync_directory(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def make_auth(credentials: Webhook | OAuthConfig, *, grants: GrantStore | None = None) -> WebhookAuth | OAuthSession:
-    """The runtime credential for the configured one; an OAuth grant shared through `grants` when given."""
-    return WebhookAuth(credentials) if isinstance(credentials, Webhook) else OAuthSession(credentials, grants=grants)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from b24_mcp.journal.file import JournalUnwritable
+from b24_mcp.journal.record import JournalUnwritable
 from b24_mcp.postgres.database import Database, DatabaseUnavailableError
 from b24_mcp.postgres.schema import SCHEMA
 
