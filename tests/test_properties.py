@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
+from b24_mcp.sandbox.link import sandbox_webhook
 from b24_mcp.sandbox.seed import seeded_portal
-from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+from b24_mcp.sandbox.serve import sandbox_transport
 from b24_mcp.serving.tools import build_server
 from b24_mcp.settings import load_settings
 from helpers import make_app

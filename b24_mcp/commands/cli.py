@@ -127,7 +127,8 @@ def _check(settings: Any, *, sandbox: bool) -> int:
 
         return check_signin(settings)
     if sandbox:
-        from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+        from b24_mcp.sandbox.link import sandbox_webhook
+        from b24_mcp.sandbox.serve import sandbox_transport
 
         findings = anyio.run(diagnose, _for_sandbox(settings), sandbox_webhook(), sandbox_transport())
     else:
