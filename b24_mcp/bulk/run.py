@@ -17,10 +17,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from b24_mcp.app import App
 from b24_mcp.bulk.reading import Reading, Selected, SetReader
 from b24_mcp.bulk.results import BatchResult, ItemOutcome
 from b24_mcp.bulk.selection import BATCH_SIZE, Query, chunks, split_batch
+from b24_mcp.deleting.app import App
 from b24_mcp.deleting.item import new_attempt
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, settle_lost_answer
 from b24_mcp.errors import B24Error, PortalError, Refusal

@@ -110,13 +110,6 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
 
 
-def _for_sandbox(settings: Any) -> Any:
-    """The sandbox keeps its own journal unless B24_AUDIT_LOG says otherwise."""
-    if "audit_log" in settings.model_fields_set:
-        return settings
-    return settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
-
-
 def _check(settings: Any, *, sandbox: bool) -> int:
     import anyio
 
@@ -127,10 +120,11 @@ def _check(settings: Any, *, sandbox: bool) -> int:
 
         return check_signin(settings)
     if sandbox:
+        from b24_mcp.app import for_sandbox
         from b24_mcp.sandbox.link import sandbox_webhook
         from b24_mcp.sandbox.serve import sandbox_transport
 
-        findings = anyio.run(diagnose, _for_sandbox(settings), sandbox_webhook(), sandbox_transport())
+        findings = anyio.run(diagnose, for_sandbox(settings), sandbox_webhook(), sandbox_transport())
     else:
         findings = anyio.run(diagnose, settings, None)
     for finding in findings:
@@ -142,36 +136,11 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from b24_mcp.app import LazyTransport, build_app
-    from b24_mcp.serving.tools import build_server
-    from b24_mcp.settings import SettingsError
+    from b24_mcp.app import assemble
 
-    options: dict[str, Any] = {}
-    signing_in = settings.public_url is not None
-    if signing_in and args.sandbox:
-        raise SettingsError(["B24_PUBLIC_URL is set: people sign in to a real portal; unset it to serve the sandbox"])
-    if signing_in and args.transport != "http":
-        raise SettingsError(["B24_PUBLIC_URL is set: people sign in over HTTP only; serve with --transport http"])
-    if args.transport == "http":
-        from b24_mcp.serving.transport import http_options
-
-        options = http_options(settings, args.host, args.port)
-    people = None
-    if args.sandbox:
-        from b24_mcp.sandbox.link import sandbox_http, sandbox_webhook
-
-        settings = _for_sandbox(settings)
-        app = build_app(settings, sandbox_webhook(), http_transport=LazyTransport(sandbox_http))
-    elif signing_in:  # each person signs in; this server is their MCP clients' authorization server
-        from b24_mcp.signin.people import build_signin_app
-
-        app, people = build_signin_app(settings)
-        options |= people.server_options()
-    else:
-        app = build_app(settings)
-    server = build_server(app, server_options=options)
-    if people is not None:
-        people.add_routes(server)
+    settings, server = assemble(
+        settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port
+    )
     if settings.confirm == "none":
         logging.getLogger("b24_mcp").warning(
             "B24_CONFIRM=none: deletions are NOT confirmed by anyone. Use this only for unattended, scripted work."

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from b24_mcp.app import App
+from b24_mcp.deleting.app import App
 from b24_mcp.deleting.gate import Answer, Consent, Declined, Question, Reach, Target, mode_hint, pass_gate
 from b24_mcp.deleting.questions import item_question
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, ToolResult, error_message, iso_utc, settle_lost_answer

@@ -33,6 +33,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from b24_mcp.journal.record import Entry, JournalStore, JournalUnwritable, entry_record
+from b24_mcp.secure.files import Unfit, make_private_folder, open_no_follow, unfit
 from b24_mcp.text import safe_json
 
 
@@ -69,7 +70,7 @@ class Journal(JournalStore):
 
     def _append(self, lines: Sequence[bytes]) -> None:
         try:
-            _make_folder(self.path.parent)
+            make_private_folder(self.path.parent)
             fd, _ = _open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)  # read: the last byte
         except _UnusableError as exc:
             raise self._refusal(str(exc), hint=exc.hint) from None
@@ -138,17 +139,6 @@ def check_journal(path: Path) -> str | None:
     return None
 
 
-def _make_folder(folder: Path) -> None:
-    """Create `folder` and any missing parent, each with mode 0700."""
-    missing = []
-    while not os.path.lexists(folder) and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    for each in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # created meanwhile; opening the journal tells if it is a folder
-            os.mkdir(each, 0o700)
-
-
 def _open(path: Path, flags: int, *, strict: bool = True) -> tuple[int, _UnusableError | None]:
     """Open the journal without following a symbolic link and check what was opened.
 
@@ -156,7 +146,7 @@ def _open(path: Path, flags: int, *, strict: bool = True) -> tuple[int, _Unusabl
     else's or too open is returned with its problem instead.
     """
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        fd = open_no_follow(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _UnusableError(
@@ -178,16 +168,17 @@ def _open(path: Path, flags: int, *, strict: bool = True) -> tuple[int, _Unusabl
 
 
 def _problem(status: os.stat_result, path: Path) -> _UnusableError | None:
-    if not stat.S_ISREG(status.st_mode):
+    problem = unfit(status)
+    if problem is Unfit.NOT_REGULAR:
         return _UnusableError("it is not a regular file", "Point B24_AUDIT_LOG at a regular file.")
-    if status.st_uid != os.geteuid():
+    if problem is Unfit.FOREIGN:
         return _UnusableError(
             f"it belongs to another user (uid {status.st_uid})",
             "Use a journal of your own (B24_AUDIT_LOG).",
             readable=True,
         )
     mode = stat.S_IMODE(status.st_mode)
-    if mode & 0o077:
+    if problem is Unfit.OPEN:
         return _UnusableError(
             f"other users may read or write it: mode {mode:04o}",
             f"If all its lines are the server's, restrict it: chmod 600 {path}",

@@ -27,9 +27,9 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictBool
 
 from b24_mcp import __version__
-from b24_mcp.app import App
 from b24_mcp.bulk.selection import MAX_CONDITIONS, MAX_VALUES, Query, check_filter
 from b24_mcp.bulk.sets import MAX_IDS, BatchResult, BulkDeletion, Selected
+from b24_mcp.deleting.app import App
 from b24_mcp.deleting.gate import Answer, Consent, Plan, Question, Reach, Route, mode_hint, route_for
 from b24_mcp.deleting.item import DeleteResult, ItemDeletion
 from b24_mcp.portal.catalog import EntityType
@@ -134,13 +134,13 @@ class EntityTypesResult(BaseModel):
     error: str | None = Field(default=None, description="Why the smart processes are missing, when they are.")
 
 
-def app_of(ctx: Context[Any, Any]) -> App:
+def app_of(ctx: Context[App, Any]) -> App:
     """The application object the lifespan put on every request; with sign-in, as the request's person uses it."""
     app: App = ctx.request_context.lifespan_context
     return app.as_person(get_access_token())
 
 
-def reach_of(ctx: Context[Any, Any]) -> Reach:
+def reach_of(ctx: Context[App, Any]) -> Reach:
     """Whether the person can be asked through this call's client."""
     version = ctx.protocol_version
     if version is not None and version < _ASKING_ERA and not ctx.session.can_send_request:
@@ -153,7 +153,7 @@ def reach_of(ctx: Context[Any, Any]) -> Reach:
     return Reach.ASKABLE
 
 
-async def plan_for(ctx: Context[Any, Any], dry_run: bool, question: Callable[[], Awaitable[Question | None]]) -> Plan:
+async def plan_for(ctx: Context[App, Any], dry_run: bool, question: Callable[[], Awaitable[Question | None]]) -> Plan:
     """Decide the route once; read the question only when the route asks the person."""
     reach = reach_of(ctx)
     route = route_for(app_of(ctx).mode, reach)
@@ -177,7 +177,7 @@ def consent_from(plan: Plan, token: str | None, outcome: ElicitationResult[Any])
     return Consent(route=plan.route, answer=answer, reach=plan.reach)
 
 
-async def plan_item(entityTypeId: int, id: int, dryRun: bool, ctx: Context[Any, Any]) -> Plan:
+async def plan_item(entityTypeId: int, id: int, dryRun: bool, ctx: Context[App, Any]) -> Plan:
     """Resolver: the plan for one item. Deterministic, as it may run once per round."""
     return await plan_for(ctx, dryRun, lambda: ItemDeletion(app_of(ctx)).question(entityTypeId, id))
 
@@ -195,7 +195,7 @@ def selected(ids: list[int] | None, filter: dict[str, Any] | None) -> Selected |
 
 
 async def plan_set(
-    entityTypeId: int, ids: list[int] | None, filter: dict[str, Any] | None, dryRun: bool, ctx: Context[Any, Any]
+    entityTypeId: int, ids: list[int] | None, filter: dict[str, Any] | None, dryRun: bool, ctx: Context[App, Any]
 ) -> Plan:
     """Resolver: the plan for a set of items. Deterministic, as it may run once per round."""
     what = selected(ids, filter)
@@ -266,11 +266,11 @@ def describe_batch_tool(mode: ConfirmMode, restrictions: str) -> str:
     )
 
 
-def build_server(app: App, *, server_options: dict[str, Any] | None = None) -> MCPServer:
+def build_server(app: App, *, server_options: dict[str, Any] | None = None) -> MCPServer[App]:
     """The MCP server over one application object, shared by every connection of the process."""
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer) -> AsyncIterator[App]:
+    async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
         try:
             yield app
         finally:
@@ -326,7 +326,7 @@ def build_server(app: App, *, server_options: dict[str, Any] | None = None) -> M
 async def crm_item_delete(
     entityTypeId: EntityTypeId,
     id: ItemId,
-    ctx: Context[Any, Any],
+    ctx: Context[App, Any],
     plan: Annotated[Plan, Resolve(plan_item)],
     answer: Annotated[ElicitationResult[ConfirmDeletion], Resolve(ask_item)],
     dryRun: DryRun = True,
@@ -344,7 +344,7 @@ async def crm_item_delete(
 
 async def crm_item_delete_batch(
     entityTypeId: EntityTypeId,
-    ctx: Context[Any, Any],
+    ctx: Context[App, Any],
     plan: Annotated[Plan, Resolve(plan_set)],
     answer: Annotated[ElicitationResult[ConfirmBulkDeletion], Resolve(ask_set)],
     ids: ItemIds = None,
@@ -372,7 +372,7 @@ async def crm_item_delete_batch(
     return _answered(BATCH_TOOL_NAME, f"entityTypeId={entityTypeId} {chosen} dryRun={dryRun}", result, started)
 
 
-async def crm_entity_types(ctx: Context[Any, Any]) -> EntityTypesResult:
+async def crm_entity_types(ctx: Context[App, Any]) -> EntityTypesResult:
     """List the portal's CRM types with their recycle-bin setting."""
     app = app_of(ctx)
     with app.portal.deadline(app.call_deadline):

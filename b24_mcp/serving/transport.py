@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from mcp.server.mcpserver import MCPServer, RequestStateSecurity
 from mcp.server.transport_security import TransportSecuritySettings
 
+from b24_mcp.secure.keys import request_state_key
 from b24_mcp.settings import ConfirmMode, Settings, SettingsError, is_loopback_host
 
 if TYPE_CHECKING:
@@ -72,8 +73,8 @@ def http_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if settings.confirm_secret is not None:
         # Replicas that share B24_CONFIRM_SECRET also unseal each other's elicitation state (2026-07-28 era).
-        key = hashlib.sha256(b"b24-mcp request state\n" + settings.confirm_secret.get_secret_value().encode())
-        options["request_state_security"] = RequestStateSecurity(keys=[key.digest()])
+        key = request_state_key(settings.confirm_secret.get_secret_value().encode())
+        options["request_state_security"] = RequestStateSecurity(keys=[key])
     return options
 
 

@@ -1,28 +1,25 @@
 """The signed-in people of a team server: each request's application as its person uses it, and the wiring.
 
-`build_signin_app` builds the application of a sign-in server: the shared parts (one HTTP pool, one rate limiter
-for the portal, the confirmation secret and spent tokens, the journal, the guardrails) as `build_app` makes them,
-plus `People`. For every authenticated request, `People.app_for` gives the application as the person behind the
-bearer token uses it (`App.acting_as`): their own portal client (their Bitrix24 tokens, sharing the pool and the
+`b24_mcp.app.build_signin_app` builds the application of a sign-in server: the shared parts (one HTTP pool, one rate
+limiter for the portal, the confirmation secret and spent tokens, the journal, the guardrails) as `build_app` makes
+them, plus `People`. For every authenticated request, `People.app_for` gives the application as the person behind
+the bearer token uses it (`App.acting_as`): their own portal client (their Bitrix24 tokens, sharing the pool and the
 limiter), confirmation tokens bound to them, their catalog, their name for the journal. Those are built when the
 request is authenticated (`SignInProvider.load_access_token`) and kept while the person's sign-in (its version)
 stays the same. The people store is the SQLite file under `B24_STATE_DIR`, or, when `B24_DATABASE_URL` is set, the
-shared database (`shared.people`), so that replicas behind one address serve the same signed-in people.
+shared database (`signin.postgres`), so that replicas behind one address serve the same signed-in people.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx2
-
-from b24_mcp.app import App, build_app
-from b24_mcp.sealing import Sealer, UnusableFileError, load_key
-from b24_mcp.settings import Settings, SettingsError
+from b24_mcp.deleting.app import App
+from b24_mcp.secure.sealing import Sealer, load_key
+from b24_mcp.settings import Settings
 from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.metadata import auth_settings
 from b24_mcp.signin.pages import SignInPages
@@ -35,6 +32,8 @@ from b24_mcp.signin.store import PeopleStore
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
     from mcp.server.mcpserver import MCPServer
+
+    from b24_mcp.postgres.database import Database
 
 MAX_CACHED = 4096  # people whose portal client is kept between requests
 TOUCH_SECONDS = 60.0
@@ -123,33 +122,16 @@ def open_store(config: SignInConfig) -> SQLiteStore:
     return SQLiteStore(config.database, Sealer(load_key(config.key_file)))
 
 
-def shared_store(settings: Settings) -> PeopleStore:
+def shared_store(settings: Settings, database: Database | None = None) -> PeopleStore:
     """The people store in the shared database (B24_DATABASE_URL), so that every replica serves the same people;
-    its secrets sealed with a key derived from B24_CONFIRM_SECRET. Nothing connects before the first use."""
+    its secrets sealed with a key derived from B24_CONFIRM_SECRET. `database`: the process's pool when it has one
+    already (the composition root's), so that both agree on whether the database is down. Nothing connects before
+    the first use."""
     from b24_mcp.postgres.database import Database  # psycopg only now: a lone sign-in server does not load it
-    from b24_mcp.signin.postgres import PostgresPeopleStore, people_key
+    from b24_mcp.secure.keys import people_key
+    from b24_mcp.signin.postgres import PostgresPeopleStore
 
     assert settings.database_url is not None
     assert settings.confirm_secret is not None  # the settings require it with a database
     secret = settings.confirm_secret.get_secret_value().encode()
-    return PostgresPeopleStore(Database(settings.database_url.get_secret_value()), people_key(secret))
-
-
-def build_signin_app(
-    settings: Settings, *, http_transport: httpx2.AsyncBaseTransport | None = None, retry_base: float = 0.5
-) -> tuple[App, People]:
-    """The application of a sign-in server and its people (`SettingsError` when the configuration is incomplete
-    or the people store cannot be used). Serve it with `people.server_options()` and `people.add_routes`."""
-    config = SignInConfig.from_settings(settings)
-    if settings.database_url is not None:
-        store: PeopleStore = shared_store(settings)
-    else:
-        try:
-            store = open_store(config)
-        except (UnusableFileError, OSError, sqlite3.Error, RuntimeError) as exc:
-            reason = str(exc) if isinstance(exc, UnusableFileError | RuntimeError) else f"{config.database}: {exc}"
-            raise SettingsError([f"B24_STATE_DIR: the people store cannot be used: {reason}"]) from None
-    app = build_app(settings, config.no_one(), http_transport=http_transport, retry_base=retry_base)
-    people = People(config, store, app)
-    app.people = people
-    return app, people
+    return PostgresPeopleStore(database or Database(settings.database_url.get_secret_value()), people_key(secret))

@@ -36,12 +36,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from b24_mcp.errors import TransportError
 from b24_mcp.postgres.database import DatabaseUnavailableError
-from b24_mcp.sealing import KEY_BYTES, digest
+from b24_mcp.secure.sealing import digest
 from b24_mcp.signin.codec import (
     access_from_row,
     grant_from_row,
@@ -64,13 +61,6 @@ from b24_mcp.signin.records import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def people_key(confirm_secret: bytes) -> bytes:
-    """The key that seals the people store's secrets, derived from B24_CONFIRM_SECRET (not the grants' key)."""
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"b24-mcp people v1").derive(
-        confirm_secret
-    )
 
 
 @dataclass

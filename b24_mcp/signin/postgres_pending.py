@@ -13,7 +13,7 @@ from mcp.shared.auth import OAuthClientInformationFull
 
 from b24_mcp.postgres.database import Database
 from b24_mcp.postgres.schema import SCHEMA
-from b24_mcp.sealing import Sealer, digest
+from b24_mcp.secure.sealing import Sealer, digest
 from b24_mcp.signin.codec import (
     authorization_from,
     authorization_json,

@@ -15,7 +15,8 @@ from typing import TypeVar
 import anyio.to_thread
 from mcp.shared.auth import OAuthClientInformationFull
 
-from b24_mcp.sealing import Sealer, digest, make_private_folder, open_private
+from b24_mcp.secure.files import make_private_folder
+from b24_mcp.secure.sealing import Sealer, digest, open_private
 from b24_mcp.signin.codec import (
     access_from_row,
     authorization_from,
