@@ -28,6 +28,7 @@ from b24_mcp.signin.records import (
     StoreFull,
 )
 from b24_mcp.signin.sqlite import SQLiteStore
+from b24_mcp.signin.store import UNUSED_CLIENT_SECONDS
 
 pytestmark = pytest.mark.anyio
 
@@ -270,7 +271,7 @@ async def test_a_registration_never_used_is_forgotten_after_a_day(
 ) -> None:
     monkeypatch.setattr(store_module, "MAX_CLIENTS", 1)
     await store.add_client(client("a"))
-    clock.now += store_module.UNUSED_CLIENT_SECONDS + 1
+    clock.now += UNUSED_CLIENT_SECONDS + 1
     await store.add_client(client("b"))
     assert await store.get_client("a") is None
 
