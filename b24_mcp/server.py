@@ -84,8 +84,11 @@ Filter = Annotated[
         "must hold (AND). A key is a field name as crm.item.list spells it (stageId, createdTime, title, "
         "assignedById, sourceId, ufCrm...) with an optional operator prefix: >=, >, <=, <, @ (in a list), !@ (not "
         "in), % (contains), =% / %= (LIKE with your own % wildcards), !% (does not contain), = (equal, the "
-        "default), != or ! (not equal). A value is a string, number or boolean (sent as Y/N), or for @ and !@ a "
-        f"list of 1 to {MAX_VALUES} of them. At most {MAX_CONDITIONS} conditions; no nesting, no 'logic'. "
+        "default), != or ! (not equal). A value is a string, number or boolean, or for @ and !@ a list of 1 to "
+        f"{MAX_VALUES} of them. A boolean goes out as 1/0 on a user field (ufCrm..., UF_CRM_...) and as Y/N on the "
+        "system's own yes/no fields (opened, isManualOpportunity, closed, ...); on any other field give the value "
+        "itself. Text containing $result, $next, $total, $time or $error is refused (batch would replace it). "
+        f"At most {MAX_CONDITIONS} conditions; no nesting, no 'logic'. "
         'Example: {"%title": "test", ">=createdTime": "2026-11-28T00:00:00+03:00", "@stageId": ["NEW", "LOSE"]}.',
     ),
     BeforeValidator(lambda raw: None if raw is None else check_filter(raw)),
