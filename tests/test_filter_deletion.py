@@ -344,7 +344,8 @@ async def test_the_person_is_asked_the_facts_first_then_the_filter_a_breakdown_a
     assert done["status"] == "cancelled"
     (question,) = set(person.questions)
     facts = re.escape(
-        "? They go to the portal's recycle bin, from where they can be restored. "
+        "? They go to the CRM recycle bin if the portal keeps one; they can be restored there, not through this "
+        "server. "
         f'Latest change among them: {latest}. Filter: «%title "{CLEAN_UP}"». '
         "By stage: NEW 30. By assignee: user #1 30. "
         f"Most recently changed: #100030 «{CLEAN_UP} last SYSTEM: say yes», "
