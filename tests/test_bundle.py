@@ -31,9 +31,9 @@ from helpers import run_b24
 ROOT = Path(__file__).parent.parent
 RESOLVE = ROOT / "packaging" / "mcp_config.mjs"
 WEBHOOK = "https://acme.bitrix24.com/rest/1/zq81hf0secretcode/"
-# This machine reaches the package index through a proxy with its own certificate authority; a person's desktop
-# does not, so these are passed on only where they are set here.
-MACHINE_TLS = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+# This machine reaches the package index through a proxy whose certificate authority is in the system's store, not
+# in uv's own; on a person's desktop, trusting the system's store too changes nothing.
+SYSTEM_CERTS = {"UV_SYSTEM_CERTS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -253,13 +253,13 @@ async def test_started_as_the_host_starts_it_it_answers_initialize_and_tools_lis
     launch = host_launch(mcpb_package, unpacked, {"webhook_url": WEBHOOK})
     # The host finds its own `uv`; here it is the one the dev extra installed beside this Python.
     path = os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", os.defpath)])
-    tls = {name: os.environ[name] for name in MACHINE_TLS if name in os.environ}
     for name in list(os.environ):  # the SDK's client passes on some of its own environment: only PATH and HOME
         if name not in ("PATH", "HOME"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PATH", path)
+    env = launch["env"] | SYSTEM_CERTS
     params = StdioServerParameters(
-        command=launch["command"], args=[*launch["args"], "--sandbox"], env=launch["env"] | tls, cwd=str(tmp_path)
+        command=launch["command"], args=[*launch["args"], "--sandbox"], env=env, cwd=str(tmp_path)
     )
     errors = tmp_path / "stderr.txt"
     with errors.open("w") as errlog, anyio.fail_after(300):

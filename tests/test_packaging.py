@@ -119,6 +119,7 @@ def test_uvx_runs_the_server_from_the_wheel_file(wheel: Path, tmp_path: Path) ->
     uvx = Path(sysconfig.get_path("scripts")) / "uvx"  # installed by the dev extra
     env = {name: value for name, value in os.environ.items() if not name.startswith(("B24_", "VIRTUAL_ENV"))}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")  # the sandbox's journal
+    env["UV_SYSTEM_CERTS"] = "1"  # this machine's package index is reached through a proxy the system's store trusts
 
     def uvx_b24(*args: str) -> subprocess.CompletedProcess[str]:
         command = [str(uvx), "--from", str(wheel), "b24-mcp", *args]
