@@ -92,7 +92,7 @@ def bundle_pyproject(project: dict[str, Any]) -> str:
         f"dependencies = [\n{dependencies}]\n"
         "\n"
         "[tool.uv]\n"
-        "package = false  # b24_mcp/ runs from the bundle's folder (`uv run --module b24_mcp`): nothing to build\n"
+        "package = false  # b24_mcp/ runs from the bundle's folder (`uv run python -m b24_mcp`): nothing to build\n"
     )
 
 

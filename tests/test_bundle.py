@@ -219,7 +219,7 @@ def test_the_host_does_not_start_it_without_the_webhook(mcpb_package: Path, unpa
 def test_the_host_passes_the_webhook_in_env_and_defaults_for_the_rest(mcpb_package: Path, unpacked: Path) -> None:
     launch = host_launch(mcpb_package, unpacked, {"webhook_url": WEBHOOK})
     assert launch["command"] == "uv"
-    assert launch["args"] == ["run", "--directory", str(unpacked), "--module", "b24_mcp"]
+    assert launch["args"] == ["run", "--directory", str(unpacked), "python", "-m", "b24_mcp"]
     assert launch["env"] == {
         "B24_WEBHOOK_URL": WEBHOOK,
         "B24_READ_ONLY": "false",
