@@ -197,7 +197,7 @@ def host_mangling(value: str) -> str | None:
             "reached the server as the MCP host's unfilled placeholder ${user_config.…}: the host did not fill in "
             "this setting; set it in the server's (extension's) settings in the host"
         )
-    if value.startswith(_STILL_ENCRYPTED):
+    if value.lstrip().startswith(_STILL_ENCRYPTED):
         return (
             "reached the server still encrypted by the MCP host (__encrypted__:…), a known Claude Desktop bug on "
             "Windows; update the host, or enter the value again in the extension's settings"
