@@ -32,6 +32,10 @@ _WEBHOOK_SHAPE = "https://<portal>/rest/<userId>/<code>/"
 _WEBHOOK_PATH = re.compile(r"/rest/(?P<user>[0-9]+)/(?P<code>[A-Za-z0-9_.~-]+)/?")
 _NOT_A_PORTAL = "is not a portal address; expected https://<portal> (e.g. https://acme.bitrix24.com)"
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+# What MCP hosts leave in a value they failed to fill in: an MCP Bundle's `${user_config.name}` unsubstituted, or
+# a `sensitive` field still encrypted (Claude Desktop on Windows). Neither can be a real value of any setting.
+_UNFILLED_PLACEHOLDER = "${user_config."
+_STILL_ENCRYPTED = "__encrypted__:"
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token: what an Authorization header can carry
 
 
@@ -184,6 +188,21 @@ def public_origin(url: str) -> str:
     default = 443 if parts.scheme == "https" else 80
     shown = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None and port != default else "")
+
+
+def host_mangling(value: str) -> str | None:
+    """What an MCP host did to a value it should have passed on (why it cannot be used), or None; never the value."""
+    if _UNFILLED_PLACEHOLDER in value:
+        return (
+            "reached the server as the MCP host's unfilled placeholder ${user_config.…}: the host did not fill in "
+            "this setting; set it in the server's (extension's) settings in the host"
+        )
+    if value.lstrip().startswith(_STILL_ENCRYPTED):
+        return (
+            "reached the server still encrypted by the MCP host (__encrypted__:…), a known Claude Desktop bug on "
+            "Windows; update the host, or enter the value again in the extension's settings"
+        )
+    return None
 
 
 def _default_audit_log() -> Path:
@@ -360,6 +379,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    # Last of the "before" validators, so it runs first: a mangled value gets this line, not a type error.
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_mangled(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            mangled = host_mangling(value)
+            if mangled is not None:
+                raise ValueError(mangled)
+        return value
 
     @property
     def webhook(self) -> Webhook:
