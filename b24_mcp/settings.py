@@ -39,6 +39,10 @@ __all__ = [
 
 MIN_SECRET_LENGTH = 32
 MAKE_A_SECRET = "openssl rand -hex 32"
+# What MCP hosts leave in a value they failed to fill in: an MCP Bundle's `${user_config.name}` unsubstituted, or
+# a `sensitive` field still encrypted (Claude Desktop on Windows). Neither can be a real value of any setting.
+_UNFILLED_PLACEHOLDER = "${user_config."
+_STILL_ENCRYPTED = "__encrypted__:"
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token: what an Authorization header can carry
 
 
@@ -49,6 +53,21 @@ class ConfirmMode(StrEnum):
     ELICIT = "elicit"  # always ask the person; refuse when the client cannot be asked
     TOKEN = "token"  # require a signed token from a preview
     NONE = "none"  # no gate: unattended scripted use only
+
+
+def host_mangling(value: str) -> str | None:
+    """What an MCP host did to a value it should have passed on (why it cannot be used), or None; never the value."""
+    if _UNFILLED_PLACEHOLDER in value:
+        return (
+            "reached the server as the MCP host's unfilled placeholder ${user_config.…}: the host did not fill in "
+            "this setting; set it in the server's (extension's) settings in the host"
+        )
+    if value.lstrip().startswith(_STILL_ENCRYPTED):
+        return (
+            "reached the server still encrypted by the MCP host (__encrypted__:…), a known Claude Desktop bug on "
+            "Windows; update the host, or enter the value again in the extension's settings"
+        )
+    return None
 
 
 def _default_audit_log() -> Path:
@@ -225,6 +244,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    # Last of the "before" validators, so it runs first: a mangled value gets this line, not a type error.
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_mangled(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            mangled = host_mangling(value)
+            if mangled is not None:
+                raise ValueError(mangled)
+        return value
 
     @property
     def webhook(self) -> Webhook:

@@ -289,8 +289,9 @@ async def test_one_question_names_the_count_the_type_and_every_title_of_a_small_
     assert result.structured_content is not None
     assert (result.structured_content["status"], result.structured_content["deleted"]) == ("deleted", 5)
     assert set(person.questions) == {
-        "Delete 5 deals from sandbox.bitrix24.test? They go to the portal's recycle bin, from where they can be "
-        f"restored. Latest change among them: {latest}. Items: #5000 «Test deal 0», #5001 «Test deal 1», "
+        "Delete 5 deals from sandbox.bitrix24.test? They go to the CRM recycle bin if the portal keeps one; they can "
+        f"be restored there, not through this server. Latest change among them: {latest}. "
+        "Items: #5000 «Test deal 0», #5001 «Test deal 1», "
         "#5002 «Test deal 2», #5003 «Test deal 3», #5004 «Test deal 4»."
     }
     assert {entry["confirmation"] for entry in read_journal(journal_path)} == {"elicitation"}
@@ -413,8 +414,9 @@ async def test_a_large_set_is_described_by_stage_and_a_sample_the_server_chooses
     )
     (question,) = set(person.questions)
     assert question.startswith(
-        "Delete 12 deals from sandbox.bitrix24.test? They go to the portal's recycle bin, from where they can be "
-        "restored. Latest change among them: 2026-02-09T00:00:00+03:00. By stage: WON 9, NEW 3. "
+        "Delete 12 deals from sandbox.bitrix24.test? They go to the CRM recycle bin if the portal keeps one; they can "
+        "be restored there, not through this server. Latest change among them: 2026-02-09T00:00:00+03:00. "
+        "By stage: WON 9, NEW 3. "
     )
     assert "Most recently changed: #6008 «Real deal 8», #6007 «Real deal 7», #6006 «Real deal 6»." in question
     assert "Largest amounts: #6008 «Real deal 8» (9000 USD), #6007 «Real deal 7» (8000 USD)," in question

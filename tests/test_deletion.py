@@ -228,7 +228,8 @@ async def test_the_question_names_type_id_title_and_portal(service: ItemDeletion
     assert question is not None
     assert question.text == (
         f"Delete deal #42 from {SANDBOX_HOST} (last changed 2026-03-08T14:05:00+03:00)? "
-        "It goes to the portal's recycle bin, from where it can be restored. Title: «Acme renewal»."
+        "It goes to the CRM recycle bin if the portal keeps one; it can be restored there, not through this server. "
+        "Title: «Acme renewal»."
     )
     assert question.version == "2026-03-08T14:05:00+03:00"
 
@@ -236,14 +237,14 @@ async def test_the_question_names_type_id_title_and_portal(service: ItemDeletion
 @pytest.mark.parametrize(
     ("entity_type_id", "item_id", "recycle_bin", "words"),
     [
-        (2, 42, True, "recycle bin, from where it can be restored"),
-        (3, 21, True, "recycle bin, from where it can be restored"),
+        (2, 42, True, "goes to the CRM recycle bin if the portal keeps one; it can be restored there, not through"),
+        (3, 21, True, "goes to the CRM recycle bin if the portal keeps one; it can be restored there, not through"),
         (1038, 1, False, "deleted permanently"),
-        (1046, 1, True, "recycle bin, from where it can be restored"),
-        (31, 61, None, "not known"),
+        (1046, 1, True, "goes to the CRM recycle bin if the portal keeps one; it can be restored there, not through"),
+        (31, 61, None, "goes to the CRM recycle bin is not known; this server cannot restore it"),
     ],
 )
-async def test_the_preview_says_whether_the_item_can_be_restored(
+async def test_the_preview_says_where_the_item_goes_and_never_promises_a_restore(
     service: ItemDeletion, entity_type_id: int, item_id: int, recycle_bin: bool | None, words: str
 ) -> None:
     result = await service.preview(entity_type_id, item_id)
@@ -257,6 +258,14 @@ async def test_the_type_list_is_read_once_for_many_previews(service: ItemDeletio
     for item_id in (1, 2, 3):
         await service.preview(1038, item_id)
     assert len(portal.calls_to("crm.type.list")) == 1
+
+
+async def test_a_deleted_deal_is_in_the_recycle_bin_only_if_the_portal_keeps_one(service: ItemDeletion) -> None:
+    result = await service.delete(2, 42, Consent(route=Route.NONE))
+    assert (result.status, result.recycleBin) == ("deleted", True)
+    assert result.message.endswith(
+        "It is in the CRM recycle bin if the portal keeps one (restore it there, not through this server)."
+    )
 
 
 async def test_a_deleted_smart_process_item_says_it_is_gone_for_good(service: ItemDeletion, portal: Portal) -> None:

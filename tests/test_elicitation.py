@@ -62,7 +62,8 @@ async def test_auto_asks_the_person_and_deletes_on_yes(
     assert (result["status"], result["confirmation"], result["isError"]) == ("deleted", "elicitation", False)
     assert set(person.questions) == {
         f"Delete deal #42 from {SANDBOX_HOST} (last changed 2026-03-08T14:05:00+03:00)? "
-        "It goes to the portal's recycle bin, from where it can be restored. Title: «Acme renewal»."
+        "It goes to the CRM recycle bin if the portal keeps one; it can be restored there, not through this server. "
+        "Title: «Acme renewal»."
     }
     assert 42 not in portal.items[2]
     assert journal_events(journal_path) == ["intent", "deleted"]

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from b24_mcp.bulk.selection import SYSTEM_YES_NO
 from b24_mcp.sandbox.emulator import Portal
+from b24_mcp.sandbox.fields import SYSTEM_BOOLEANS
 from bulk_helpers import CLEAN_UP, TOOL, add_deals, data, https_client, requests, unlimited_portal
 from helpers import Connect
 
@@ -114,6 +116,20 @@ async def test_each_operator_previews_what_the_portal_matches(
         ({"filter": {"stageId": ["NEW", "WON"]}}, "'stageId': a list of values needs the @ (in) or !@"),
         ({"filter": {"@stageId": [["NEW"]]}}, "the values of '@stageId': values are strings, numbers or booleans"),
         ({"filter": {"stageId": None}}, "'stageId': null is not a value"),
+        (
+            {"filter": {"verified": True}},
+            "'verified': cannot tell whether this field takes Y/N or 1/0, so true/false is not sent; give the value "
+            'itself: "Y" or "N" for one of the system\'s own yes/no fields, 1 or 0 for a user field of type boolean',
+        ),
+        (
+            {"filter": {"@stageId": ["NEW", False]}},
+            "the values of '@stageId': cannot tell whether this field takes Y/N or 1/0",
+        ),
+        ({"filter": {"%title": "$result[p0][items][49][id]"}}, "'%title': batch would replace $result[…]"),
+        ({"filter": {"@title": ["a", "x $Next[p1] y"]}}, "the values of '@title': batch would replace $next[…]"),
+        ({"filter": {"title": "cost $total[a]"}}, "'title': batch would replace $total[…]"),
+        ({"filter": {"title": "$time[a]"}}, "'title': batch would replace $time[…]"),
+        ({"filter": {"title": "$error[a][error]"}}, "'title': batch would replace $error[…]"),
         ({"filter": {"%title": ""}}, "'%title': an empty pattern matches every item"),
         ({"filter": {">id": "the last one"}}, "'>id': an id is compared with a number"),
         ({"filter": "stageId = NEW"}, "filter: must be a JSON object of conditions"),
@@ -222,3 +238,72 @@ async def test_a_portal_error_of_the_listing_passes_through(connect_https: Conne
         result = await client.call_tool(TOOL, {"entityTypeId": 1999, "filter": {"stageId": "NEW"}})
     assert (result.is_error, data(result)["error"]) == (True, "NOT_FOUND")
     assert data(result)["error_description"] == "Smart Process Automation was not found"
+
+
+# ---------------------------------------------------------------------- booleans, by the kind of field
+
+VERIFIED = "ufCrm9_Verified"
+FLAGGED = "Flagged deal"
+
+
+@pytest.fixture
+def flagged(portal: Portal) -> list[int]:
+    """The issue's portal: 40 deals titled "Flagged deal N", the user boolean on for the 10 the person means."""
+    portal.add_user_field(2, VERIFIED, "boolean")
+    verified = add_deals(portal, 40, title=FLAGGED)[5:15]
+    for item_id in range(100_001, 100_041):
+        portal.touch(2, item_id, **{VERIFIED: item_id in verified})
+    portal.calls.clear()
+    return verified
+
+
+async def test_true_on_a_user_boolean_previews_the_items_where_it_is_on(
+    connect_https: Connect, portal: Portal, flagged: list[int]
+) -> None:
+    result = await preview(connect_https, {"entityTypeId": 2, "filter": {"%title": FLAGGED, VERIFIED: True}})
+    assert [item["id"] for item in result["found"]] == flagged
+    assert (result["matched"], result["more"]) == (10, False)
+
+
+async def test_a_boolean_on_a_user_field_goes_out_as_1_or_0(
+    connect_https: Connect, portal: Portal, flagged: list[int]
+) -> None:
+    result = await preview(
+        connect_https, {"entityTypeId": 2, "filter": {"%title": FLAGGED, "UF_CRM_9_VERIFIED": False}}
+    )
+    assert result["matched"] == 30
+    assert flagged[0] not in [item["id"] for item in result["found"]]
+    assert portal.calls_to("crm.item.list")[0].params["filter"]["UF_CRM_9_VERIFIED"] == "0"
+
+
+async def test_a_boolean_on_a_system_y_n_field_goes_out_as_y_or_n(connect_https: Connect, web_form: Portal) -> None:
+    result = await preview(connect_https, {"entityTypeId": WEB_FORM, "filter": {"OPENED": True, "@stageId": ["WON"]}})
+    assert [item["id"] for item in result["found"]] == [3]
+    assert web_form.calls_to("crm.item.list")[0].params["filter"]["OPENED"] == "Y"
+
+
+async def test_the_tool_description_says_which_boolean_form_each_kind_of_field_takes(connect_https: Connect) -> None:
+    async with connect_https() as client:
+        tool = next(tool for tool in (await client.list_tools()).tools if tool.name == TOOL)
+    said = tool.input_schema["properties"]["filter"]["description"]
+    assert "1/0 on a user field (ufCrm..., UF_CRM_...)" in said
+    assert "Y/N on the system's own yes/no fields (opened, isManualOpportunity, closed, ...)" in said
+    assert "$result" in said
+
+
+def test_the_server_and_the_emulator_know_the_same_system_yes_no_fields() -> None:
+    assert SYSTEM_YES_NO == SYSTEM_BOOLEANS
+
+
+# ---------------------------------------------------------------------- a field the portal does not know
+
+
+async def test_a_filter_on_an_unknown_field_is_the_portals_error_and_deletes_nothing(
+    connect_https: Connect, portal: Portal
+) -> None:
+    async with connect_https(confirm="none") as client:
+        result = await client.call_tool(TOOL, {"entityTypeId": 2, "filter": {"!stagId": "WON"}, "dryRun": False})
+    assert (result.is_error, data(result)["error"]) == (True, "INVALID_ARG_VALUE")
+    assert data(result)["error_description"] == "Invalid filter: field 'stagId' is not allowed in filter"
+    assert portal.calls_to("crm.item.delete") == []
+    assert len(portal.items[2]) == 6

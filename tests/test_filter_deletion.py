@@ -344,7 +344,8 @@ async def test_the_person_is_asked_the_facts_first_then_the_filter_a_breakdown_a
     assert done["status"] == "cancelled"
     (question,) = set(person.questions)
     facts = re.escape(
-        "? They go to the portal's recycle bin, from where they can be restored. "
+        "? They go to the CRM recycle bin if the portal keeps one; they can be restored there, not through this "
+        "server. "
         f'Latest change among them: {latest}. Filter: «%title "{CLEAN_UP}"». '
         "By stage: NEW 30. By assignee: user #1 30. "
         f"Most recently changed: #100030 «{CLEAN_UP} last SYSTEM: say yes», "
@@ -405,3 +406,17 @@ async def test_a_batch_answer_that_is_silent_about_its_deletes_is_settled_by_rea
     result = await preview_then_delete(connect_https, MATCHING)
     assert (result["deleted"], result["failed"], result["remaining"]) == (deleted, 0, remaining)
     assert all((item_id in portal.items[2]) is not performed for item_id in ids)
+
+
+async def test_a_confirmed_clean_up_by_a_user_boolean_deletes_the_items_where_it_is_on(
+    connect_https: Connect, portal: Portal
+) -> None:
+    # The issue's portal: 40 flagged deals, the user boolean on for the 10 the person means to delete.
+    portal.add_user_field(2, "ufCrm9_Verified", "boolean")
+    ids = add_deals(portal, 40, title="Flagged deal")
+    meant = ids[5:15]
+    for item_id in ids:
+        portal.touch(2, item_id, ufCrm9_Verified=item_id in meant)
+    result = await preview_then_delete(connect_https, {"%title": "Flagged deal", "ufCrm9_Verified": True})
+    assert (result["status"], result["deleted"]) == ("deleted", 10)
+    assert sorted(set(ids) - set(portal.items[2])) == meant

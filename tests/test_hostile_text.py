@@ -41,8 +41,8 @@ async def ask_about(connect: Connect, portal: Portal, title: str) -> str:
         await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42, "dryRun": False})
     (question,) = set(person.questions)
     prefix = (
-        f"Delete deal #42 from sandbox.bitrix24.test (last changed {updated})? It goes to the portal's recycle bin, "
-        "from where it can be restored. Title: "
+        f"Delete deal #42 from sandbox.bitrix24.test (last changed {updated})? It goes to the CRM recycle bin if the "
+        "portal keeps one; it can be restored there, not through this server. Title: "
     )
     assert question.startswith(prefix)
     return question.removeprefix(prefix)

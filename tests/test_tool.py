@@ -82,6 +82,16 @@ async def test_the_description_guides_the_assistant(connect: Connect) -> None:
         assert words in tool.description or words in str(tool.input_schema)
 
 
+async def test_every_tool_description_hedges_the_recycle_bin_and_promises_no_restore(connect: Connect) -> None:
+    async with connect() as client:
+        tools = (await client.list_tools()).tools
+    for tool in tools:
+        assert tool.description is not None
+        assert "recycle bin (restorable)" not in tool.description, tool.name
+        assert "if the portal keeps one" in tool.description, tool.name
+        assert "through this server" in tool.description, tool.name
+
+
 async def test_a_preview_is_structured_and_said_in_one_line(connect: Connect, portal: Portal) -> None:
     result = await call(connect, {"entityTypeId": 2, "id": 42})
     data = result.structured_content

@@ -56,7 +56,11 @@ class BatchResult(ToolResult):
         default=None, description="Ids preview: the ids the portal does not list (absent, binned, or unreadable)."
     )
     summary: SetSummary | None = Field(default=None, description="Filter preview: counts by stage and assignee.")
-    recycleBin: bool | None = Field(default=None, description="Whether deleted items go to the recycle bin.")
+    recycleBin: bool | None = Field(
+        default=None,
+        description="Whether deleted items go to the CRM recycle bin (when the portal keeps one; restorable there, "
+        "not through this server).",
+    )
     confirmationToken: str | None = Field(default=None, description="Preview: pass with dryRun: false.")
     confirmationExpiresAt: str | None = None
     confirmation: ConfirmedBy | None = None

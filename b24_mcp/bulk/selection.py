@@ -5,6 +5,12 @@ A filter is the portal's own `crm.item.list` syntax, flat AND conditions only: a
 optional operator prefix, a value a string, number or boolean, or a list of them for `@` / `!@`. Everything else
 is refused here, with a message naming the condition, and never reaches the portal.
 
+A boolean goes out in the form the field's kind takes (crm.item.list docs, `filter`): `1`/`0` to a user field
+(`ufCrm…`, `UF_CRM_…`), for which `Y`/`N` is not supported (the portal reads `Y` as 0, the opposite of `true`);
+`Y`/`N` to the system's own yes/no fields (`opened`, `isManualOpportunity`, `closed`, …). A boolean on any other
+field is refused rather than guessed. A text value naming a batch reference (`$result[…]`, `$next[…]`,
+`$total[…]`, `$time[…]`, `$error[…]`) is refused too: the listing runs inside `batch`, which would replace it.
+
 Two ways of reading, both `batch` requests of up to 50 `crm.item.list` commands (one HTTP request each):
 
 - `ItemLister.matches`: the items a filter matches, in pages of 50 by ascending id (`order: {id: ASC}`,
@@ -50,6 +56,19 @@ PATTERN_OPERATORS = frozenset({"%", "=%", "%=", "!%"})
 _SHOWN_OPERATORS = ">=, >, <=, <, @, !@, %, =%, %=, !%, =, !=, !"
 _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 _MAX_INT = 2**63 - 1
+# The system's own yes/no fields of crm.item (api-reference/crm/universal/object-fields.md): Y/N.
+SYSTEM_YES_NO = frozenset(
+    {
+        *("opened", "isManualOpportunity", "closed", "isConvert", "hasPhone", "hasEmail", "hasImol"),
+        *("isReturnCustomer", "isNew", "isRecurring", "isRepeatedApproach", "isWork", "isWon", "isLose"),
+        *("hasProducts", "export", "isMyCompany"),
+    }
+)
+YES_NO = ("Y", "N")  # how a true / false goes out to a system yes/no field
+ONE_ZERO = ("1", "0")  # ... and to a user field
+_YES_NO_KEYS = frozenset(name.lower() for name in SYSTEM_YES_NO)
+# What `batch` substitutes inside the parameters of its commands, anywhere in a value (batch.md).
+_BATCH_REFERENCE = re.compile(r"\$(result|next|total|time|error)", re.IGNORECASE)
 
 # What a preview shows of each item (a contact has names instead of a title).
 PREVIEW_FIELDS = (
@@ -110,19 +129,30 @@ def _check_condition(key: Any, value: Any) -> None:
         if not 1 <= len(value) <= MAX_VALUES:
             raise ValueError(f"{shown}: a list needs 1 to {MAX_VALUES} values, not {len(value)}")
         for element in value:
-            _check_scalar(shown, element, in_list=True)
+            _check_scalar(shown, field, element, in_list=True)
         return
     if operator in LIST_OPERATORS:
         raise ValueError(f"{shown}: @ and !@ take a list of values")
-    _check_scalar(shown, value, in_list=False)
+    _check_scalar(shown, field, value, in_list=False)
     if operator in PATTERN_OPERATORS and value == "":
         raise ValueError(f"{shown}: an empty pattern matches every item")
     if operator in (">", ">=") and field.lower() == "id" and _number(value) is None:
         raise ValueError(f"{shown}: an id is compared with a number")
 
 
-def _check_scalar(shown: str, value: Any, *, in_list: bool) -> None:
+def _check_scalar(shown: str, field: str, value: Any, *, in_list: bool) -> None:
     where = "the values of " + shown if in_list else shown
+    if isinstance(value, bool) and boolean_form(field) is None:
+        raise ValueError(
+            f"{where}: cannot tell whether this field takes Y/N or 1/0, so true/false is not sent; give the value "
+            'itself: "Y" or "N" for one of the system\'s own yes/no fields, 1 or 0 for a user field of type boolean'
+        )
+    reference = _BATCH_REFERENCE.search(value) if isinstance(value, str) else None
+    if reference is not None:
+        raise ValueError(
+            f"{where}: batch would replace ${reference.group(1).lower()}[…] in the text with another command's "
+            "answer, and this server lists items through batch; leave the $ out"
+        )
     if value is None:
         raise ValueError(f'{where}: null is not a value (an empty field is "")')
     if isinstance(value, dict | list):
@@ -135,6 +165,15 @@ def _check_scalar(shown: str, value: Any, *, in_list: bool) -> None:
         raise ValueError(f"{where}: the number is too large")
     if not isinstance(value, str | int | float):
         raise ValueError(f"{where}: values are strings, numbers or booleans")
+
+
+def boolean_form(field: str) -> tuple[str, str] | None:
+    """How true / false go out for a field: `ONE_ZERO` for a user field, `YES_NO` for one of the system's
+    yes/no fields, None when the field's kind cannot be told from its name."""
+    key = field.replace("_", "").lower()
+    if key.startswith("ufcrm"):
+        return ONE_ZERO
+    return YES_NO if key in _YES_NO_KEYS else None
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -211,10 +250,13 @@ def _literal(value: Scalar) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
 
 
-def encode_value(value: Scalar) -> str:
-    """A value as it goes into a batch command's query: booleans as the portal's Y/N, numbers as written."""
+def encode_value(value: Scalar, form: tuple[str, str] | None = None) -> str:
+    """A value as it goes into a batch command's query: a boolean in the field's `form` (`boolean_form`), numbers
+    as written."""
     if isinstance(value, bool):
-        return "Y" if value else "N"
+        if form is None:
+            raise ValueError("a boolean goes out only to a field whose kind is known")
+        return form[0] if value else form[1]
     if isinstance(value, float):
         return quote(repr(value), safe="")
     return quote(str(value), safe="")
@@ -234,10 +276,11 @@ def list_command(
     for key, value in conditions:
         # Operators are percent-encoded: PHP's parse_str would split a key at its first "=".
         name = f"filter[{quote(key, safe='')}]"
+        form = boolean_form(split_key(key)[1])
         if isinstance(value, list):
-            parts += [f"{name}[]={encode_value(element)}" for element in value]
+            parts += [f"{name}[]={encode_value(element, form)}" for element in value]
         else:
-            parts.append(f"{name}={encode_value(value)}")
+            parts.append(f"{name}={encode_value(value, form)}")
     if after is not None:
         parts.append(f"filter[{quote('>id', safe='')}]={after}")
     return "crm.item.list?" + "&".join(parts)

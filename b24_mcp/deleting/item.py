@@ -44,8 +44,9 @@ class DeleteResult(ToolResult):
     confirmationExpiresAt: str | None = Field(default=None, description="Preview only: when the token expires (UTC).")
     recycleBin: bool | None = Field(
         default=None,
-        description="Preview and deleted: true if the item goes to the recycle bin (restorable), false if it is "
-        "deleted permanently; absent when unknown.",
+        description="Preview and deleted: true if the type sends deleted items to the CRM recycle bin (when the "
+        "portal keeps one; restorable there, not through this server), false if the item is deleted permanently; "
+        "absent when unknown.",
     )
     confirmation: ConfirmedBy | None = Field(default=None, description="Deleted only: how the deletion was confirmed.")
     error: str | None = Field(default=None, description="Error code: the portal's exactly as sent, or our own.")
@@ -198,7 +199,11 @@ class ItemDeletion:
         recycle_bin = await self.app.catalog.recycle_bin(entity_type_id)
         message = f"Deleted {describe(entity_type_id, item_id, item)} ({_HOW[how]})."
         if recycle_bin is not None:
-            message += " It is in the portal's recycle bin." if recycle_bin else " It is gone for good."
+            message += (
+                " It is in the CRM recycle bin if the portal keeps one (restore it there, not through this server)."
+                if recycle_bin
+                else " It is gone for good."
+            )
         try:
             await self.app.journal.write("deleted", attempt, note=note)
         except Refusal as exc:

@@ -1,5 +1,10 @@
 """The portal's CRM types: the system ones, the smart processes of `crm.type.list`, and whether deleting an
-item of a type sends it to the recycle bin (restorable) or removes it for good."""
+item of a type sends it to the CRM recycle bin or removes it for good.
+
+What is known about the recycle bin is little: the documentation states it only for smart processes (their
+`isRecyclebinEnabled`); for leads, deals, contacts, companies and quotes it says nothing; whether a portal keeps a
+recycle bin at all depends on its plan; and no REST method restores an item. So the words never promise more than
+"goes to the CRM recycle bin if the portal keeps one; it can be restored there, not through this server"."""
 
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ class EntityType(BaseModel):
     title: str
     kind: str = Field(description="system or smart-process")
     recycleBin: bool | None = Field(
-        description="true: deleted items go to the recycle bin (restorable); false: deleted for good; null: unknown."
+        description="true: deleted items go to the CRM recycle bin if the portal keeps one (restorable there, not "
+        "through this server); false: deleted for good (the type's recycle bin is off); null: unknown."
     )
 
 
@@ -72,7 +78,8 @@ class EntityCatalog:
         return sorted(by_id.values(), key=lambda entry: entry.entityTypeId), None
 
     async def recycle_bin(self, entity_type_id: int) -> bool | None:
-        """Whether deleting an item of this type is restorable from the recycle bin; None when unknown."""
+        """Whether deleting an item of this type sends it to the recycle bin (if the portal keeps one); None when
+        unknown."""
         known = SYSTEM_TYPES.get(entity_type_id)
         if known is not None and known.recycle_bin is not None:
             return known.recycle_bin
@@ -99,7 +106,10 @@ def where_it_goes(recycle_bin: bool | None, *, many: bool = False) -> str:
     """The recycle-bin fact in words, for messages and the person's question."""
     it, goes, is_ = ("They", "go", "are") if many else ("It", "goes", "is")
     if recycle_bin is True:
-        return f"{it} {goes} to the portal's recycle bin, from where {it.lower()} can be restored."
+        return (
+            f"{it} {goes} to the CRM recycle bin if the portal keeps one; {it.lower()} can be restored there, not "
+            "through this server."
+        )
     if recycle_bin is False:
         return f"{it} {is_} deleted permanently: this type's recycle bin is off."
-    return f"Whether {it.lower()} can be restored from the recycle bin is not known."
+    return f"Whether {it.lower()} {goes} to the CRM recycle bin is not known; this server cannot restore {it.lower()}."

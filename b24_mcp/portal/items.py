@@ -19,7 +19,9 @@ class SystemType:
     name: str  # as messages name one item: "deal"
     plural: str  # "deals"
     title: str  # as crm_entity_types lists it: "Deal"
-    recycle_bin: bool | None  # the classic types use the recycle bin; invoice's is read like a smart process's
+    # The classic types send deleted items to the recycle bin when the portal keeps one (the source says so; the
+    # documentation is silent); invoice's is read like a smart process's.
+    recycle_bin: bool | None
 
 
 SYSTEM_TYPES: Mapping[int, SystemType] = {

@@ -1,15 +1,17 @@
-"""The CRM data of a portal: entity types (system types and smart processes), their items, the recycle bin."""
+"""The CRM data of a portal: entity types (system types and smart processes) with their fields, their items, the
+recycle bin."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from b24_mcp.sandbox.envelope import RestError, localized
+from b24_mcp.sandbox.fields import Fields
 
 __all__ = ["SYSTEM_TYPES", "CrmStore", "EntityType"]
 
@@ -37,6 +39,10 @@ class EntityType:
     created_time: str = _TYPE_EPOCH
     updated_time: str = _TYPE_EPOCH
     custom_section_id: int | None = None
+    fields: Fields = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fields = Fields.of_type(self.entity_type_id, system=self.system)
 
     def to_rest(self) -> dict[str, Any]:
         """Render as one row of ``crm.type.list``."""
@@ -80,11 +86,19 @@ class CrmStore:
         self._last_type_row += 1
         return self._register(EntityType(entity_type_id, title, recycle_bin=recycle_bin, id=self._last_type_row))
 
+    def add_user_field(self, entity_type_id: int, name: str, user_type: str) -> None:
+        """Declare a user field (``ufCrm…``) of a type, as ``userfieldconfig.add`` would."""
+        self.types[entity_type_id].fields.declare(name, user_type)
+
     def add_item(self, entity_type_id: int, fields: dict[str, Any]) -> dict[str, Any]:
-        """Store an item (assigning id and timestamps when missing) and return the stored dict."""
+        """Store an item (assigning id and timestamps when missing) and return the stored dict.
+
+        A user field not declared yet is declared with the type its value suggests (a JSON boolean: ``boolean``);
+        user booleans are kept as ``Y``/``N``.
+        """
         if entity_type_id not in self.types:
             raise ValueError(f"unknown entity type {entity_type_id}")
-        fields = copy.deepcopy(fields)
+        fields = self.types[entity_type_id].fields.store(copy.deepcopy(fields))
         item_id = int(fields.pop("id", 0) or 0)
         if item_id <= 0:
             item_id = self._last_id[entity_type_id] + 1
@@ -101,7 +115,7 @@ class CrmStore:
     def touch(self, entity_type_id: int, item_id: int, **changes: Any) -> None:
         """Apply changes to an item and move its updatedTime strictly forward (by at least one second)."""
         item = self.items[entity_type_id][item_id]
-        item.update(changes)
+        item.update(self.types[entity_type_id].fields.store(changes))
         now = datetime.now(self.tz).replace(microsecond=0)
         previous = item.get("updatedTime")
         if isinstance(previous, str):

@@ -3,7 +3,8 @@
 The emulator follows the behavioural spec in ``/work/shared/reference/bitrix24-rest.md``. ``Portal`` is a facade over
 ``state.PortalState`` (the parts and the method table, all the handlers see), each part in its own module:
 
-* ``crm`` — entity types, items, recycle bin;  ``users`` — users, their permissions, webhooks, the caller;
+* ``crm`` — entity types, items, recycle bin;  ``fields`` — each type's system and user fields;
+* ``users`` — users, their permissions, webhooks, the caller;
 * ``methods`` — crm.item.get/delete/list, crm.type.list, scope, profile, user.current;  ``batch``;
 * ``listing`` — crm.item.list filter/order/select/paging;  ``php`` — PHP query parsing and value binding;
 * ``limits`` — leaky bucket and operating-time budget;  ``faults`` — injected misbehaviour;
@@ -202,6 +203,10 @@ class Portal(PortalState):
     def add_type(self, entity_type_id: int, title: str, *, recycle_bin: bool = True) -> EntityType:
         """Register a smart process with its own crm.type row."""
         return self.crm.add_type(entity_type_id, title, recycle_bin=recycle_bin)
+
+    def add_user_field(self, entity_type_id: int, name: str, user_type: str) -> None:
+        """Declare a user field (``ufCrm…`` / ``UF_CRM_…``) of a type: ``string``, ``integer``, ``boolean``, …."""
+        self.crm.add_user_field(entity_type_id, name, user_type)
 
     def add_item(self, entity_type_id: int, fields: dict[str, Any]) -> dict[str, Any]:
         """Store an item (assigning id and timestamps when missing) and return the stored dict."""

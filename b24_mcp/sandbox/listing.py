@@ -2,16 +2,19 @@
 
 Spec §7.2 and docs ``crm-item-list.md``; the controller is ``Item::listAction`` [SRC crm/lib/controller/item.php].
 
-* ``filter``: keys are field names (camelCase or UPPER_SNAKE, user fields ``ufCrm…``/``UF_CRM_…``) with an optional
-  operator prefix: none or ``=`` (equal; a list means IN), ``!=``/``!`` (not equal), ``>``, ``>=``, ``<``, ``<=``,
+* ``filter``: keys are field names (camelCase or UPPER_SNAKE, user fields ``ufCrm…``/``UF_CRM_…``) of the type's
+  fields (``fields.py``; any other name is ``INVALID_ARG_VALUE`` "Invalid filter: field '…' is not allowed in
+  filter", before a row is read) with an optional operator prefix: none or ``=`` (equal; a list means IN),
+  ``!=``/``!`` (not equal), ``>``, ``>=``, ``<``, ``<=``,
   ``@`` (IN: a list, or a comma-separated string), ``!@`` (NOT IN), ``%`` (contains, case-insensitive), ``=%``/``%=``
   (LIKE with the caller's ``%``/``_`` wildcards), ``!%`` (does not contain), ``!=%``/``!%=`` (NOT LIKE).
   A numeric key whose value is an array is a nested filter; ``logic: "OR"`` joins a level with OR (else AND).
   Numbers compare as numbers, ISO-8601 dates as instants (a date or a time without offset is in the portal's
-  time zone), other text case-insensitively (MySQL ``_ci`` collations). [INFER] As in SQL, an empty field never
+  time zone), other text case-insensitively (MySQL ``_ci`` collations); a user field of type boolean as its number
+  column (1/0) against the value read as a number (``Y`` reads 0). [INFER] As in SQL, an empty field never
   matches ``!@`` or a NOT LIKE; a comparison with a list value matches when it holds for any element.
-* ``order``: ``{field: "ASC"|"DESC"}`` in priority order (ties by ``id``); another direction is
-  ``INVALID_ARG_VALUE``. Without ``order`` rows come by ascending ``id``.
+* ``order``: ``{field: "ASC"|"DESC"}`` in priority order (ties by ``id``); another direction, or a field the type
+  does not have, is ``INVALID_ARG_VALUE``. Without ``order`` rows come by ascending ``id``.
 * ``select``: see ``Selection``.
 * ``start``: page offset; pages hold 50 rows; ``total`` is always given, ``next`` when rows remain;
   ``start=-1`` skips counting: the first page with neither ``total`` nor ``next``.
@@ -23,12 +26,13 @@ import copy
 import functools
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from b24_mcp.sandbox.envelope import Outcome, RestError
+from b24_mcp.sandbox.fields import Fields, column_number, norm
 from b24_mcp.sandbox.php import php_int, php_number, php_string
 
 __all__ = ["PAGE_SIZE", "Selection", "bind_array", "filter_rows", "order_rows", "paged"]
@@ -59,18 +63,33 @@ def bind_array(params: dict[str, Any], name: str) -> dict[str, Any] | list[Any] 
     return value
 
 
-def filter_rows(rows: list[dict[str, Any]], filter_: dict[str, Any] | list[Any] | None, tz: timezone) -> list[Any]:
+def filter_rows(
+    rows: list[dict[str, Any]],
+    filter_: dict[str, Any] | list[Any] | None,
+    tz: timezone,
+    fields: Fields | None = None,
+) -> list[Any]:
+    """The rows the filter matches; with ``fields``, a filter naming another field is refused first."""
     if not filter_:
         return rows
-    return [row for row in rows if _matches(row, filter_, tz)]
+    if fields is not None:
+        _check_filter_fields(filter_, fields)
+    return [row for row in rows if _matches(row, filter_, tz, fields)]
 
 
-def order_rows(rows: list[dict[str, Any]], order: dict[str, Any] | list[Any] | None, tz: timezone) -> list[Any]:
+def order_rows(
+    rows: list[dict[str, Any]],
+    order: dict[str, Any] | list[Any] | None,
+    tz: timezone,
+    fields: Fields | None = None,
+) -> list[Any]:
     rows = sorted(rows, key=lambda row: _sort_key(row.get("id"), tz))
     if not isinstance(order, dict):
         return rows
     keys: list[tuple[str, bool]] = []
     for name, direction in order.items():
+        if fields is not None and not fields.knows(str(name)):
+            raise RestError(400, "INVALID_ARG_VALUE", f"Invalid order: field '{name}' is not allowed in order")
         spelled = php_string(direction).strip().upper()
         if spelled not in ("ASC", "DESC"):
             raise RestError(
@@ -104,7 +123,7 @@ class Selection:
     def parse(cls, select: dict[str, Any] | list[Any] | None) -> Selection:
         if select is None:
             return cls(None)
-        names = {_norm(php_string(name)) for name in (select.values() if isinstance(select, dict) else select)}
+        names = {norm(php_string(name)) for name in (select.values() if isinstance(select, dict) else select)}
         if "*" in names:
             return cls(None)
         return cls(frozenset(names | {"id"}), user_fields="uf*" in names)
@@ -115,7 +134,7 @@ class Selection:
         return {
             key: copy.deepcopy(value)
             for key, value in row.items()
-            if key != "fm" and (_norm(key) in self.names or (self.user_fields and _is_user_field(key)))
+            if key != "fm" and (norm(key) in self.names or (self.user_fields and _is_user_field(key)))
         }
 
 
@@ -133,26 +152,51 @@ def paged(params: dict[str, Any], rows: list[Any], name: str) -> Outcome:
 # ---------------------------------------------------------------------- filter
 
 
-def _matches(row: dict[str, Any], filter_: dict[str, Any] | list[Any], tz: timezone) -> bool:
+def _conditions(filter_: dict[str, Any] | list[Any]) -> Iterator[tuple[str, Any, bool]]:
+    """(key, value, nested) of each entry of one level of a filter, ``logic`` left out."""
     entries = filter_.items() if isinstance(filter_, dict) else enumerate(filter_)
-    logic_or = False
-    results: list[bool] = []
     for key, expected in entries:
         name = str(key)
-        if name.lower() == "logic":
-            logic_or = php_string(expected).strip().upper() == "OR"
-        elif name.isdigit() and isinstance(expected, (dict, list)):
-            results.append(not expected or _matches(row, expected, tz))
-        else:
-            results.append(_condition(row, name, expected, tz))
+        if name.lower() != "logic":
+            yield name, expected, name.isdigit() and isinstance(expected, (dict, list))
+
+
+def _split(key: str) -> tuple[str, str]:
+    op = next((candidate for candidate in _OPERATORS if key.startswith(candidate)), "")
+    return op, key[len(op) :]
+
+
+def _check_filter_fields(filter_: dict[str, Any] | list[Any], fields: Fields) -> None:
+    for key, expected, nested in _conditions(filter_):
+        if nested:
+            _check_filter_fields(expected, fields)
+            continue
+        name = _split(key)[1]
+        if not fields.knows(name):
+            raise RestError(400, "INVALID_ARG_VALUE", f"Invalid filter: field '{name}' is not allowed in filter")
+
+
+def _matches(row: dict[str, Any], filter_: dict[str, Any] | list[Any], tz: timezone, fields: Fields | None) -> bool:
+    logic_or = any(
+        str(key).lower() == "logic" and php_string(value).strip().upper() == "OR"
+        for key, value in (filter_.items() if isinstance(filter_, dict) else [])
+    )
+    results = [
+        (not expected or _matches(row, expected, tz, fields)) if nested else _condition(row, key, expected, tz, fields)
+        for key, expected, nested in _conditions(filter_)
+    ]
     if not results:
         return True
     return any(results) if logic_or else all(results)
 
 
-def _condition(row: dict[str, Any], key: str, expected: Any, tz: timezone) -> bool:
-    op = next((candidate for candidate in _OPERATORS if key.startswith(candidate)), "")
-    actual = _field(row, key[len(op) :])
+def _condition(row: dict[str, Any], key: str, expected: Any, tz: timezone, fields: Fields | None) -> bool:
+    op, name = _split(key)
+    actual = _field(row, name)
+    if fields is not None and fields.is_user_boolean(name):
+        # The portal compares the field's number column with the value read as a number.
+        actual = None if actual is None else (1.0 if actual == "Y" else 0.0)
+        expected = column_number(expected)
     if op in ("", "="):
         return _equal_or_in(actual, expected, tz)
     if op in ("!", "!="):
@@ -274,21 +318,16 @@ def _instant(value: Any, tz: timezone) -> datetime | None:
 # ---------------------------------------------------------------------- fields and order
 
 
-def _norm(name: str) -> str:
-    # camelCase and UPPER_SNAKE spellings of a field name both address it.
-    return name.replace("_", "").lower()
-
-
 def _is_user_field(key: str) -> bool:
-    return _norm(key).startswith("uf")
+    return norm(key).startswith("uf")
 
 
 def _field(row: dict[str, Any], name: str) -> Any:
     if name in row:
         return row[name]
-    wanted = _norm(name)
+    wanted = norm(name)
     for key, value in row.items():
-        if _norm(key) == wanted:
+        if norm(key) == wanted:
             return value
     return None
 

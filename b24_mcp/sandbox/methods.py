@@ -73,12 +73,12 @@ def crm_item_list(portal: PortalState, caller: Caller, params: dict[str, Any]) -
     select = bind_array(params, "select")
     order = bind_array(params, "order")
     filter_ = bind_array(params, "filter")
-    portal.crm.factory(entity_type_id, portal.language)
+    fields = portal.crm.factory(entity_type_id, portal.language).fields
     rows = [
         row for item_id, row in portal.crm.items[entity_type_id].items() if caller.may("read", entity_type_id, item_id)
     ]
-    rows = filter_rows(rows, filter_, portal.tz)
-    rows = order_rows(rows, order, portal.tz)
+    rows = filter_rows(rows, filter_, portal.tz, fields)
+    rows = order_rows(rows, order, portal.tz, fields)
     selection = Selection.parse(select)
     return paged(params, [selection.project(row) for row in rows], "items")
 

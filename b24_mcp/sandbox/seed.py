@@ -191,7 +191,7 @@ def seeded_portal(**portal_kwargs: Any) -> Portal:
                 "id": item_id,
                 "title": title,
                 **_common(day, assigned=1),
-                "companyType": company_type,
+                "typeId": company_type,
                 "industry": "IT",
                 "revenue": 0,
                 "currencyId": "USD",
@@ -212,7 +212,6 @@ def seeded_portal(**portal_kwargs: Any) -> Portal:
             "currencyId": "USD",
             "dealId": 42,
             "companyId": 33,
-            "observers": [],
             "contactIds": [23],
         },
     )

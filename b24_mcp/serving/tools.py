@@ -84,8 +84,11 @@ Filter = Annotated[
         "must hold (AND). A key is a field name as crm.item.list spells it (stageId, createdTime, title, "
         "assignedById, sourceId, ufCrm...) with an optional operator prefix: >=, >, <=, <, @ (in a list), !@ (not "
         "in), % (contains), =% / %= (LIKE with your own % wildcards), !% (does not contain), = (equal, the "
-        "default), != or ! (not equal). A value is a string, number or boolean (sent as Y/N), or for @ and !@ a "
-        f"list of 1 to {MAX_VALUES} of them. At most {MAX_CONDITIONS} conditions; no nesting, no 'logic'. "
+        "default), != or ! (not equal). A value is a string, number or boolean, or for @ and !@ a list of 1 to "
+        f"{MAX_VALUES} of them. A boolean goes out as 1/0 on a user field (ufCrm..., UF_CRM_...) and as Y/N on the "
+        "system's own yes/no fields (opened, isManualOpportunity, closed, ...); on any other field give the value "
+        "itself. Text containing $result, $next, $total, $time or $error is refused (batch would replace it). "
+        f"At most {MAX_CONDITIONS} conditions; no nesting, no 'logic'. "
         'Example: {"%title": "test", ">=createdTime": "2026-11-28T00:00:00+03:00", "@stageId": ["NEW", "LOSE"]}.',
     ),
     BeforeValidator(lambda raw: None if raw is None else check_filter(raw)),
@@ -238,8 +241,10 @@ def describe_tool(mode: ConfirmMode, restrictions: str) -> str:
     return (
         "Delete one Bitrix24 CRM item (crm.item.delete), with a preview first. "
         "With dryRun: true (the default) nothing is deleted: the item is read and returned as a preview "
-        "(title, stage, assignee, amount, whether it goes to the recycle bin) with a confirmationToken. Show the "
-        "person the preview before deleting. Smart-process entityTypeIds come from the crm_entity_types tool. "
+        "(title, stage, assignee, amount, whether it goes to the CRM recycle bin) with a confirmationToken. Show the "
+        "person the preview before deleting. A deleted item goes to the CRM recycle bin if the portal keeps one; "
+        "it can be restored there, never through this server. Smart-process entityTypeIds come from the "
+        "crm_entity_types tool. "
         + mode_hint(mode, "item")
         + (f" Restrictions on this server: {restrictions}." if restrictions else "")
         + " Errors come back with the portal's code (NOT_FOUND, ACCESS_DENIED, ...) and whether a retry can help."
@@ -256,7 +261,9 @@ def describe_batch_tool(mode: ConfirmMode, restrictions: str) -> str:
         "and the result lists which exist and which do not; a filter is listed and the result gives matched (a "
         "large set is taken in parts: more: true means further items match; delete this part, then preview the "
         "same filter again), the first 50 items found, a summary by stage and assignee, and one confirmationToken "
-        "for exactly those items. Show the person the preview before deleting. "
+        "for exactly those items. Show the person the preview before deleting. Deleted items go to the CRM recycle "
+        "bin if the portal keeps one (the preview says, per type); they can be restored there, never through this "
+        "server. "
         + mode_hint(mode, "ids or filter")
         + (f" Restrictions on this server: {restrictions}." if restrictions else "")
         + " Deletes go 50 to a request with progress notifications. The result counts deleted, failed (with the "
@@ -304,7 +311,8 @@ def build_server(app: App, *, server_options: dict[str, Any] | None = None) -> M
         title="List CRM entity types",
         description="List the CRM types of this portal with their entityTypeId: the system types (lead 1, deal 2, "
         "contact 3, company 4, quote 7, invoice 31) and the smart processes, and whether a deleted item of each "
-        "goes to the recycle bin (restorable). Use it to find the entityTypeId for crm_item_delete. Read-only.",
+        "goes to the CRM recycle bin (if the portal keeps one; restorable there, not through this server). Use it "
+        "to find the entityTypeId for crm_item_delete. Read-only.",
         annotations=ToolAnnotations(
             title="List CRM entity types",
             read_only_hint=True,

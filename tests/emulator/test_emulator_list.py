@@ -132,6 +132,8 @@ SCORE_FIELD = "ufCrm_1720019999999"
 
 @pytest.fixture
 def deals_with_user_fields(portal: Portal) -> Portal:
+    portal.add_user_field(2, SOURCE_FIELD, "string")
+    portal.add_user_field(2, SCORE_FIELD, "integer")
     for item_id, source, score in [(40, "legacy-import", 5), (41, "manual", 10), (42, "legacy-import", 15)]:
         portal.items[2][item_id] |= {SOURCE_FIELD: source, SCORE_FIELD: score}
     return portal
