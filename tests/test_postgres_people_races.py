@@ -162,7 +162,7 @@ async def test_tokens_issued_by_a_replica_whose_clock_is_slow_are_accepted_by_on
     replicas: OpenStore,
 ) -> None:
     behind, ahead = replicas(clock=slow), replicas(clock=fast)
-    await behind.sign_in(signed_in(), "client-1")
+    await behind.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     await behind.add_tokens("mcp-access-1", "mcp-refresh-1", grant(slow() + 60), slow() + 120)
     access = await ahead.find_access("mcp-access-1")
     refresh = await ahead.find_refresh("mcp-refresh-1")
@@ -175,7 +175,7 @@ async def test_an_access_token_expired_on_the_databases_clock_is_refused_by_ever
     replicas: OpenStore,
 ) -> None:
     behind, ahead, punctual = replicas(clock=slow), replicas(clock=fast), replicas()
-    await ahead.sign_in(signed_in(), "client-1")
+    await ahead.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     await ahead.add_tokens("mcp-access-1", "mcp-refresh-1", grant(fast() + 1), fast() + 600)
     await anyio.sleep(1.5)
     assert [await replica.find_access("mcp-access-1") for replica in (behind, ahead, punctual)] == [None] * 3
@@ -206,7 +206,7 @@ async def test_a_replica_whose_clock_is_days_ahead_keeps_the_fresh_registrations
 
 async def test_sign_ins_and_uses_are_stamped_on_the_databases_clock(replicas: OpenStore, database_url: str) -> None:
     ahead = replicas(clock=fast)
-    person = await ahead.sign_in(signed_in(), "client-1")
+    person = await ahead.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     [(database_now,)] = rows(database_url, "SELECT extract(epoch FROM now())::double precision")
     assert person.signed_in_at == pytest.approx(database_now, abs=5)
     [listed] = await ahead.people()

@@ -91,7 +91,7 @@ def client(
 
 
 async def test_a_new_store_and_its_key_are_private(store: SQLiteStore, folder: Path) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
     modes = {path.name: path.stat().st_mode & 0o777 for path in folder.iterdir()}
     assert all(mode == 0o600 for mode in modes.values()), modes
     assert folder.stat().st_mode & 0o777 == 0o700
@@ -130,7 +130,7 @@ def test_the_key_is_created_once_and_read_back(folder: Path) -> None:
 
 async def test_no_token_is_stored_in_clear(store: SQLiteStore, folder: Path, clock: Clock) -> None:
     await store.add_client(client())
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
     await store.add_authorization("sign-in-state-secret", authorization(clock))
     await store.add_code("b24mcp_code_secret", IssuedCode(grant(clock), "challenge", "http://127.0.0.1:9/cb", True))
     await store.add_tokens("b24mcp_at_secret", "b24mcp_rt_secret", grant(clock), clock() + 600)
@@ -157,7 +157,7 @@ def test_a_sealed_value_opens_only_for_its_row_and_key() -> None:
 async def test_tokens_sealed_with_another_key_are_not_used(folder: Path, clock: Clock) -> None:
     path = folder / "people.sqlite3"
     first = SQLiteStore(path, Sealer(load_key(folder / "people.key")), clock=clock)
-    await first.sign_in(person(), "client-1")
+    await first.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
     await first.aclose()
     other = SQLiteStore(path, Sealer(bytes(32)), clock=clock)
     try:
@@ -196,7 +196,7 @@ async def test_a_code_is_taken_once_and_a_replay_names_its_family(store: SQLiteS
 
 
 async def test_a_refresh_token_rotates_once_and_drops_its_access_tokens(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
     await store.add_tokens("access", "refresh", grant(clock), clock() + 600)
     first, second = await store.rotate_refresh("refresh"), await store.rotate_refresh("refresh")
     assert (first.outcome, second.outcome) == ("taken", "replayed")
@@ -204,7 +204,7 @@ async def test_a_refresh_token_rotates_once_and_drops_its_access_tokens(store: S
 
 
 async def test_revoking_a_family_ends_its_tokens_only(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
     await store.add_tokens("access-1", "refresh-1", grant(clock, "one"), clock() + 600)
     await store.add_tokens("access-2", "refresh-2", grant(clock, "two"), clock() + 600)
     await store.revoke_family("one")
@@ -216,7 +216,7 @@ async def test_revoking_a_family_ends_its_tokens_only(store: SQLiteStore, clock:
 
 
 async def test_an_access_token_finds_its_signed_in_person(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
     await store.add_tokens("access", None, grant(clock), clock() + 600)
     found = await store.find_access("access")
     assert found is not None
@@ -224,34 +224,36 @@ async def test_an_access_token_finds_its_signed_in_person(store: SQLiteStore, cl
 
 
 async def test_an_expired_access_token_is_not_found(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
     await store.add_tokens("access", None, grant(clock), clock() + 600)
     clock.now += 61
     assert await store.find_access("access") is None
 
 
 async def test_a_refreshed_pair_is_saved_only_for_the_current_sign_in(store: SQLiteStore) -> None:
-    first = await store.sign_in(person(), "client-1")
-    await store.sign_in(person(tokens=BitrixTokens("newer-access", "newer-refresh")), "client-2")
+    first = await store.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
+    await store.sign_in(
+        person(tokens=BitrixTokens("newer-access", "newer-refresh")), "client-2", "http://127.0.0.1:9/cb"
+    )
     saved = await store.save_bitrix_tokens(3, first.version, BitrixTokens("stale-access", "stale-refresh"))
     assert saved is False
     assert await store.bitrix_tokens(3) == (2, BitrixTokens("newer-access", "newer-refresh"))
 
 
 async def test_revoking_a_person_ends_their_tokens_and_consents(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
     await store.add_tokens("access", "refresh", grant(clock), clock() + 600)
     assert await store.revoke(3) is True
     assert await store.find_access("access") is None
     assert await store.bitrix_tokens(3) is None
-    assert await store.has_consented(3, "client-1") is False
+    assert await store.has_consented(3, "client-1", "http://127.0.0.1:9/cb") is False
     assert [(p.user_id, p.active) for p in await store.people()] == [(3, False)]
 
 
 async def test_a_person_of_another_portal_is_refused(store: SQLiteStore) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", "http://127.0.0.1:9/cb")
     with pytest.raises(ForeignPortalError):
-        await store.sign_in(person(user_id=9, member="b" * 32), "client-1")
+        await store.sign_in(person(user_id=9, member="b" * 32), "client-1", "http://127.0.0.1:9/cb")
 
 
 # ---------------------------------------------------------------------------------------------------- growth
