@@ -8,12 +8,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
+import psycopg
 import pytest
 from mcp.shared.auth import OAuthClientInformationFull
 from people_stores import OpenStore, replica_stores, rows
 
 from b24_mcp.shared import people as people_module
 from b24_mcp.shared.people import PostgresPeopleStore
+from b24_mcp.shared.schema import LATEST, MIGRATIONS
 from b24_mcp.signin.store import (
     Authorization,
     AwaitingConsent,
@@ -21,6 +23,7 @@ from b24_mcp.signin.store import (
     Grant,
     IssuedCode,
     SignedIn,
+    SourceFull,
     StoreFull,
 )
 
@@ -136,6 +139,55 @@ async def test_sign_ins_racing_on_several_replicas_never_exceed_the_cap_on_sign_
     assert passed == CAP
     assert rows(database_url, "SELECT count(*) FROM b24mcp.signin_authorizations") == [(CAP,)]
     assert {refusal(exc) for exc in refused} == {refusal(lone.value)}
+
+
+async def test_a_sources_share_of_registrations_racing_on_several_replicas_holds(
+    replicas: OpenStore, database_url: str
+) -> None:
+    stores = [replicas() for _ in range(4)]
+
+    async def register(store: PostgresPeopleStore, name: str) -> None:
+        await store.add_client(client(name), "192.0.2.1", CAP)
+
+    passed, refused = await refusals_of_a_race(stores, register)
+    assert passed == CAP
+    assert {type(exc) for exc in refused} == {SourceFull}
+    assert all(1 <= exc.retry_after <= people_module.UNUSED_CLIENT_SECONDS for exc in refused)  # type: ignore[attr-defined]
+    await stores[1].add_client(client("another-address"), "192.0.2.2", CAP)
+
+
+async def test_a_sources_share_of_sign_ins_in_flight_holds_across_replicas(replicas: OpenStore) -> None:
+    one, other = replicas(), replicas()
+    await one.add_authorization("state-1", authorization(time.time() + 600), "2001:db8::/64", 1)
+    with pytest.raises(SourceFull) as full:
+        await other.add_authorization("state-2", authorization(time.time() + 600), "2001:db8::/64", 1)
+    assert 590 <= full.value.retry_after <= 601
+    await other.take_authorization("state-1")
+    await other.add_authorization("state-3", authorization(time.time() + 600), "2001:db8::/64", 1)
+
+
+async def test_a_consent_is_to_one_exact_redirect_uri_on_every_replica(replicas: OpenStore) -> None:
+    one, other = replicas(), replicas()
+    await one.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/callback")
+    assert await other.has_consented(3, "client-1", "http://127.0.0.1:9/callback")
+    assert not await other.has_consented(3, "client-1", "https://evil.example/steal")
+
+
+async def test_a_database_of_schema_2_is_upgraded_and_its_consents_no_longer_count(
+    replicas: OpenStore, database_url: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as connection, connection.transaction():
+        for statement in (statement for migration in MIGRATIONS[:2] for statement in migration):
+            connection.execute(statement)
+        connection.execute("INSERT INTO b24mcp.schema_version (version) VALUES (2)")
+        connection.execute("INSERT INTO b24mcp.signin_consents VALUES (3, 'client-1', 1.0)")
+    store = replicas()
+    assert not await store.has_consented(3, "client-1", "http://127.0.0.1:9/callback")  # asked once more
+    await store.add_client(client("client-1"), "192.0.2.1", 1)
+    await store.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/callback")
+    assert await store.has_consented(3, "client-1", "http://127.0.0.1:9/callback")
+    assert rows(database_url, "SELECT version FROM b24mcp.schema_version") == [(LATEST,)]
+    assert rows(database_url, "SELECT source FROM b24mcp.signin_clients") == [(None,)]  # used: no longer counted
 
 
 # ------------------------------------------------------------------------------------- the database's clock
