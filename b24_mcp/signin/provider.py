@@ -80,6 +80,12 @@ class FloodLimits:
             raise ValueError("each source address must be allowed at least one of each")
 
 
+def _source_key() -> str | None:
+    """The key the current request's source is counted under; None when no `SourceCheck` saw it (not counted)."""
+    source = current_source()
+    return source.key if source is not None else None
+
+
 def _over_share(full: SourceFull, what: str) -> str:
     """Mark the current request refused for `full.retry_after` seconds; the description of the refusal."""
     source = current_source()
@@ -180,9 +186,8 @@ class SignInProvider:
             problem = redirect_uri_problem(str(uri))
             if problem is not None:
                 raise RegistrationError("invalid_redirect_uri", problem)
-        source = current_source()
         try:
-            await self._store.add_client(client_info, source and source.key, self._limits.clients)
+            await self._store.add_client(client_info, _source_key(), self._limits.clients)
         except SourceFull as full:
             raise RegistrationError("invalid_client_metadata", _over_share(full, "registration")) from None
         except StoreFull:
@@ -210,9 +215,8 @@ class SignInProvider:
             resource=self._config.resource,
             expires_at=self._clock() + SIGN_IN_SECONDS,
         )
-        source = current_source()
         try:
-            await self._store.add_authorization(state, authorization, source and source.key, self._limits.sign_ins)
+            await self._store.add_authorization(state, authorization, _source_key(), self._limits.sign_ins)
         except SourceFull as full:
             raise AuthorizeError("temporarily_unavailable", _over_share(full, "sign-in")) from None
         except StoreFull:
