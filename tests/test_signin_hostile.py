@@ -28,6 +28,7 @@ from signin_helpers import (
 
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID
+from b24_mcp.signin.store import MAX_CLIENTS_PER_SOURCE
 from helpers import TLSFiles, free_port
 
 pytestmark = pytest.mark.anyio
@@ -400,6 +401,17 @@ async def test_a_refresh_for_another_resource_is_refused(
         resource="https://other.example/mcp",
     )
     assert (refused.status_code, refused.json()["error"]) == (400, "invalid_target")
+
+
+async def test_a_forwarded_address_is_not_believed_without_trusted_proxies(server: SignInServer) -> None:
+    async with httpx2.AsyncClient(timeout=30) as http:
+        for n in range(MAX_CLIENTS_PER_SOURCE + 1):
+            body = {"redirect_uris": [CLIENT_REDIRECT], "client_name": f"flood {n}"}
+            answer = await http.post(
+                server.public_url + "/register", json=body, headers={"x-forwarded-for": f"192.0.2.{n % 250}"}
+            )
+    assert answer.status_code == 429  # every one counted as this machine's, whatever the header said
+    assert int(answer.headers["retry-after"]) > 0
 
 
 async def test_a_registration_too_large_to_keep_is_refused(server: SignInServer) -> None:
