@@ -44,8 +44,8 @@ class SourceCheck:
         if scope["path"] == TOKEN_PATH and scope["method"] == "POST":
             body = await _read(receive)
             refusal = self._token_refusal(body)
-            if refusal is not None:
-                await refusal(scope, receive, send)
+            if refusal is not None or body is None:
+                await (refusal or _too_large())(scope, receive, send)
                 return
             receive = _replay(body, receive)
         source = Source(source_key(scope, self._trusted))
@@ -65,9 +65,7 @@ class SourceCheck:
 
     def _token_refusal(self, body: bytes | None) -> Response | None:
         if body is None:
-            return JSONResponse(
-                {"error": "invalid_request", "error_description": "The token request is too large."}, status_code=413
-            )
+            return _too_large()
         try:
             fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
         except (UnicodeDecodeError, ValueError):
@@ -81,6 +79,10 @@ class SourceCheck:
                     headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
                 )
         return None
+
+
+def _too_large() -> Response:
+    return JSONResponse({"error": "invalid_request", "error_description": "The token request is too large."}, 413)
 
 
 async def _read(receive: Receive) -> bytes | None:
