@@ -252,7 +252,7 @@ async def test_a_replica_whose_clock_is_days_ahead_keeps_the_fresh_registrations
 ) -> None:
     punctual, ahead = replicas(), replicas(clock=lambda: time.time() + 2 * 86_400)
     await punctual.add_client(client("registered-just-now"))
-    await ahead.add_client(client("another"))  # forgets registrations unused for a day, on the database's clock
+    await ahead.add_client(client("another"))  # forgets unused registrations, on the database's clock
     assert await ahead.get_client("registered-just-now") is not None
 
 
