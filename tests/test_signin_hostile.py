@@ -268,13 +268,13 @@ async def test_an_approved_redirect_uri_is_not_asked_about_again(
 async def test_the_consent_page_names_the_whole_host_and_its_domain_however_long(
     server: SignInServer, portal: Portal, tls: TLSFiles
 ) -> None:
-    decoy = "claude.ai-api-mcp-auth-callback-" + "x" * 30 + "." + "y" * 60 + "." + "z" * 60
-    client = await registered(server, client_name="Claude", redirect_uris=[f"https://{decoy}.evil.example/cb"])
+    decoy = "claude.ai-api-mcp-auth-callback-" + "x" * 30 + "." + "y" * 60 + "." + "z" * 60  # 185 characters
+    redirect = f"https://{decoy}.evil.example/cb"
+    client = await registered(server, client_name="Claude", redirect_uris=[redirect])
     portal.sign_in_as(SALES_USER_ID)
-    page = await until_it_leaves(
-        tls, authorize_url(server, client, redirect_uri=f"https://{decoy}.evil.example/cb"), "x"
-    )
-    assert f"{decoy}.<strong>evil.example</strong>" in page.text
+    page = await until_it_leaves(tls, authorize_url(server, client, redirect_uri=redirect), redirect)
+    assert page.status_code == 200
+    assert f"https://{decoy}.<strong>evil.example</strong>" in page.text  # whole, its domain in bold
     assert "calls itself <strong>«Claude»</strong>" in page.text
 
 
