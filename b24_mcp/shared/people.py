@@ -17,7 +17,8 @@ run under a transaction-scoped advisory lock of their table (`pg_advisory_xact_l
 sign-in) at a time, in READ COMMITTED, so the count after the lock sees every row the previous holder committed and
 a refused one is `StoreFull`, as when a single replica is over the cap. (A single `INSERT … WHERE (SELECT count(*)
 …) < cap` is not race-free: under READ COMMITTED two statements see the same count and both insert.) Both are rare,
-short transactions, so waiting for the lock costs nothing worth measuring.
+short transactions, so waiting for the lock costs nothing worth measuring. Each source address's share
+(`SourceFull`) is counted under the same lock, over the same rows (their `source`, migration 3): replicas share it.
 
 Every time is the database's clock (`now()`, as Unix seconds in the `double precision` columns of migration 2), so
 replicas whose clocks differ agree on what has expired: an expiry a caller gives on its own clock (the `clock` of
@@ -48,7 +49,9 @@ from b24_mcp.shared.schema import SCHEMA
 from b24_mcp.signin.sealing import KEY_BYTES, Sealer, digest
 from b24_mcp.signin.store import (
     MAX_CLIENTS,
+    MAX_CLIENTS_PER_SOURCE,
     MAX_PENDING,
+    MAX_PENDING_PER_SOURCE,
     UNUSED_CLIENT_SECONDS,
     Authorization,
     AwaitingConsent,
@@ -59,6 +62,7 @@ from b24_mcp.signin.store import (
     Person,
     Renewal,
     SignedIn,
+    SourceFull,
     StoreFull,
     Taken,
     access_from_row,
@@ -157,7 +161,9 @@ class PostgresPeopleStore:
         row = await self._run(work)
         return None if row is None else open_client(self._sealer, client_id, row[0], row[1])
 
-    async def add_client(self, client: OAuthClientInformationFull) -> None:
+    async def add_client(
+        self, client: OAuthClientInformationFull, source: str | None = None, share: int = MAX_CLIENTS_PER_SOURCE
+    ) -> None:
         info, sealed = seal_client(self._sealer, client)
 
         async def work(db: Any) -> None:
@@ -166,29 +172,50 @@ class PostgresPeopleStore:
                 f"DELETE FROM {_S}.signin_clients WHERE used_at IS NULL AND created_at < {_NOW} - %s",
                 (UNUSED_CLIENT_SECONDS,),
             )
+            if source is not None:
+                cursor = await db.execute(
+                    f"SELECT count(*), min(created_at) + %s - {_NOW} FROM {_S}.signin_clients "
+                    "WHERE source = %s AND used_at IS NULL",
+                    (UNUSED_CLIENT_SECONDS, source),
+                )
+                count, time_left = await cursor.fetchone()
+                if count >= share:
+                    raise SourceFull(time_left or 1)
             if await _count(db, "signin_clients") >= MAX_CLIENTS:
                 raise StoreFull("too many registered clients")
             await db.execute(
-                f"INSERT INTO {_S}.signin_clients (client_id, info, secret, created_at) VALUES (%s, %s, %s, {_NOW})",
-                (client.client_id, info, sealed),
+                f"INSERT INTO {_S}.signin_clients (client_id, info, secret, created_at, source) "
+                f"VALUES (%s, %s, %s, {_NOW}, %s)",
+                (client.client_id, info, sealed, source),
             )
 
         await self._run(work)
 
     # -------------------------------------------------------------------------------------- sign-ins in flight
 
-    async def add_authorization(self, state: str, authorization: Authorization) -> None:
+    async def add_authorization(
+        self, state: str, authorization: Authorization, source: str | None = None, share: int = MAX_PENDING_PER_SOURCE
+    ) -> None:
         time_left = self._time_left(authorization.expires_at)
 
         async def work(db: Any) -> None:
             await _one_at_a_time(db, _AUTHORIZATIONS_LOCK)  # the count and the insert, one replica at a time
             await db.execute(f"DELETE FROM {_S}.signin_authorizations WHERE expires_at <= {_NOW}")
             await db.execute(f"DELETE FROM {_S}.signin_consent_waits WHERE expires_at <= {_NOW}")
+            if source is not None:
+                cursor = await db.execute(
+                    f"SELECT count(*), min(expires_at) - {_NOW} FROM {_S}.signin_authorizations WHERE source = %s",
+                    (source,),
+                )
+                count, soonest = await cursor.fetchone()
+                if count >= share:
+                    raise SourceFull(soonest or 1)
             if await _count(db, "signin_authorizations") >= MAX_PENDING:
                 raise StoreFull("too many sign-ins in flight")
             await db.execute(
-                f"INSERT INTO {_S}.signin_authorizations (state, data, expires_at) VALUES (%s, %s, {_NOW} + %s)",
-                (digest(state), authorization_json(authorization), time_left),
+                f"INSERT INTO {_S}.signin_authorizations (state, data, expires_at, source) "
+                f"VALUES (%s, %s, {_NOW} + %s, %s)",
+                (digest(state), authorization_json(authorization), time_left, source),
             )
 
         await self._run(work)
@@ -238,10 +265,11 @@ class PostgresPeopleStore:
         tokens = open_tokens(self._sealer, row[1], row[2], f"consent:{key}")
         return None if tokens is None else consent_from(row[0], tokens, self._ours(row[3]))
 
-    async def has_consented(self, user_id: int, client_id: str) -> bool:
+    async def has_consented(self, user_id: int, client_id: str, redirect_uri: str) -> bool:
         async def work(db: Any) -> bool:
             cursor = await db.execute(
-                f"SELECT 1 FROM {_S}.signin_consents WHERE user_id = %s AND client_id = %s", (user_id, client_id)
+                f"SELECT 1 FROM {_S}.signin_consents WHERE user_id = %s AND client_id = %s AND redirect_uri = %s",
+                (user_id, client_id, redirect_uri),
             )
             return await cursor.fetchone() is not None
 
@@ -249,7 +277,7 @@ class PostgresPeopleStore:
 
     # -------------------------------------------------------------------------------------------------- people
 
-    async def sign_in(self, person: SignedIn, client_id: str) -> Person:
+    async def sign_in(self, person: SignedIn, client_id: str, redirect_uri: str) -> Person:
         access, refresh = seal_tokens(self._sealer, person.tokens, f"person:{person.user_id}")
 
         async def work(db: Any) -> Person:
@@ -272,11 +300,13 @@ class PostgresPeopleStore:
             )
             row = await cursor.fetchone()
             await db.execute(
-                f"INSERT INTO {_S}.signin_consents (user_id, client_id, at) VALUES (%s, %s, {_NOW}) "
-                "ON CONFLICT (user_id, client_id) DO UPDATE SET at = excluded.at",
-                (person.user_id, client_id),
+                f"INSERT INTO {_S}.signin_consents (user_id, client_id, redirect_uri, at) VALUES (%s, %s, %s, {_NOW}) "
+                "ON CONFLICT (user_id, client_id, redirect_uri) DO UPDATE SET at = excluded.at",
+                (person.user_id, client_id, redirect_uri),
             )
-            await db.execute(f"UPDATE {_S}.signin_clients SET used_at = {_NOW} WHERE client_id = %s", (client_id,))
+            await db.execute(
+                f"UPDATE {_S}.signin_clients SET used_at = {_NOW}, source = NULL WHERE client_id = %s", (client_id,)
+            )
             at = float(row[1])
             return Person(person.user_id, person.name, person.member_id, at, at, int(row[0]), True)
 

@@ -16,6 +16,7 @@ person behind the bearer token (`People.app_for`), with their Bitrix24 tokens, r
 Modules: `config` (the settings of sign-in), `sealing` (the key file, encryption at rest, token digests),
 `store` (the people store: protocol and SQLite), `person` (a person's Bitrix24 credential), `bitrix` (the code
 exchange and the profile), `provider` (the SDK's authorization-server provider), `pages` (the callback and
-consent pages), `people` (the per-person application and the wiring), `admin` (`b24-mcp people`).
+consent pages), `sources` (a request's source address, `B24_TRUSTED_PROXIES`), `guards` (each address's share, the
+resource at `/token`), `people` (the per-person application and the wiring), `admin` (`b24-mcp people`).
 Nothing here is imported unless sign-in is enabled or `b24-mcp people` runs.
 """

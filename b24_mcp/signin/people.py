@@ -26,7 +26,7 @@ from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.metadata import auth_settings
 from b24_mcp.signin.pages import SignInPages
 from b24_mcp.signin.person import PersonAuth
-from b24_mcp.signin.provider import PersonAccessToken, SignInProvider
+from b24_mcp.signin.provider import FloodLimits, PersonAccessToken, SignInProvider
 from b24_mcp.signin.sealing import Sealer, UnusableFileError, load_key
 from b24_mcp.signin.store import Grant, PeopleStore, Person, SQLiteStore
 
@@ -46,7 +46,13 @@ class People:
     """Who is signed in, and the application as each of them uses it (see the module docstring)."""
 
     def __init__(
-        self, config: SignInConfig, store: PeopleStore, base: App, *, clock: Callable[[], float] = time.time
+        self,
+        config: SignInConfig,
+        store: PeopleStore,
+        base: App,
+        *,
+        clock: Callable[[], float] = time.time,
+        limits: FloodLimits | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -54,7 +60,7 @@ class People:
         self._clock = clock
         self._apps: OrderedDict[int, tuple[int, App]] = OrderedDict()  # user id -> (version, their application)
         self._touched: dict[int, float] = {}
-        self.provider = SignInProvider(config, store, self._prepare, clock=clock)
+        self.provider = SignInProvider(config, store, self._prepare, clock=clock, limits=limits)
         self.pages = SignInPages(config, store, base.portal, self._signed_in, clock=clock)
 
     def __repr__(self) -> str:
@@ -134,10 +140,15 @@ def shared_store(settings: Settings) -> PeopleStore:
 
 
 def build_signin_app(
-    settings: Settings, *, http_transport: httpx2.AsyncBaseTransport | None = None, retry_base: float = 0.5
+    settings: Settings,
+    *,
+    http_transport: httpx2.AsyncBaseTransport | None = None,
+    retry_base: float = 0.5,
+    limits: FloodLimits | None = None,
 ) -> tuple[App, People]:
     """The application of a sign-in server and its people (`SettingsError` when the configuration is incomplete
-    or the people store cannot be used). Serve it with `people.server_options()` and `people.add_routes`."""
+    or the people store cannot be used), `limits` the share of each source address. Serve it with
+    `people.server_options()` and `people.add_routes`."""
     config = SignInConfig.from_settings(settings)
     if settings.database_url is not None:
         store: PeopleStore = shared_store(settings)
@@ -148,6 +159,6 @@ def build_signin_app(
             reason = str(exc) if isinstance(exc, UnusableFileError | RuntimeError) else f"{config.database}: {exc}"
             raise SettingsError([f"B24_STATE_DIR: the people store cannot be used: {reason}"]) from None
     app = build_app(settings, config.no_one(), http_transport=http_transport, retry_base=retry_base)
-    people = People(config, store, app)
+    people = People(config, store, app, limits=limits)
     app.people = people
     return app, people

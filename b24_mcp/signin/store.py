@@ -9,13 +9,16 @@ ids only as SHA-256 digests; Bitrix24 tokens and minted client secrets sealed wi
 clear. Every method is atomic; the single-use ones (`take_*`, `rotate_refresh`) let exactly one caller win.
 
 Growth is bounded: expired rows go whenever new ones of their kind are written, and unauthenticated endpoints
-(registration, sign-in attempts) stop at a cap (`StoreFull`) rather than fill the disk.
+(registration, sign-in attempts) stop at a cap (`StoreFull`) rather than fill the disk. Before that cap, each source
+address has its share (`SourceFull`, counted in the same transaction as the rows): a flood from one address fills
+its own share, not everyone's. A person's consent is to one client returning to one exact redirect URI.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -32,13 +35,25 @@ from b24_mcp.signin.sealing import Sealer, digest, make_private_folder, open_pri
 
 MAX_CLIENTS = 10_000
 MAX_PENDING = 10_000
-UNUSED_CLIENT_SECONDS = 86_400  # a registration that never led to a sign-in is forgotten after a day
-SCHEMA_VERSION = 1
+MAX_CLIENTS_PER_SOURCE = 100  # registrations not yet used for a sign-in, from one source address
+MAX_PENDING_PER_SOURCE = 100  # sign-ins in flight begun from one source address
+# A registration that never led to a sign-in is forgotten after 30 minutes: longer than a sign-in begun right after
+# it may take (15 minutes at the portal, 10 on the consent page), short enough that a flood of them soon goes.
+UNUSED_CLIENT_SECONDS = 1800
+SCHEMA_VERSION = 2  # 2: consents per redirect URI (those of version 1 are dropped), the source of rows in flight
 _T = TypeVar("_T")
 
 
 class StoreFull(Exception):  # noqa: N818 (a condition, reported to the client as "try later")
     """Too many registrations or sign-ins in flight: refuse the new one."""
+
+
+class SourceFull(StoreFull):
+    """The source address has used its share: refuse it, for `retry_after` seconds (when its oldest row goes)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("this source address has used its share")
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class ForeignPortalError(Exception):
@@ -155,12 +170,19 @@ class PeopleStore(Protocol):
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None: ...
 
-    async def add_client(self, client: OAuthClientInformationFull) -> None:
-        """Register a client; `StoreFull` past `MAX_CLIENTS` (unused registrations expire after a day)."""
+    async def add_client(
+        self, client: OAuthClientInformationFull, source: str | None = None, share: int = MAX_CLIENTS_PER_SOURCE
+    ) -> None:
+        """Register a client from `source` (an address; None: not counted); `SourceFull` when `share` of the
+        source's registrations are unused yet, `StoreFull` past `MAX_CLIENTS` (unused ones expire after
+        `UNUSED_CLIENT_SECONDS`)."""
         ...
 
-    async def add_authorization(self, state: str, authorization: Authorization) -> None:
-        """Remember a request sent to the portal under `state`; `StoreFull` past `MAX_PENDING` in flight."""
+    async def add_authorization(
+        self, state: str, authorization: Authorization, source: str | None = None, share: int = MAX_PENDING_PER_SOURCE
+    ) -> None:
+        """Remember a request sent to the portal under `state`; `SourceFull` when `share` of `source`'s are in
+        flight, `StoreFull` past `MAX_PENDING` in flight."""
         ...
 
     async def take_authorization(self, state: str) -> Authorization | None:
@@ -173,10 +195,12 @@ class PeopleStore(Protocol):
         """The unexpired sign-in waiting under `consent_id`, once."""
         ...
 
-    async def has_consented(self, user_id: int, client_id: str) -> bool: ...
+    async def has_consented(self, user_id: int, client_id: str, redirect_uri: str) -> bool:
+        """Whether the person allowed `client_id` to receive their codes at exactly `redirect_uri`."""
+        ...
 
-    async def sign_in(self, person: SignedIn, client_id: str) -> Person:
-        """Store the person's fresh tokens (a new version) and their consent to `client_id`.
+    async def sign_in(self, person: SignedIn, client_id: str, redirect_uri: str) -> Person:
+        """Store the person's fresh tokens (a new version) and their consent to `client_id` at `redirect_uri`.
 
         `ForeignPortalError` when the store already serves another portal.
         """
@@ -245,16 +269,17 @@ class PeopleStore(Protocol):
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS clients (
-    client_id TEXT PRIMARY KEY, info TEXT NOT NULL, secret TEXT, created_at REAL NOT NULL, used_at REAL);
+    client_id TEXT PRIMARY KEY, info TEXT NOT NULL, secret TEXT, created_at REAL NOT NULL, used_at REAL, source TEXT);
 CREATE TABLE IF NOT EXISTS authorizations (
-    state TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at REAL NOT NULL);
+    state TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at REAL NOT NULL, source TEXT);
 CREATE TABLE IF NOT EXISTS consent_waits (
     consent TEXT PRIMARY KEY, data TEXT NOT NULL, access TEXT NOT NULL, refresh TEXT, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS people (
     user_id INTEGER PRIMARY KEY, name TEXT NOT NULL, member_id TEXT NOT NULL, signed_in_at REAL NOT NULL,
     last_used_at REAL, version INTEGER NOT NULL, access TEXT, refresh TEXT);
 CREATE TABLE IF NOT EXISTS consents (
-    user_id INTEGER NOT NULL, client_id TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (user_id, client_id));
+    user_id INTEGER NOT NULL, client_id TEXT NOT NULL, redirect_uri TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (user_id, client_id, redirect_uri));
 CREATE TABLE IF NOT EXISTS codes (
     code TEXT PRIMARY KEY, data TEXT NOT NULL, user_id INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0,
     expires_at REAL NOT NULL);
@@ -265,7 +290,16 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE INDEX IF NOT EXISTS tokens_family ON tokens (family);
 CREATE INDEX IF NOT EXISTS tokens_user ON tokens (user_id);
 CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens (expires_at);
+CREATE INDEX IF NOT EXISTS clients_source ON clients (source);
+CREATE INDEX IF NOT EXISTS authorizations_source ON authorizations (source);
 """
+# From schema 1: its consents were per client, whatever the redirect URI; they no longer count (the person is asked
+# once more), and the rows in flight get their source (none for those already there).
+_UPGRADE_FROM_1 = (
+    "DROP TABLE consents",
+    "ALTER TABLE clients ADD COLUMN source TEXT",
+    "ALTER TABLE authorizations ADD COLUMN source TEXT",
+)
 
 
 def _grant_json(grant: Grant) -> dict[str, Any]:
@@ -446,6 +480,9 @@ class SQLiteStore:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} was written by a newer b24-mcp (schema {version})")
+        if version == 1:
+            for statement in _UPGRADE_FROM_1:
+                self._db.execute(statement)
         for statement in filter(str.strip, _SCHEMA.split(";")):
             self._db.execute(statement)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -484,34 +521,50 @@ class SQLiteStore:
         row = await self._run(work)
         return None if row is None else open_client(self._sealer, client_id, *row)
 
-    async def add_client(self, client: OAuthClientInformationFull) -> None:
+    async def add_client(
+        self, client: OAuthClientInformationFull, source: str | None = None, share: int = MAX_CLIENTS_PER_SOURCE
+    ) -> None:
         now = self._clock()
         info, sealed = seal_client(self._sealer, client)
 
         def work(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM clients WHERE used_at IS NULL AND created_at < ?", (now - UNUSED_CLIENT_SECONDS,))
+            if source is not None:
+                count, oldest = db.execute(
+                    "SELECT count(*), min(created_at) FROM clients WHERE source = ? AND used_at IS NULL", (source,)
+                ).fetchone()
+                if count >= share:
+                    raise SourceFull((oldest or now) + UNUSED_CLIENT_SECONDS - now)
             if db.execute("SELECT count(*) FROM clients").fetchone()[0] >= MAX_CLIENTS:
                 raise StoreFull("too many registered clients")
             db.execute(
-                "INSERT INTO clients (client_id, info, secret, created_at) VALUES (?, ?, ?, ?)",
-                (client.client_id, info, sealed, now),
+                "INSERT INTO clients (client_id, info, secret, created_at, source) VALUES (?, ?, ?, ?, ?)",
+                (client.client_id, info, sealed, now, source),
             )
 
         await self._run(work)
 
     # -------------------------------------------------------------------------------------- sign-ins in flight
 
-    async def add_authorization(self, state: str, authorization: Authorization) -> None:
+    async def add_authorization(
+        self, state: str, authorization: Authorization, source: str | None = None, share: int = MAX_PENDING_PER_SOURCE
+    ) -> None:
         now = self._clock()
 
         def work(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM authorizations WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM consent_waits WHERE expires_at <= ?", (now,))
+            if source is not None:
+                count, soonest = db.execute(
+                    "SELECT count(*), min(expires_at) FROM authorizations WHERE source = ?", (source,)
+                ).fetchone()
+                if count >= share:
+                    raise SourceFull((soonest or now) - now)
             if db.execute("SELECT count(*) FROM authorizations").fetchone()[0] >= MAX_PENDING:
                 raise StoreFull("too many sign-ins in flight")
             db.execute(
-                "INSERT INTO authorizations (state, data, expires_at) VALUES (?, ?, ?)",
-                (digest(state), authorization_json(authorization), authorization.expires_at),
+                "INSERT INTO authorizations (state, data, expires_at, source) VALUES (?, ?, ?, ?)",
+                (digest(state), authorization_json(authorization), authorization.expires_at, source),
             )
 
         await self._run(work)
@@ -557,10 +610,11 @@ class SQLiteStore:
         tokens = open_tokens(self._sealer, row[1], row[2], f"consent:{key}")
         return None if tokens is None else consent_from(row[0], tokens, row[3])
 
-    async def has_consented(self, user_id: int, client_id: str) -> bool:
+    async def has_consented(self, user_id: int, client_id: str, redirect_uri: str) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             row = db.execute(
-                "SELECT 1 FROM consents WHERE user_id = ? AND client_id = ?", (user_id, client_id)
+                "SELECT 1 FROM consents WHERE user_id = ? AND client_id = ? AND redirect_uri = ?",
+                (user_id, client_id, redirect_uri),
             ).fetchone()
             return row is not None
 
@@ -568,7 +622,7 @@ class SQLiteStore:
 
     # -------------------------------------------------------------------------------------------------- people
 
-    async def sign_in(self, person: SignedIn, client_id: str) -> Person:
+    async def sign_in(self, person: SignedIn, client_id: str, redirect_uri: str) -> Person:
         now = self._clock()
         access, refresh = seal_tokens(self._sealer, person.tokens, f"person:{person.user_id}")
 
@@ -589,11 +643,11 @@ class SQLiteStore:
                 (person.user_id, person.name, person.member_id, now, now, version, access, refresh),
             )
             db.execute(
-                "INSERT INTO consents (user_id, client_id, at) VALUES (?, ?, ?) "
-                "ON CONFLICT (user_id, client_id) DO UPDATE SET at = excluded.at",
-                (person.user_id, client_id, now),
+                "INSERT INTO consents (user_id, client_id, redirect_uri, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (user_id, client_id, redirect_uri) DO UPDATE SET at = excluded.at",
+                (person.user_id, client_id, redirect_uri, now),
             )
-            db.execute("UPDATE clients SET used_at = ? WHERE client_id = ?", (now, client_id))
+            db.execute("UPDATE clients SET used_at = ?, source = NULL WHERE client_id = ?", (now, client_id))
             return Person(person.user_id, person.name, person.member_id, now, now, version, True)
 
         return await self._run(work)
