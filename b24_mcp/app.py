@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from b24_mcp.postgres.database import Database
     from b24_mcp.signin.people import People
+    from b24_mcp.signin.provider import FloodLimits
     from b24_mcp.signin.store import PeopleStore
 
 
@@ -112,10 +113,15 @@ def _database(settings: Settings) -> Database:
 
 
 def build_signin_app(
-    settings: Settings, *, http_transport: httpx2.AsyncBaseTransport | None = None, retry_base: float = 0.5
+    settings: Settings,
+    *,
+    http_transport: httpx2.AsyncBaseTransport | None = None,
+    retry_base: float = 0.5,
+    limits: FloodLimits | None = None,
 ) -> tuple[App, People]:
     """The application of a sign-in server and its people (`SettingsError` when the configuration is incomplete
-    or the people store cannot be used). Serve it with `people.server_options()` and `people.add_routes`.
+    or the people store cannot be used), `limits` the share of each source address. Serve it with
+    `people.server_options()` and `people.add_routes`.
 
     With `B24_DATABASE_URL`, the shared state and the people store use one pool (one idea of "down")."""
     import sqlite3
@@ -136,7 +142,7 @@ def build_signin_app(
             reason = str(exc) if isinstance(exc, UnusableFileError | RuntimeError) else f"{config.database}: {exc}"
             raise SettingsError([f"B24_STATE_DIR: the people store cannot be used: {reason}"]) from None
     base = build_app(settings, config.no_one(), http_transport=http_transport, retry_base=retry_base, database=database)
-    people = People(config, store, base)
+    people = People(config, store, base, limits=limits)
 
     async def closing() -> None:
         """The HTTP and database pools, then the people store."""

@@ -9,6 +9,7 @@ Addresses (`addresses`), credentials (`credentials`) and the env file (`env_file
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterable
@@ -113,6 +114,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mcp_http_token: SecretStr | None = None
     mcp_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    trusted_proxies: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = ()
     database_url: SecretStr | None = None  # state shared by replicas (b24_mcp/postgres); holds a password
     public_url: str | None = None  # sign-in (b24_mcp/signin): where MCP clients reach this server
     state_dir: Path = Field(default_factory=lambda: _default_audit_log().parent)  # sign-in's people store
@@ -221,6 +223,21 @@ class Settings(BaseSettings):
         if not isinstance(entries, Iterable):
             return value
         return tuple(allowed_host_entry(entry.strip()) for entry in entries if isinstance(entry, str) and entry.strip())
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        networks = []
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(entry.removeprefix("[").removesuffix("]"), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"has {entry!r}, which is neither an IP address nor a network like 10.0.0.0/8"
+                ) from None
+        return tuple(networks)
 
     @field_validator("database_url")
     @classmethod

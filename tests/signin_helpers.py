@@ -250,11 +250,13 @@ async def registered(server: SignInServer, **metadata: Any) -> RawClient:
     return RawClient(info["client_id"], info.get("client_secret"), verifier, challenge)
 
 
-def authorize_url(server: SignInServer, client: RawClient, *, resource: str | None = None) -> str:
+def authorize_url(
+    server: SignInServer, client: RawClient, *, resource: str | None = None, redirect_uri: str = CLIENT_REDIRECT
+) -> str:
     query = {
         "response_type": "code",
         "client_id": client.client_id,
-        "redirect_uri": CLIENT_REDIRECT,
+        "redirect_uri": redirect_uri,
         "code_challenge": client.challenge,
         "code_challenge_method": "S256",
         "state": "client-state",

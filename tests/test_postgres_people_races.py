@@ -8,13 +8,24 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
+import psycopg
 import pytest
 from mcp.shared.auth import OAuthClientInformationFull
 from people_stores import OpenStore, replica_stores, rows
 
+from b24_mcp.postgres.schema import LATEST, MIGRATIONS
 from b24_mcp.signin import postgres_pending as people_module
 from b24_mcp.signin.postgres import PostgresPeopleStore
-from b24_mcp.signin.records import Authorization, AwaitingConsent, BitrixTokens, Grant, IssuedCode, SignedIn, StoreFull
+from b24_mcp.signin.records import (
+    Authorization,
+    AwaitingConsent,
+    BitrixTokens,
+    Grant,
+    IssuedCode,
+    SignedIn,
+    SourceFull,
+    StoreFull,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -130,6 +141,55 @@ async def test_sign_ins_racing_on_several_replicas_never_exceed_the_cap_on_sign_
     assert {refusal(exc) for exc in refused} == {refusal(lone.value)}
 
 
+async def test_a_sources_share_of_registrations_racing_on_several_replicas_holds(
+    replicas: OpenStore, database_url: str
+) -> None:
+    stores = [replicas() for _ in range(4)]
+
+    async def register(store: PostgresPeopleStore, name: str) -> None:
+        await store.add_client(client(name), "192.0.2.1", CAP)
+
+    passed, refused = await refusals_of_a_race(stores, register)
+    assert passed == CAP
+    assert {type(exc) for exc in refused} == {SourceFull}
+    assert all(1 <= exc.retry_after <= people_module.UNUSED_CLIENT_SECONDS for exc in refused)  # type: ignore[attr-defined]
+    await stores[1].add_client(client("another-address"), "192.0.2.2", CAP)
+
+
+async def test_a_sources_share_of_sign_ins_in_flight_holds_across_replicas(replicas: OpenStore) -> None:
+    one, other = replicas(), replicas()
+    await one.add_authorization("state-1", authorization(time.time() + 600), "2001:db8::/64", 1)
+    with pytest.raises(SourceFull) as full:
+        await other.add_authorization("state-2", authorization(time.time() + 600), "2001:db8::/64", 1)
+    assert 590 <= full.value.retry_after <= 601
+    await other.take_authorization("state-1")
+    await other.add_authorization("state-3", authorization(time.time() + 600), "2001:db8::/64", 1)
+
+
+async def test_a_consent_is_to_one_exact_redirect_uri_on_every_replica(replicas: OpenStore) -> None:
+    one, other = replicas(), replicas()
+    await one.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/callback")
+    assert await other.has_consented(3, "client-1", "http://127.0.0.1:9/callback")
+    assert not await other.has_consented(3, "client-1", "https://evil.example/steal")
+
+
+async def test_a_database_of_schema_2_is_upgraded_and_its_consents_no_longer_count(
+    replicas: OpenStore, database_url: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as connection, connection.transaction():
+        for statement in (statement for migration in MIGRATIONS[:2] for statement in migration):
+            connection.execute(statement)
+        connection.execute("INSERT INTO b24mcp.schema_version (version) VALUES (2)")
+        connection.execute("INSERT INTO b24mcp.signin_consents VALUES (3, 'client-1', 1.0)")
+    store = replicas()
+    assert not await store.has_consented(3, "client-1", "http://127.0.0.1:9/callback")  # asked once more
+    await store.add_client(client("client-1"), "192.0.2.1", 1)
+    await store.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/callback")
+    assert await store.has_consented(3, "client-1", "http://127.0.0.1:9/callback")
+    assert rows(database_url, "SELECT version FROM b24mcp.schema_version") == [(LATEST,)]
+    assert rows(database_url, "SELECT source FROM b24mcp.signin_clients") == [(None,)]  # used: no longer counted
+
+
 # ------------------------------------------------------------------------------------- the database's clock
 
 
@@ -154,7 +214,7 @@ async def test_tokens_issued_by_a_replica_whose_clock_is_slow_are_accepted_by_on
     replicas: OpenStore,
 ) -> None:
     behind, ahead = replicas(clock=slow), replicas(clock=fast)
-    await behind.sign_in(signed_in(), "client-1")
+    await behind.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     await behind.add_tokens("mcp-access-1", "mcp-refresh-1", grant(slow() + 60), slow() + 120)
     access = await ahead.find_access("mcp-access-1")
     refresh = await ahead.find_refresh("mcp-refresh-1")
@@ -167,7 +227,7 @@ async def test_an_access_token_expired_on_the_databases_clock_is_refused_by_ever
     replicas: OpenStore,
 ) -> None:
     behind, ahead, punctual = replicas(clock=slow), replicas(clock=fast), replicas()
-    await ahead.sign_in(signed_in(), "client-1")
+    await ahead.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     await ahead.add_tokens("mcp-access-1", "mcp-refresh-1", grant(fast() + 1), fast() + 600)
     await anyio.sleep(1.5)
     assert [await replica.find_access("mcp-access-1") for replica in (behind, ahead, punctual)] == [None] * 3
@@ -192,13 +252,13 @@ async def test_a_replica_whose_clock_is_days_ahead_keeps_the_fresh_registrations
 ) -> None:
     punctual, ahead = replicas(), replicas(clock=lambda: time.time() + 2 * 86_400)
     await punctual.add_client(client("registered-just-now"))
-    await ahead.add_client(client("another"))  # forgets registrations unused for a day, on the database's clock
+    await ahead.add_client(client("another"))  # forgets unused registrations, on the database's clock
     assert await ahead.get_client("registered-just-now") is not None
 
 
 async def test_sign_ins_and_uses_are_stamped_on_the_databases_clock(replicas: OpenStore, database_url: str) -> None:
     ahead = replicas(clock=fast)
-    person = await ahead.sign_in(signed_in(), "client-1")
+    person = await ahead.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     [(database_now,)] = rows(database_url, "SELECT extract(epoch FROM now())::double precision")
     assert person.signed_in_at == pytest.approx(database_now, abs=5)
     [listed] = await ahead.people()

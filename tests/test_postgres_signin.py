@@ -71,7 +71,7 @@ async def test_a_refresh_token_rotated_by_two_replicas_at_once_rotates_once(
     stores: Callable[[], PostgresPeopleStore], database_url: str
 ) -> None:
     one, other = stores(), stores()
-    await one.sign_in(signed_in(), "client-1")
+    await one.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     await one.add_tokens("mcp-access-1", "mcp-refresh-1", grant(), time.time() + 3600)
     assert await other.find_access("mcp-access-1") is not None
     taken = await twice_at_once(
@@ -97,12 +97,12 @@ async def test_bitrix_tokens_are_sealed_and_open_on_every_replica(
     stores: Callable[[], PostgresPeopleStore], database_url: str
 ) -> None:
     one, other = stores(), stores()
-    person = await one.sign_in(signed_in(), "client-1")
+    person = await one.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     assert await other.bitrix_tokens(3) == (person.version, BitrixTokens(ACCESS, REFRESH))
-    assert await other.has_consented(3, "client-1")
+    assert await other.has_consented(3, "client-1", "http://127.0.0.1:9/cb")
     dump = repr(rows(database_url, "SELECT * FROM b24mcp.signin_people"))
     assert ACCESS not in dump and REFRESH not in dump
-    again = await other.sign_in(signed_in(), "client-1")
+    again = await other.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     assert again.version == person.version + 1
     assert not await one.save_bitrix_tokens(3, person.version, BitrixTokens("stale", "stale"))
 
@@ -111,7 +111,7 @@ async def test_a_persons_tokens_refreshed_by_two_replicas_at_once_are_exchanged_
     stores: Callable[[], PostgresPeopleStore],
 ) -> None:
     one, other = stores(), stores()
-    person = await one.sign_in(signed_in(), "client-1")
+    person = await one.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     exchanges: list[BitrixTokens] = []
 
     async def renew(stored: BitrixTokens) -> BitrixTokens:
@@ -141,7 +141,7 @@ async def test_people_lists_and_revokes_the_people_of_the_shared_database(
     tmp_path: Path,
 ) -> None:
     store = stores()
-    await store.sign_in(signed_in(), "client-1")
+    await store.sign_in(signed_in(), "client-1", "http://127.0.0.1:9/cb")
     env = signin_env(portal, https_origin, tls.ca_bundle, tmp_path / "state", tmp_path / "audit.jsonl", free_port())
     env |= {"B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": SECRET.decode()}
     listed = run_b24(env, "people")

@@ -28,6 +28,7 @@ from signin_helpers import (
 
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID
+from b24_mcp.signin.store import MAX_CLIENTS_PER_SOURCE
 from helpers import TLSFiles, free_port
 
 pytestmark = pytest.mark.anyio
@@ -228,6 +229,55 @@ async def consent_page(
         return await http.get(authorize_url(server, client))
 
 
+async def until_it_leaves(tls: TLSFiles, url: str, leaves_at: str) -> httpx2.Response:
+    """Follow a sign-in from `url` as a browser would, without answering any page: the response that sends the
+    browser to `leaves_at`, or the page it stopped at."""
+    verify = ssl.create_default_context(cafile=str(tls.ca_bundle))
+    async with httpx2.AsyncClient(timeout=30, verify=verify, follow_redirects=False) as http:
+        response = await http.get(url)
+        while response.status_code == 302 and not response.headers["location"].startswith(leaves_at):
+            response = await http.get(response.headers["location"])
+    return response
+
+
+async def test_consent_to_one_redirect_uri_does_not_send_the_code_to_another(
+    server: SignInServer, portal: Portal, browser: Browser, tls: TLSFiles
+) -> None:
+    steal = "https://evil.example/steal"
+    client = await registered(server, redirect_uris=[CLIENT_REDIRECT, steal])
+    await code_of(server, portal, browser, client, SALES_USER_ID)  # allowed once, returning to 127.0.0.1:9
+    second = await until_it_leaves(tls, authorize_url(server, client, redirect_uri=steal), steal)
+    assert second.status_code == 200, second.headers.get("location")  # the page again, no code on its way
+    assert "<strong>evil.example</strong>" in second.text
+    action, consent = consent_form(second.text)
+    async with httpx2.AsyncClient(timeout=30) as http:
+        allowed = await http.post(action, data={"consent": consent, "decision": "allow"})
+    assert allowed.headers["location"].startswith(steal + "?code=")  # only now, because the person said so
+
+
+async def test_an_approved_redirect_uri_is_not_asked_about_again(
+    server: SignInServer, portal: Portal, browser: Browser
+) -> None:
+    client = await registered(server)
+    await code_of(server, portal, browser, client, SALES_USER_ID)
+    browser.pages.clear()
+    await code_of(server, portal, browser, client, SALES_USER_ID)
+    assert not any("/oauth/consent" in page for page in browser.pages)
+
+
+async def test_the_consent_page_names_the_whole_host_and_its_domain_however_long(
+    server: SignInServer, portal: Portal, tls: TLSFiles
+) -> None:
+    decoy = "claude.ai-api-mcp-auth-callback-" + "x" * 30 + "." + "y" * 60 + "." + "z" * 60  # 185 characters
+    redirect = f"https://{decoy}.evil.example/cb"
+    client = await registered(server, client_name="Claude", redirect_uris=[redirect])
+    portal.sign_in_as(SALES_USER_ID)
+    page = await until_it_leaves(tls, authorize_url(server, client, redirect_uri=redirect), redirect)
+    assert page.status_code == 200
+    assert f"https://{decoy}.<strong>evil.example</strong>" in page.text  # whole, its domain in bold
+    assert "calls itself <strong>«Claude»</strong>" in page.text
+
+
 async def test_consent_from_another_origin_is_refused(server: SignInServer, portal: Portal, tls: TLSFiles) -> None:
     page = await consent_page(server, portal, tls)
     action, consent = consent_form(page.text)
@@ -290,6 +340,22 @@ async def test_registration_refuses_an_unsafe_redirect_uri(server: SignInServer,
 @pytest.mark.parametrize(
     "uri",
     [
+        "https://claude.ai@evil.example/cb",
+        "https://claude.ai:pw@evil.example/cb",
+        "https://claude.ai%2Fapi%2Fmcp%40x@evil.example/cb",
+        "cursor://anysphere@evil.example/cb",
+        "http://claude.ai@127.0.0.1:9/callback",
+    ],
+)
+async def test_registration_refuses_a_redirect_uri_with_user_information(server: SignInServer, uri: str) -> None:
+    response = await register(server, redirect_uris=[uri])
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_redirect_uri"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
         "http://127.0.0.1:33418/callback",
         "http://localhost:6274/oauth/callback",
         "https://claude.ai/api/mcp/auth_callback",
@@ -308,6 +374,44 @@ async def test_a_token_for_another_resource_is_not_granted(server: SignInServer)
         response = await http.get(authorize_url(server, client, resource="https://other.example/mcp"))
     assert response.status_code == 302
     assert location_query(response)["error"] == "invalid_target"
+
+
+async def test_a_code_redeemed_for_another_resource_is_refused(
+    server: SignInServer, portal: Portal, browser: Browser
+) -> None:
+    client = await registered(server)
+    code = await code_of(server, portal, browser, client, SALES_USER_ID)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": CLIENT_REDIRECT}
+    form |= {"code_verifier": client.verifier, "resource": "https://other.example/mcp"}
+    refused = await token_request(server, client, **form)
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_target")
+    assert (await redeem(server, client, code)).status_code == 200  # the code was not spent by the refusal
+
+
+async def test_a_refresh_for_another_resource_is_refused(
+    server: SignInServer, portal: Portal, browser: Browser
+) -> None:
+    client = await registered(server)
+    tokens = (await redeem(server, client, await code_of(server, portal, browser, client, SALES_USER_ID))).json()
+    refused = await token_request(
+        server,
+        client,
+        grant_type="refresh_token",
+        refresh_token=tokens["refresh_token"],
+        resource="https://other.example/mcp",
+    )
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_target")
+
+
+async def test_a_forwarded_address_is_not_believed_without_trusted_proxies(server: SignInServer) -> None:
+    async with httpx2.AsyncClient(timeout=30) as http:
+        for n in range(MAX_CLIENTS_PER_SOURCE + 1):
+            body = {"redirect_uris": [CLIENT_REDIRECT], "client_name": f"flood {n}"}
+            answer = await http.post(
+                server.public_url + "/register", json=body, headers={"x-forwarded-for": f"192.0.2.{n % 250}"}
+            )
+    assert answer.status_code == 429  # every one counted as this machine's, whatever the header said
+    assert int(answer.headers["retry-after"]) > 0
 
 
 async def test_a_registration_too_large_to_keep_is_refused(server: SignInServer) -> None:

@@ -25,14 +25,16 @@ from b24_mcp.signin.records import (
     Grant,
     IssuedCode,
     SignedIn,
+    SourceFull,
     StoreFull,
 )
 from b24_mcp.signin.sqlite import SQLiteStore
-from b24_mcp.signin.store import UNUSED_CLIENT_SECONDS
+from b24_mcp.signin.store import SCHEMA_VERSION, UNUSED_CLIENT_SECONDS
 
 pytestmark = pytest.mark.anyio
 
 MEMBER = "a223c6b3710f85df22e9377d6c4f7553"
+REDIRECT = "http://127.0.0.1:9/cb"
 BITRIX = BitrixTokens("bitrix-access-0123456789abcdef", "bitrix-refresh-0123456789abcdef")
 
 
@@ -68,9 +70,7 @@ def person(user_id: int = 3, tokens: BitrixTokens = BITRIX, member: str = MEMBER
 
 
 def authorization(clock: Clock, client_id: str = "client-1") -> Authorization:
-    return Authorization(
-        client_id, "http://127.0.0.1:9/cb", True, "challenge", "state", (), "https://mcp.example/mcp", clock() + 60
-    )
+    return Authorization(client_id, REDIRECT, True, "challenge", "state", (), "https://mcp.example/mcp", clock() + 60)
 
 
 def grant(clock: Clock, family: str = "family-1", user_id: int = 3) -> Grant:
@@ -83,7 +83,7 @@ def client(
     return OAuthClientInformationFull(
         client_id=client_id,
         client_secret=secret,
-        redirect_uris=["http://127.0.0.1:9/cb"],  # type: ignore[list-item]
+        redirect_uris=[REDIRECT],  # type: ignore[list-item]
         token_endpoint_auth_method="client_secret_post" if secret else "none",
     )
 
@@ -92,7 +92,7 @@ def client(
 
 
 async def test_a_new_store_and_its_key_are_private(store: SQLiteStore, folder: Path) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", REDIRECT)
     modes = {path.name: path.stat().st_mode & 0o777 for path in folder.iterdir()}
     assert all(mode == 0o600 for mode in modes.values()), modes
     assert folder.stat().st_mode & 0o777 == 0o700
@@ -131,9 +131,9 @@ def test_the_key_is_created_once_and_read_back(folder: Path) -> None:
 
 async def test_no_token_is_stored_in_clear(store: SQLiteStore, folder: Path, clock: Clock) -> None:
     await store.add_client(client())
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", REDIRECT)
     await store.add_authorization("sign-in-state-secret", authorization(clock))
-    await store.add_code("b24mcp_code_secret", IssuedCode(grant(clock), "challenge", "http://127.0.0.1:9/cb", True))
+    await store.add_code("b24mcp_code_secret", IssuedCode(grant(clock), "challenge", REDIRECT, True))
     await store.add_tokens("b24mcp_at_secret", "b24mcp_rt_secret", grant(clock), clock() + 600)
     await store.aclose()
     stored = b"".join(path.read_bytes() for path in folder.iterdir() if path.name != "people.key")
@@ -158,7 +158,7 @@ def test_a_sealed_value_opens_only_for_its_row_and_key() -> None:
 async def test_tokens_sealed_with_another_key_are_not_used(folder: Path, clock: Clock) -> None:
     path = folder / "people.sqlite3"
     first = SQLiteStore(path, Sealer(load_key(folder / "people.key")), clock=clock)
-    await first.sign_in(person(), "client-1")
+    await first.sign_in(person(), "client-1", REDIRECT)
     await first.aclose()
     other = SQLiteStore(path, Sealer(bytes(32)), clock=clock)
     try:
@@ -191,13 +191,13 @@ async def test_a_waiting_consent_is_taken_once_with_its_tokens(store: SQLiteStor
 
 
 async def test_a_code_is_taken_once_and_a_replay_names_its_family(store: SQLiteStore, clock: Clock) -> None:
-    await store.add_code("code", IssuedCode(grant(clock), "challenge", "http://127.0.0.1:9/cb", True))
+    await store.add_code("code", IssuedCode(grant(clock), "challenge", REDIRECT, True))
     first, second = await store.take_code("code"), await store.take_code("code")
     assert (first.outcome, second.outcome, second.family) == ("taken", "replayed", "family-1")
 
 
 async def test_a_refresh_token_rotates_once_and_drops_its_access_tokens(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", REDIRECT)
     await store.add_tokens("access", "refresh", grant(clock), clock() + 600)
     first, second = await store.rotate_refresh("refresh"), await store.rotate_refresh("refresh")
     assert (first.outcome, second.outcome) == ("taken", "replayed")
@@ -205,7 +205,7 @@ async def test_a_refresh_token_rotates_once_and_drops_its_access_tokens(store: S
 
 
 async def test_revoking_a_family_ends_its_tokens_only(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", REDIRECT)
     await store.add_tokens("access-1", "refresh-1", grant(clock, "one"), clock() + 600)
     await store.add_tokens("access-2", "refresh-2", grant(clock, "two"), clock() + 600)
     await store.revoke_family("one")
@@ -217,7 +217,7 @@ async def test_revoking_a_family_ends_its_tokens_only(store: SQLiteStore, clock:
 
 
 async def test_an_access_token_finds_its_signed_in_person(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", REDIRECT)
     await store.add_tokens("access", None, grant(clock), clock() + 600)
     found = await store.find_access("access")
     assert found is not None
@@ -225,34 +225,41 @@ async def test_an_access_token_finds_its_signed_in_person(store: SQLiteStore, cl
 
 
 async def test_an_expired_access_token_is_not_found(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", REDIRECT)
     await store.add_tokens("access", None, grant(clock), clock() + 600)
     clock.now += 61
     assert await store.find_access("access") is None
 
 
 async def test_a_refreshed_pair_is_saved_only_for_the_current_sign_in(store: SQLiteStore) -> None:
-    first = await store.sign_in(person(), "client-1")
-    await store.sign_in(person(tokens=BitrixTokens("newer-access", "newer-refresh")), "client-2")
+    first = await store.sign_in(person(), "client-1", REDIRECT)
+    await store.sign_in(person(tokens=BitrixTokens("newer-access", "newer-refresh")), "client-2", REDIRECT)
     saved = await store.save_bitrix_tokens(3, first.version, BitrixTokens("stale-access", "stale-refresh"))
     assert saved is False
     assert await store.bitrix_tokens(3) == (2, BitrixTokens("newer-access", "newer-refresh"))
 
 
 async def test_revoking_a_person_ends_their_tokens_and_consents(store: SQLiteStore, clock: Clock) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", REDIRECT)
     await store.add_tokens("access", "refresh", grant(clock), clock() + 600)
     assert await store.revoke(3) is True
     assert await store.find_access("access") is None
     assert await store.bitrix_tokens(3) is None
-    assert await store.has_consented(3, "client-1") is False
+    assert await store.has_consented(3, "client-1", REDIRECT) is False
     assert [(p.user_id, p.active) for p in await store.people()] == [(3, False)]
 
 
+async def test_a_consent_is_to_one_exact_redirect_uri(store: SQLiteStore) -> None:
+    await store.sign_in(person(), "client-1", REDIRECT)
+    assert await store.has_consented(3, "client-1", REDIRECT)
+    assert not await store.has_consented(3, "client-1", "https://evil.example/steal")
+    assert not await store.has_consented(3, "client-1", REDIRECT + "/")
+
+
 async def test_a_person_of_another_portal_is_refused(store: SQLiteStore) -> None:
-    await store.sign_in(person(), "client-1")
+    await store.sign_in(person(), "client-1", REDIRECT)
     with pytest.raises(ForeignPortalError):
-        await store.sign_in(person(user_id=9, member="b" * 32), "client-1")
+        await store.sign_in(person(user_id=9, member="b" * 32), "client-1", REDIRECT)
 
 
 # ---------------------------------------------------------------------------------------------------- growth
@@ -266,14 +273,42 @@ async def test_registrations_stop_at_the_cap(store: SQLiteStore, monkeypatch: py
         await store.add_client(client("c"))
 
 
-async def test_a_registration_never_used_is_forgotten_after_a_day(
+async def test_a_registration_never_used_is_forgotten_within_minutes(
     store: SQLiteStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert UNUSED_CLIENT_SECONDS <= 3600
     monkeypatch.setattr(store_module, "MAX_CLIENTS", 1)
     await store.add_client(client("a"))
     clock.now += UNUSED_CLIENT_SECONDS + 1
     await store.add_client(client("b"))
     assert await store.get_client("a") is None
+
+
+async def test_a_source_over_its_share_of_registrations_is_told_when_to_retry(store: SQLiteStore, clock: Clock) -> None:
+    await store.add_client(client("a"), "192.0.2.1", 2)
+    clock.now += 60
+    await store.add_client(client("b"), "192.0.2.1", 2)
+    with pytest.raises(SourceFull) as full:
+        await store.add_client(client("c"), "192.0.2.1", 2)
+    assert full.value.retry_after == UNUSED_CLIENT_SECONDS - 60  # when the oldest is forgotten
+    await store.add_client(client("d"), "192.0.2.2", 2)
+
+
+async def test_a_registration_used_for_a_sign_in_no_longer_counts_against_its_source(store: SQLiteStore) -> None:
+    await store.add_client(client("client-1"), "192.0.2.1", 1)
+    await store.sign_in(person(), "client-1", REDIRECT)
+    await store.add_client(client("client-2"), "192.0.2.1", 1)
+
+
+async def test_a_source_over_its_share_of_sign_ins_in_flight_is_told_when_to_retry(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    await store.add_authorization("one", authorization(clock), "192.0.2.1", 1)
+    with pytest.raises(SourceFull) as full:
+        await store.add_authorization("two", authorization(clock), "192.0.2.1", 1)
+    assert full.value.retry_after == 60
+    await store.take_authorization("one")  # came back from the portal: no longer in flight
+    await store.add_authorization("three", authorization(clock), "192.0.2.1", 1)
 
 
 async def test_a_client_secret_comes_back_for_the_token_endpoint(store: SQLiteStore) -> None:
@@ -289,6 +324,29 @@ async def test_sign_ins_in_flight_stop_at_the_cap(
     await store.add_authorization("one", authorization(clock))
     with pytest.raises(StoreFull):
         await store.add_authorization("two", authorization(clock))
+
+
+async def test_a_store_of_schema_1_is_upgraded_and_its_consents_no_longer_count(folder: Path, clock: Clock) -> None:
+    folder.mkdir(parents=True, mode=0o700)
+    path = folder / "people.sqlite3"
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE clients (client_id TEXT PRIMARY KEY, info TEXT NOT NULL, secret TEXT, created_at REAL NOT NULL,"
+        " used_at REAL); CREATE TABLE authorizations (state TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at REAL NOT"
+        " NULL); CREATE TABLE consents (user_id INTEGER NOT NULL, client_id TEXT NOT NULL, at REAL NOT NULL,"
+        " PRIMARY KEY (user_id, client_id)); INSERT INTO consents VALUES (3, 'client-1', 1.0); PRAGMA user_version=1;"
+    )
+    db.close()
+    upgraded = SQLiteStore(path, Sealer(load_key(folder / "people.key")), clock=clock)
+    try:
+        assert not await upgraded.has_consented(3, "client-1", REDIRECT)  # the person is asked once more
+        await upgraded.add_client(client("client-1"), "192.0.2.1", 1)
+        await upgraded.sign_in(person(), "client-1", REDIRECT)
+        assert await upgraded.has_consented(3, "client-1", REDIRECT)
+    finally:
+        await upgraded.aclose()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_store_of_a_newer_version_is_refused(folder: Path) -> None:
@@ -353,7 +411,7 @@ def test_sign_in_names_every_missing_variable(make_settings: Callable[..., Setti
 
 def test_without_a_public_url_the_sign_in_code_is_never_imported() -> None:
     script = (
-        "import sys; from b24_mcp.app import build_app; from b24_mcp.serving.tools import build_server; "
+        "import sys; from b24_mcp.app import build_app; from b24_mcp.server import build_server; "
         "from b24_mcp.settings import load_settings; from b24_mcp.sandbox.link import sandbox_webhook; "
         "build_server(build_app(load_settings(), sandbox_webhook())); "
         "print(sorted(m for m in sys.modules if m.startswith('b24_mcp.signin')))"

@@ -22,6 +22,8 @@ The tables:
   (`signin_meta`), registered clients, sign-ins in flight, consents, authorization codes and MCP tokens (as
   digests), and each person's Bitrix24 tokens (sealed), as `signin.store.SQLiteStore` keeps them in one file;
   their times are Unix seconds (`double precision`) on the database's clock, so that replicas agree on expiry.
+  Migration 3: consents per (person, client, exact redirect URI), those per client dropped; the source address of
+  registrations and sign-ins in flight, for each address's share.
 """
 
 from __future__ import annotations
@@ -146,6 +148,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX signin_tokens_by_family ON {SCHEMA}.signin_tokens (family)",
         f"CREATE INDEX signin_tokens_by_user ON {SCHEMA}.signin_tokens (user_id)",
         f"CREATE INDEX signin_tokens_by_expiry ON {SCHEMA}.signin_tokens (expires_at)",
+    ),
+    (
+        # A consent is to a client at one exact redirect URI. Consents per client (migration 2) no longer count:
+        # each person is asked once more. Registrations and sign-ins in flight know their source address, for
+        # each address's share (`shared.people`).
+        f"DROP TABLE {SCHEMA}.signin_consents",
+        f"""CREATE TABLE {SCHEMA}.signin_consents (
+            user_id bigint NOT NULL,
+            client_id text NOT NULL,
+            redirect_uri text NOT NULL,
+            at double precision NOT NULL,
+            PRIMARY KEY (user_id, client_id, redirect_uri)
+        )""",
+        f"ALTER TABLE {SCHEMA}.signin_clients ADD COLUMN source text",
+        f"CREATE INDEX signin_clients_by_source ON {SCHEMA}.signin_clients (source)",
+        f"ALTER TABLE {SCHEMA}.signin_authorizations ADD COLUMN source text",
+        f"CREATE INDEX signin_authorizations_by_source ON {SCHEMA}.signin_authorizations (source)",
     ),
 )
 LATEST = len(MIGRATIONS)

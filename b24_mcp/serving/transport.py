@@ -234,7 +234,7 @@ def http_app(server: MCPServer, settings: Settings, *, host: str, port: int, sta
     if settings.public_url is not None:
         from b24_mcp.signin.metadata import IssuerMetadata
 
-        app = IssuerMetadata(app, settings.public_url)
+        app = IssuerMetadata(app, settings.public_url, settings.trusted_proxies)
     if settings.mcp_http_token is not None:
         app = BearerTokenGate(app, settings.mcp_http_token.get_secret_value())
     return app
@@ -283,6 +283,7 @@ def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, sett
         http=guarded_protocol(read_seconds=REQUEST_READ_SECONDS, max_connections=max_connections),
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # X-Forwarded-For is believed only from B24_TRUSTED_PROXIES (signin.sources)
         timeout_graceful_shutdown=5,
     )
     draining = type("Draining", (DrainingServer,), {"drain_seconds": DRAIN_SECONDS})

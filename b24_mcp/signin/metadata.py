@@ -6,11 +6,13 @@ server names itself (`iss`) in every authorization response, which `pages` does,
 (`authorization_response_iss_parameter_supported`), so that a client may refuse a response without it (a mix-up
 attack). The SDK's metadata route has no such field: `IssuerMetadata` serves the same document with it, in front of
 the SDK's application. It also puts `pages.StoreOutage` into that application, so that every sign-in endpoint
-answers 503 while the shared database is down.
+answers 503 while the shared database is down, and `guards.SourceCheck` in front of it (each source address's
+share, the resource at `/token`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from mcp.server.auth.handlers.metadata import MetadataHandler
@@ -20,7 +22,9 @@ from mcp.shared.auth import OAuthMetadata
 from starlette.applications import Starlette
 
 from b24_mcp.signin.config import MCP_PATH
+from b24_mcp.signin.guards import SourceCheck
 from b24_mcp.signin.pages import StoreOutage
+from b24_mcp.signin.sources import Network
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -55,14 +59,15 @@ def authorization_server_metadata(issuer: str) -> OAuthMetadata:
 class IssuerMetadata:
     """ASGI: serves `METADATA_PATH` itself (see the module docstring); everything else, lifespan included, goes on,
     to `app` with `StoreOutage` added: as Starlette's outermost middleware but its error handler, which would
-    otherwise answer a failure with 500 before `StoreOutage` saw it."""
+    otherwise answer a failure with 500 before `StoreOutage` saw it; in front of that, `SourceCheck`, believing the
+    forwarded address of `trusted_proxies` (B24_TRUSTED_PROXIES)."""
 
-    def __init__(self, app: ASGIApp, issuer: str) -> None:
+    def __init__(self, app: ASGIApp, issuer: str, trusted_proxies: Sequence[Network] = ()) -> None:
         if isinstance(app, Starlette):
             app.add_middleware(StoreOutage)
         else:
             app = StoreOutage(app)
-        self.app = app
+        self.app = SourceCheck(app, issuer + MCP_PATH, trusted_proxies)
         self._metadata = cors_middleware(
             MetadataHandler(authorization_server_metadata(issuer)).handle, ["GET", "OPTIONS"]
         )

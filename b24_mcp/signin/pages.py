@@ -2,10 +2,13 @@
 
 `GET /oauth/callback` (the Bitrix24 application's redirect URI) takes back the sign-in begun at `/authorize`: its
 `state` must be one this server sent, unexpired and unused; the portal's `code` is exchanged at once (it lasts
-30 s). The first time a person signs in through a given MCP client, they are asked whether to allow it
-(`POST /oauth/consent`): a client registered by anyone could otherwise have a signed-in person's portal session
-send a code to the client's own redirect URI without them noticing (the "confused deputy" of an OAuth proxy).
-Their answer is remembered per person and client; `b24-mcp people revoke` forgets it.
+30 s). The first time a person signs in through a given MCP client to a given redirect URI, they are asked whether
+to allow it (`POST /oauth/consent`): a client registered by anyone could otherwise have a signed-in person's portal
+session send a code to the client's own redirect URI without them noticing (the "confused deputy" of an OAuth proxy).
+Their answer is remembered per person, client and exact redirect URI (a client may register several; one allowed is
+not all of them); `b24-mcp people revoke` forgets it. The page names the whole host the code goes to, never cut
+short, its registrable domain (taken as the last two labels) in bold; the client's name is shown as what it calls
+itself, since anyone registering a client chooses it.
 
 Every parameter is hostile: lengths are capped, the `state` and consent ids are single-use 256-bit values stored
 only as digests, the consent form is accepted only from this server's own origin, and the pages can be neither
@@ -76,6 +79,7 @@ _HEADERS = {
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5}"
     "button{font-size:1rem;padding:.5rem 1.25rem;margin-right:.75rem}.muted{color:#555}"
+    ".to{font-family:ui-monospace,monospace;overflow-wrap:anywhere;word-break:break-all}"
 )
 
 
@@ -143,7 +147,7 @@ class SignInPages:
             person = await sign_in(self._portal, self._config, code)
         except SignInFailed as failed:
             return self._to_client(authorization, error=failed.error, description=failed.description)
-        if await self._store.has_consented(person.user_id, authorization.client_id):
+        if await self._store.has_consented(person.user_id, authorization.client_id, authorization.redirect_uri):
             return await self._finish(authorization, person)
         consent_id = new_token("")
         waiting = AwaitingConsent(authorization, person, self._clock() + CONSENT_SECONDS)
@@ -176,7 +180,7 @@ class SignInPages:
     async def _finish(self, authorization: Authorization, signed: SignedIn) -> Response:
         """Keep the person's tokens, issue the client's authorization code, and send the browser back to it."""
         try:
-            person = await self._store.sign_in(signed, authorization.client_id)
+            person = await self._store.sign_in(signed, authorization.client_id, authorization.redirect_uri)
         except ForeignPortalError:
             logger.warning("Refused a sign-in from another portal")
             return self._to_client(
@@ -216,26 +220,42 @@ class SignInPages:
 
     async def _consent_page(self, authorization: Authorization, person: SignedIn, consent_id: str) -> Response:
         client = await self._store.get_client(authorization.client_id)
-        name = client.client_name if client is not None and client.client_name else "An MCP client"
-        try:
-            parts = urlsplit(authorization.redirect_uri)
-            destination = f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
-        except ValueError:
-            destination = "?"
+        name = client.client_name if client is not None else None
+        claim = f"A client that calls itself <strong>«{_text(name)}»</strong>" if name else "A client without a name"
         body = (
-            f"<p><strong>«{_text(name)}»</strong> asks to use this b24-mcp server as "
+            f"<p>{claim} asks to use this b24-mcp server as "
             f"<strong>{_text(person.name)}</strong> (Bitrix24 user {person.user_id}) on "
             f"<strong>{_text(self._config.portal_host)}</strong>.</p>"
             "<p>It will preview and delete CRM items with your permissions on the portal. Deletions are confirmed "
             "as this server is set up to confirm them, and every one is journaled under your name.</p>"
-            f'<p class="muted">After you answer, your browser returns to {_text(destination)}. Allow only a '
-            "client you have just started signing in from.</p>"
+            f"<p>If you allow it, your browser takes a code that lets it act as you to {destination(authorization)}"
+            '</p><p class="muted">Allow only a client you have just started signing in from, and only if that is '
+            "where it should go.</p>"
             f'<form method="post" action="{html.escape(self._config.issuer + CONSENT_PATH)}">'
             f'<input type="hidden" name="consent" value="{html.escape(consent_id)}">'
             '<button type="submit" name="decision" value="allow">Allow</button>'
             '<button type="submit" name="decision" value="deny">Deny</button></form>'
         )
         return _page(200, "Allow this MCP client?", body)
+
+
+def destination(authorization: Authorization) -> str:
+    """Where the code goes, as HTML: the whole host (never cut short), its registrable domain in bold."""
+    parts = urlsplit(authorization.redirect_uri)
+    scheme = html.escape(parts.scheme)
+    if parts.scheme not in ("http", "https"):
+        where = f' (<span class="to">{html.escape(parts.netloc)}</span>)' if parts.netloc else ""
+        return f"the application on your computer that opens <strong>{scheme}:</strong> links{where}."
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port is not None else ""
+    labels = host.rstrip(".").split(".")
+    if ":" in host or host.replace(".", "").isdigit() or len(labels) < 2:  # an address, or a single name
+        shown = f"<strong>{html.escape(f'[{host}]' if ':' in host else host)}</strong>"
+    else:  # the last two labels: a public-suffix list would tell `co.uk`, at the cost of a dependency
+        shown = html.escape(".".join(labels[:-2]) + "." if len(labels) > 2 else "")
+        shown += f"<strong>{html.escape('.'.join(labels[-2:]))}</strong>"
+    loopback = " (this computer)" if host in ("localhost", "127.0.0.1", "::1") else ""
+    return f'<span class="to">{scheme}://{shown}{html.escape(port)}</span>{loopback}.'
 
 
 async def _read_form(request: Request) -> dict[str, str] | None:
@@ -314,8 +334,14 @@ class StoreOutage:
 def unavailable(path: str) -> Response:
     """The 503 of `path` while the people store is unavailable: a short page where a person's browser is sent,
     elsewhere an OAuth error (RFC 6749's `temporarily_unavailable`) in JSON."""
-    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return try_later(path, 503, UNAVAILABLE, RETRY_AFTER_SECONDS)
+
+
+def try_later(path: str, status: int, description: str, retry_after: int) -> Response:
+    """`status` with `Retry-After`: a short page where a person's browser is sent (`path`), elsewhere an OAuth error
+    (`temporarily_unavailable`) in JSON."""
+    retry = {"Retry-After": str(retry_after)}
     if path in BROWSER_PATHS:
-        return _page(503, "Try again in a moment", f"<p>{html.escape(UNAVAILABLE)}</p>", retry)
-    body = {"error": "temporarily_unavailable", "error_description": UNAVAILABLE}
-    return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"} | retry)
+        return _page(status, "Try again in a moment", f"<p>{html.escape(description)}</p>", retry)
+    body = {"error": "temporarily_unavailable", "error_description": description}
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"} | retry)

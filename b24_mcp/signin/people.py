@@ -24,7 +24,7 @@ from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.metadata import auth_settings
 from b24_mcp.signin.pages import SignInPages
 from b24_mcp.signin.person import PersonAuth
-from b24_mcp.signin.provider import PersonAccessToken, SignInProvider
+from b24_mcp.signin.provider import FloodLimits, PersonAccessToken, SignInProvider
 from b24_mcp.signin.records import Grant, Person
 from b24_mcp.signin.sqlite import SQLiteStore
 from b24_mcp.signin.store import PeopleStore
@@ -47,7 +47,13 @@ class People:
     """Who is signed in, and the application as each of them uses it (see the module docstring)."""
 
     def __init__(
-        self, config: SignInConfig, store: PeopleStore, base: App, *, clock: Callable[[], float] = time.time
+        self,
+        config: SignInConfig,
+        store: PeopleStore,
+        base: App,
+        *,
+        clock: Callable[[], float] = time.time,
+        limits: FloodLimits | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -55,7 +61,7 @@ class People:
         self._clock = clock
         self._apps: OrderedDict[int, tuple[int, App]] = OrderedDict()  # user id -> (version, their application)
         self._touched: dict[int, float] = {}
-        self.provider = SignInProvider(config, store, self._prepare, clock=clock)
+        self.provider = SignInProvider(config, store, self._prepare, clock=clock, limits=limits)
         self.pages = SignInPages(config, store, base.portal, self._signed_in, clock=clock)
 
     def __repr__(self) -> str:

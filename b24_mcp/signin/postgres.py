@@ -17,7 +17,8 @@ run under a transaction-scoped advisory lock of their table (`pg_advisory_xact_l
 sign-in) at a time, in READ COMMITTED, so the count after the lock sees every row the previous holder committed and
 a refused one is `StoreFull`, as when a single replica is over the cap. (A single `INSERT … WHERE (SELECT count(*)
 …) < cap` is not race-free: under READ COMMITTED two statements see the same count and both insert.) Both are rare,
-short transactions, so waiting for the lock costs nothing worth measuring.
+short transactions, so waiting for the lock costs nothing worth measuring. Each source address's share
+(`SourceFull`) is counted under the same lock, over the same rows (their `source`, migration 3): replicas share it.
 
 Every time is the database's clock (`now()`, as Unix seconds in the `double precision` columns of migration 2), so
 replicas whose clocks differ agree on what has expired: an expiry a caller gives on its own clock (the `clock` of
@@ -49,16 +50,7 @@ from b24_mcp.signin.codec import (
     seal_tokens,
 )
 from b24_mcp.signin.postgres_pending import _NOW, _S, PendingSignIns
-from b24_mcp.signin.records import (
-    BitrixTokens,
-    ForeignPortalError,
-    Grant,
-    IssuedCode,
-    Person,
-    Renewal,
-    SignedIn,
-    Taken,
-)
+from b24_mcp.signin.records import BitrixTokens, ForeignPortalError, Grant, IssuedCode, Person, Renewal, SignedIn, Taken
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +68,7 @@ class PostgresPeopleStore(PendingSignIns):
 
     # -------------------------------------------------------------------------------------------------- people
 
-    async def sign_in(self, person: SignedIn, client_id: str) -> Person:
+    async def sign_in(self, person: SignedIn, client_id: str, redirect_uri: str) -> Person:
         access, refresh = seal_tokens(self._sealer, person.tokens, f"person:{person.user_id}")
 
         async def work(db: Any) -> Person:
@@ -99,11 +91,13 @@ class PostgresPeopleStore(PendingSignIns):
             )
             row = await cursor.fetchone()
             await db.execute(
-                f"INSERT INTO {_S}.signin_consents (user_id, client_id, at) VALUES (%s, %s, {_NOW}) "
-                "ON CONFLICT (user_id, client_id) DO UPDATE SET at = excluded.at",
-                (person.user_id, client_id),
+                f"INSERT INTO {_S}.signin_consents (user_id, client_id, redirect_uri, at) VALUES (%s, %s, %s, {_NOW}) "
+                "ON CONFLICT (user_id, client_id, redirect_uri) DO UPDATE SET at = excluded.at",
+                (person.user_id, client_id, redirect_uri),
             )
-            await db.execute(f"UPDATE {_S}.signin_clients SET used_at = {_NOW} WHERE client_id = %s", (client_id,))
+            await db.execute(
+                f"UPDATE {_S}.signin_clients SET used_at = {_NOW}, source = NULL WHERE client_id = %s", (client_id,)
+            )
             at = float(row[1])
             return Person(person.user_id, person.name, person.member_id, at, at, int(row[0]), True)
 

@@ -24,12 +24,14 @@ from b24_mcp.signin.codec import (
     seal_client,
     seal_tokens,
 )
-from b24_mcp.signin.records import (
-    Authorization,
-    AwaitingConsent,
-    StoreFull,
+from b24_mcp.signin.records import Authorization, AwaitingConsent, SourceFull, StoreFull
+from b24_mcp.signin.store import (
+    MAX_CLIENTS,
+    MAX_CLIENTS_PER_SOURCE,
+    MAX_PENDING,
+    MAX_PENDING_PER_SOURCE,
+    UNUSED_CLIENT_SECONDS,
 )
-from b24_mcp.signin.store import MAX_CLIENTS, MAX_PENDING, UNUSED_CLIENT_SECONDS
 
 _T = TypeVar("_T")
 _S = SCHEMA
@@ -95,7 +97,9 @@ class PendingSignIns:
         row = await self._run(work)
         return None if row is None else open_client(self._sealer, client_id, row[0], row[1])
 
-    async def add_client(self, client: OAuthClientInformationFull) -> None:
+    async def add_client(
+        self, client: OAuthClientInformationFull, source: str | None = None, share: int = MAX_CLIENTS_PER_SOURCE
+    ) -> None:
         info, sealed = seal_client(self._sealer, client)
 
         async def work(db: Any) -> None:
@@ -104,29 +108,50 @@ class PendingSignIns:
                 f"DELETE FROM {_S}.signin_clients WHERE used_at IS NULL AND created_at < {_NOW} - %s",
                 (UNUSED_CLIENT_SECONDS,),
             )
+            if source is not None:
+                cursor = await db.execute(
+                    f"SELECT count(*), min(created_at) + %s - {_NOW} FROM {_S}.signin_clients "
+                    "WHERE source = %s AND used_at IS NULL",
+                    (UNUSED_CLIENT_SECONDS, source),
+                )
+                count, time_left = await cursor.fetchone()
+                if count >= share:
+                    raise SourceFull(time_left or 1)
             if await _count(db, "signin_clients") >= MAX_CLIENTS:
                 raise StoreFull("too many registered clients")
             await db.execute(
-                f"INSERT INTO {_S}.signin_clients (client_id, info, secret, created_at) VALUES (%s, %s, %s, {_NOW})",
-                (client.client_id, info, sealed),
+                f"INSERT INTO {_S}.signin_clients (client_id, info, secret, created_at, source) "
+                f"VALUES (%s, %s, %s, {_NOW}, %s)",
+                (client.client_id, info, sealed, source),
             )
 
         await self._run(work)
 
     # -------------------------------------------------------------------------------------- sign-ins in flight
 
-    async def add_authorization(self, state: str, authorization: Authorization) -> None:
+    async def add_authorization(
+        self, state: str, authorization: Authorization, source: str | None = None, share: int = MAX_PENDING_PER_SOURCE
+    ) -> None:
         time_left = self._time_left(authorization.expires_at)
 
         async def work(db: Any) -> None:
             await _one_at_a_time(db, _AUTHORIZATIONS_LOCK)  # the count and the insert, one replica at a time
             await db.execute(f"DELETE FROM {_S}.signin_authorizations WHERE expires_at <= {_NOW}")
             await db.execute(f"DELETE FROM {_S}.signin_consent_waits WHERE expires_at <= {_NOW}")
+            if source is not None:
+                cursor = await db.execute(
+                    f"SELECT count(*), min(expires_at) - {_NOW} FROM {_S}.signin_authorizations WHERE source = %s",
+                    (source,),
+                )
+                count, soonest = await cursor.fetchone()
+                if count >= share:
+                    raise SourceFull(soonest or 1)
             if await _count(db, "signin_authorizations") >= MAX_PENDING:
                 raise StoreFull("too many sign-ins in flight")
             await db.execute(
-                f"INSERT INTO {_S}.signin_authorizations (state, data, expires_at) VALUES (%s, %s, {_NOW} + %s)",
-                (digest(state), authorization_json(authorization), time_left),
+                f"INSERT INTO {_S}.signin_authorizations (state, data, expires_at, source) "
+                f"VALUES (%s, %s, {_NOW} + %s, %s)",
+                (digest(state), authorization_json(authorization), time_left, source),
             )
 
         await self._run(work)
@@ -176,10 +201,11 @@ class PendingSignIns:
         tokens = open_tokens(self._sealer, row[1], row[2], f"consent:{key}")
         return None if tokens is None else consent_from(row[0], tokens, self._ours(row[3]))
 
-    async def has_consented(self, user_id: int, client_id: str) -> bool:
+    async def has_consented(self, user_id: int, client_id: str, redirect_uri: str) -> bool:
         async def work(db: Any) -> bool:
             cursor = await db.execute(
-                f"SELECT 1 FROM {_S}.signin_consents WHERE user_id = %s AND client_id = %s", (user_id, client_id)
+                f"SELECT 1 FROM {_S}.signin_consents WHERE user_id = %s AND client_id = %s AND redirect_uri = %s",
+                (user_id, client_id, redirect_uri),
             )
             return await cursor.fetchone() is not None
 

@@ -3,10 +3,13 @@
 The SDK serves the endpoints (`/authorize`, `/token`, `/register`, `/revoke`, the metadata) and checks what the
 protocol fixes (PKCE S256, redirect URIs, client authentication, code expiry); this provider decides the rest:
 
-- registration: redirect URIs must be https, or http on this machine (loopback), or an application's own scheme;
-  at most `MAX_CLIENTS` registrations, unused ones forgotten after a day;
+- registration: redirect URIs must be https, or http on this machine (loopback), or an application's own scheme,
+  without user information; at most `FloodLimits.clients` unused registrations from one source address and
+  `MAX_CLIENTS` in all, unused ones forgotten after `UNUSED_CLIENT_SECONDS`;
 - `/authorize`: the resource must be this server's MCP endpoint; the request is kept (under a fresh random
-  `state`) while the person signs in at the portal (`pages.SignInPages` takes it from there);
+  `state`) while the person signs in at the portal (`pages.SignInPages` takes it from there); at most
+  `FloodLimits.sign_ins` in flight from one source address and `MAX_PENDING` in all. A source over its share is
+  marked refused (`sources`), and `guards.SourceCheck` answers it 429 with `Retry-After`;
 - codes and tokens: single use; a code or refresh token presented a second time ends every token descending
   from it (its family); refresh tokens rotate; every token is bound to the person and this resource;
 - `load_access_token` is where each request is authenticated: the token must be known, unexpired, and its person
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mcp.server.auth.provider import (
@@ -35,8 +39,9 @@ from pydantic import AnyUrl
 from b24_mcp.addresses import LOOPBACK_NAMES
 from b24_mcp.secure.sealing import new_token
 from b24_mcp.signin.config import SignInConfig
-from b24_mcp.signin.records import Authorization, Grant, Person, StoreFull, Taken
-from b24_mcp.signin.store import PeopleStore
+from b24_mcp.signin.records import Authorization, Grant, Person, SourceFull, StoreFull, Taken
+from b24_mcp.signin.sources import current_source
+from b24_mcp.signin.store import MAX_CLIENTS_PER_SOURCE, MAX_PENDING_PER_SOURCE, PeopleStore
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,33 @@ MAX_REGISTRATION_BYTES = 16 * 1024  # a client's metadata as stored; real ones a
 MAX_REDIRECT_URIS = 10
 MAX_STATE = 1024
 _FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about", "blob", "ftp", "ws", "wss"})
+
+
+@dataclass(frozen=True)
+class FloodLimits:
+    """What one source address may hold at once: registrations not yet used for a sign-in, sign-ins in flight."""
+
+    clients: int = MAX_CLIENTS_PER_SOURCE
+    sign_ins: int = MAX_PENDING_PER_SOURCE
+
+    def __post_init__(self) -> None:
+        if self.clients < 1 or self.sign_ins < 1:
+            raise ValueError("each source address must be allowed at least one of each")
+
+
+def _source_key() -> str | None:
+    """The key the current request's source is counted under; None when no `SourceCheck` saw it (not counted)."""
+    source = current_source()
+    return source.key if source is not None else None
+
+
+def _over_share(full: SourceFull, what: str) -> str:
+    """Mark the current request refused for `full.retry_after` seconds; the description of the refusal."""
+    source = current_source()
+    if source is not None:
+        source.retry_after = full.retry_after
+    logger.info("Refused %s from %s: its share is used", what, source.key if source is not None else "a source")
+    return f"Too many {what}s from your address; try again in {full.retry_after} seconds."
 
 
 class PersonRefreshToken(RefreshToken):
@@ -71,7 +103,8 @@ class PersonAccessToken(AccessToken):
 
 def redirect_uri_problem(uri: str) -> str | None:
     """Why a client's redirect URI is refused, or None: https anywhere, http only to this machine, or a
-    private-use scheme of a native application (`cursor://`, `vscode://`, `com.example.app:/cb`)."""
+    private-use scheme of a native application (`cursor://`, `vscode://`, `com.example.app:/cb`); never with user
+    information (`user@host`), which a page naming the destination could be made to show instead of the host."""
     try:
         parts = urlsplit(uri)
     except ValueError:
@@ -79,6 +112,9 @@ def redirect_uri_problem(uri: str) -> str | None:
     scheme = parts.scheme.lower()
     if parts.fragment:
         return "a redirect URI may not have a fragment"
+    if "@" in parts.netloc or "%" in parts.netloc:
+        # `https://claude.ai…@evil.example/cb` goes to evil.example: no user information, nor an encoded host
+        return "a redirect URI may not carry user information (user@host) or a percent-encoded host"
     if scheme == "https":
         return None if parts.hostname else "an https redirect URI needs a host"
     if scheme == "http":
@@ -117,11 +153,13 @@ class SignInProvider:
         on_access: Callable[[Grant, Person], Awaitable[bool]],
         *,
         clock: Callable[[], float] = time.time,
+        limits: FloodLimits | None = None,
     ) -> None:
         self._config = config
         self._store = store
         self._on_access = on_access
         self._clock = clock
+        self._limits = limits or FloodLimits()
 
     # -------------------------------------------------------------------------------------------- registration
 
@@ -140,7 +178,9 @@ class SignInProvider:
             if problem is not None:
                 raise RegistrationError("invalid_redirect_uri", problem)
         try:
-            await self._store.add_client(client_info)
+            await self._store.add_client(client_info, _source_key(), self._limits.clients)
+        except SourceFull as full:
+            raise RegistrationError("invalid_client_metadata", _over_share(full, "registration")) from None
         except StoreFull:
             logger.warning("Refused a client registration: too many registered clients")
             raise RegistrationError(
@@ -167,7 +207,9 @@ class SignInProvider:
             expires_at=self._clock() + SIGN_IN_SECONDS,
         )
         try:
-            await self._store.add_authorization(state, authorization)
+            await self._store.add_authorization(state, authorization, _source_key(), self._limits.sign_ins)
+        except SourceFull as full:
+            raise AuthorizeError("temporarily_unavailable", _over_share(full, "sign-in")) from None
         except StoreFull:
             logger.warning("Refused a sign-in: too many sign-ins in flight")
             raise AuthorizeError("temporarily_unavailable", "Too many sign-ins in progress; try again later.") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -9,6 +10,14 @@ from typing import Literal
 
 class StoreFull(Exception):  # noqa: N818 (a condition, reported to the client as "try later")
     """Too many registrations or sign-ins in flight: refuse the new one."""
+
+
+class SourceFull(StoreFull):
+    """The source address has used its share: refuse it, for `retry_after` seconds (when its oldest row goes)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("this source address has used its share")
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class ForeignPortalError(Exception):

@@ -42,37 +42,21 @@ from b24_mcp.signin.records import (
     Person,
     Renewal,
     SignedIn,
+    SourceFull,
     StoreFull,
     Taken,
 )
-from b24_mcp.signin.store import MAX_CLIENTS, MAX_PENDING, SCHEMA_VERSION, UNUSED_CLIENT_SECONDS
+from b24_mcp.signin.sqlite_schema import _SCHEMA, _UPGRADE_FROM_1
+from b24_mcp.signin.store import (
+    MAX_CLIENTS,
+    MAX_CLIENTS_PER_SOURCE,
+    MAX_PENDING,
+    MAX_PENDING_PER_SOURCE,
+    SCHEMA_VERSION,
+    UNUSED_CLIENT_SECONDS,
+)
 
 _T = TypeVar("_T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS clients (
-    client_id TEXT PRIMARY KEY, info TEXT NOT NULL, secret TEXT, created_at REAL NOT NULL, used_at REAL);
-CREATE TABLE IF NOT EXISTS authorizations (
-    state TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS consent_waits (
-    consent TEXT PRIMARY KEY, data TEXT NOT NULL, access TEXT NOT NULL, refresh TEXT, expires_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS people (
-    user_id INTEGER PRIMARY KEY, name TEXT NOT NULL, member_id TEXT NOT NULL, signed_in_at REAL NOT NULL,
-    last_used_at REAL, version INTEGER NOT NULL, access TEXT, refresh TEXT);
-CREATE TABLE IF NOT EXISTS consents (
-    user_id INTEGER NOT NULL, client_id TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (user_id, client_id));
-CREATE TABLE IF NOT EXISTS codes (
-    code TEXT PRIMARY KEY, data TEXT NOT NULL, user_id INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0,
-    expires_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS tokens (
-    token TEXT PRIMARY KEY, kind TEXT NOT NULL, family TEXT NOT NULL, client_id TEXT NOT NULL,
-    user_id INTEGER NOT NULL, scopes TEXT NOT NULL, resource TEXT NOT NULL, expires_at REAL NOT NULL,
-    used INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS tokens_family ON tokens (family);
-CREATE INDEX IF NOT EXISTS tokens_user ON tokens (user_id);
-CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens (expires_at);
-"""
 
 
 class SQLiteStore:
@@ -107,6 +91,9 @@ class SQLiteStore:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} was written by a newer b24-mcp (schema {version})")
+        if version == 1:
+            for statement in _UPGRADE_FROM_1:
+                self._db.execute(statement)
         for statement in filter(str.strip, _SCHEMA.split(";")):
             self._db.execute(statement)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -145,34 +132,50 @@ class SQLiteStore:
         row = await self._run(work)
         return None if row is None else open_client(self._sealer, client_id, *row)
 
-    async def add_client(self, client: OAuthClientInformationFull) -> None:
+    async def add_client(
+        self, client: OAuthClientInformationFull, source: str | None = None, share: int = MAX_CLIENTS_PER_SOURCE
+    ) -> None:
         now = self._clock()
         info, sealed = seal_client(self._sealer, client)
 
         def work(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM clients WHERE used_at IS NULL AND created_at < ?", (now - UNUSED_CLIENT_SECONDS,))
+            if source is not None:
+                count, oldest = db.execute(
+                    "SELECT count(*), min(created_at) FROM clients WHERE source = ? AND used_at IS NULL", (source,)
+                ).fetchone()
+                if count >= share:
+                    raise SourceFull((oldest or now) + UNUSED_CLIENT_SECONDS - now)
             if db.execute("SELECT count(*) FROM clients").fetchone()[0] >= MAX_CLIENTS:
                 raise StoreFull("too many registered clients")
             db.execute(
-                "INSERT INTO clients (client_id, info, secret, created_at) VALUES (?, ?, ?, ?)",
-                (client.client_id, info, sealed, now),
+                "INSERT INTO clients (client_id, info, secret, created_at, source) VALUES (?, ?, ?, ?, ?)",
+                (client.client_id, info, sealed, now, source),
             )
 
         await self._run(work)
 
     # -------------------------------------------------------------------------------------- sign-ins in flight
 
-    async def add_authorization(self, state: str, authorization: Authorization) -> None:
+    async def add_authorization(
+        self, state: str, authorization: Authorization, source: str | None = None, share: int = MAX_PENDING_PER_SOURCE
+    ) -> None:
         now = self._clock()
 
         def work(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM authorizations WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM consent_waits WHERE expires_at <= ?", (now,))
+            if source is not None:
+                count, soonest = db.execute(
+                    "SELECT count(*), min(expires_at) FROM authorizations WHERE source = ?", (source,)
+                ).fetchone()
+                if count >= share:
+                    raise SourceFull((soonest or now) - now)
             if db.execute("SELECT count(*) FROM authorizations").fetchone()[0] >= MAX_PENDING:
                 raise StoreFull("too many sign-ins in flight")
             db.execute(
-                "INSERT INTO authorizations (state, data, expires_at) VALUES (?, ?, ?)",
-                (digest(state), authorization_json(authorization), authorization.expires_at),
+                "INSERT INTO authorizations (state, data, expires_at, source) VALUES (?, ?, ?, ?)",
+                (digest(state), authorization_json(authorization), authorization.expires_at, source),
             )
 
         await self._run(work)
@@ -218,10 +221,11 @@ class SQLiteStore:
         tokens = open_tokens(self._sealer, row[1], row[2], f"consent:{key}")
         return None if tokens is None else consent_from(row[0], tokens, row[3])
 
-    async def has_consented(self, user_id: int, client_id: str) -> bool:
+    async def has_consented(self, user_id: int, client_id: str, redirect_uri: str) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             row = db.execute(
-                "SELECT 1 FROM consents WHERE user_id = ? AND client_id = ?", (user_id, client_id)
+                "SELECT 1 FROM consents WHERE user_id = ? AND client_id = ? AND redirect_uri = ?",
+                (user_id, client_id, redirect_uri),
             ).fetchone()
             return row is not None
 
@@ -229,7 +233,7 @@ class SQLiteStore:
 
     # -------------------------------------------------------------------------------------------------- people
 
-    async def sign_in(self, person: SignedIn, client_id: str) -> Person:
+    async def sign_in(self, person: SignedIn, client_id: str, redirect_uri: str) -> Person:
         now = self._clock()
         access, refresh = seal_tokens(self._sealer, person.tokens, f"person:{person.user_id}")
 
@@ -250,11 +254,11 @@ class SQLiteStore:
                 (person.user_id, person.name, person.member_id, now, now, version, access, refresh),
             )
             db.execute(
-                "INSERT INTO consents (user_id, client_id, at) VALUES (?, ?, ?) "
-                "ON CONFLICT (user_id, client_id) DO UPDATE SET at = excluded.at",
-                (person.user_id, client_id, now),
+                "INSERT INTO consents (user_id, client_id, redirect_uri, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (user_id, client_id, redirect_uri) DO UPDATE SET at = excluded.at",
+                (person.user_id, client_id, redirect_uri, now),
             )
-            db.execute("UPDATE clients SET used_at = ? WHERE client_id = ?", (now, client_id))
+            db.execute("UPDATE clients SET used_at = ?, source = NULL WHERE client_id = ?", (now, client_id))
             return Person(person.user_id, person.name, person.member_id, now, now, version, True)
 
         return await self._run(work)

@@ -9,7 +9,9 @@ ids only as SHA-256 digests; Bitrix24 tokens and minted client secrets sealed wi
 clear. Every method is atomic; the single-use ones (`take_*`, `rotate_refresh`) let exactly one caller win.
 
 Growth is bounded: expired rows go whenever new ones of their kind are written, and unauthenticated endpoints
-(registration, sign-in attempts) stop at a cap (`StoreFull`) rather than fill the disk.
+(registration, sign-in attempts) stop at a cap (`StoreFull`) rather than fill the disk. Before that cap, each source
+address has its share (`SourceFull`, counted in the same transaction as the rows): a flood from one address fills
+its own share, not everyone's. A person's consent is to one client returning to one exact redirect URI.
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ from b24_mcp.signin.records import (
 
 MAX_CLIENTS = 10_000
 MAX_PENDING = 10_000
-UNUSED_CLIENT_SECONDS = 86_400  # a registration that never led to a sign-in is forgotten after a day
-SCHEMA_VERSION = 1
+MAX_CLIENTS_PER_SOURCE = 100  # registrations not yet used for a sign-in, from one source address
+MAX_PENDING_PER_SOURCE = 100  # sign-ins in flight begun from one source address
+# A registration that never led to a sign-in is forgotten after 30 minutes: longer than a sign-in begun right after
+# it may take (15 minutes at the portal, 10 on the consent page), short enough that a flood of them soon goes.
+UNUSED_CLIENT_SECONDS = 1800
+SCHEMA_VERSION = 2  # 2: consents per redirect URI (those of version 1 are dropped), the source of rows in flight
 
 
 class PeopleStore(Protocol):
@@ -46,12 +52,19 @@ class PeopleStore(Protocol):
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None: ...
 
-    async def add_client(self, client: OAuthClientInformationFull) -> None:
-        """Register a client; `StoreFull` past `MAX_CLIENTS` (unused registrations expire after a day)."""
+    async def add_client(
+        self, client: OAuthClientInformationFull, source: str | None = None, share: int = MAX_CLIENTS_PER_SOURCE
+    ) -> None:
+        """Register a client from `source` (an address; None: not counted); `SourceFull` when `share` of the
+        source's registrations are unused yet, `StoreFull` past `MAX_CLIENTS` (unused ones expire after
+        `UNUSED_CLIENT_SECONDS`)."""
         ...
 
-    async def add_authorization(self, state: str, authorization: Authorization) -> None:
-        """Remember a request sent to the portal under `state`; `StoreFull` past `MAX_PENDING` in flight."""
+    async def add_authorization(
+        self, state: str, authorization: Authorization, source: str | None = None, share: int = MAX_PENDING_PER_SOURCE
+    ) -> None:
+        """Remember a request sent to the portal under `state`; `SourceFull` when `share` of `source`'s are in
+        flight, `StoreFull` past `MAX_PENDING` in flight."""
         ...
 
     async def take_authorization(self, state: str) -> Authorization | None:
@@ -64,10 +77,12 @@ class PeopleStore(Protocol):
         """The unexpired sign-in waiting under `consent_id`, once."""
         ...
 
-    async def has_consented(self, user_id: int, client_id: str) -> bool: ...
+    async def has_consented(self, user_id: int, client_id: str, redirect_uri: str) -> bool:
+        """Whether the person allowed `client_id` to receive their codes at exactly `redirect_uri`."""
+        ...
 
-    async def sign_in(self, person: SignedIn, client_id: str) -> Person:
-        """Store the person's fresh tokens (a new version) and their consent to `client_id`.
+    async def sign_in(self, person: SignedIn, client_id: str, redirect_uri: str) -> Person:
+        """Store the person's fresh tokens (a new version) and their consent to `client_id` at `redirect_uri`.
 
         `ForeignPortalError` when the store already serves another portal.
         """
