@@ -411,7 +411,7 @@ def test_sign_in_names_every_missing_variable(make_settings: Callable[..., Setti
 
 def test_without_a_public_url_the_sign_in_code_is_never_imported() -> None:
     script = (
-        "import sys; from b24_mcp.app import build_app; from b24_mcp.server import build_server; "
+        "import sys; from b24_mcp.app import build_app; from b24_mcp.serving.tools import build_server; "
         "from b24_mcp.settings import load_settings; from b24_mcp.sandbox.link import sandbox_webhook; "
         "build_server(build_app(load_settings(), sandbox_webhook())); "
         "print(sorted(m for m in sys.modules if m.startswith('b24_mcp.signin')))"
