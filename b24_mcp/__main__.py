@@ -2,6 +2,6 @@
 
 import sys
 
-from b24_mcp.cli import main
+from b24_mcp.commands.cli import main
 
 sys.exit(main())

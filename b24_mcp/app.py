@@ -2,7 +2,7 @@
 
 `build_app` is the one factory: the stdio and HTTP servers, `b24-mcp check` and the tests all get their portal
 client, tokens, journal, guardrails and catalog from it. With `B24_DATABASE_URL`, the spent tokens, the journal,
-the portal's bucket and the OAuth grant are the ones every replica shares (`b24_mcp.shared`, imported only then).
+the portal's bucket and the OAuth grant are the ones every replica shares (`b24_mcp.postgres`, imported only then).
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx2
 
-from b24_mcp.auth import Auth, GrantStore, make_auth
-from b24_mcp.catalog import EntityCatalog
-from b24_mcp.confirmation import ConfirmationTokens, SpentTokens
-from b24_mcp.gate import Guardrails
-from b24_mcp.journal import Journal, JournalStore
-from b24_mcp.limiter import LeakyBucket, Pacing
-from b24_mcp.portal import PortalClient
+from b24_mcp.deleting.confirmation import ConfirmationTokens, SpentTokens
+from b24_mcp.deleting.gate import Guardrails
+from b24_mcp.journal.file import Journal
+from b24_mcp.journal.record import JournalStore
+from b24_mcp.portal.auth import Auth, GrantStore
+from b24_mcp.portal.catalog import EntityCatalog
+from b24_mcp.portal.client import PortalClient
+from b24_mcp.portal.limiter import LeakyBucket, Pacing
+from b24_mcp.portal.oauth import make_auth
 from b24_mcp.settings import ConfirmMode, OAuthConfig, Settings, Webhook
 
 if TYPE_CHECKING:
@@ -103,7 +105,7 @@ def build_app(
     journal: JournalStore = Journal(settings.audit_log)
     shared = None
     if settings.database_url is not None:
-        from b24_mcp.shared.state import SharedState  # psycopg only now: the stdio cold start does not change
+        from b24_mcp.postgres.state import SharedState  # psycopg only now: the stdio cold start does not change
 
         shared = SharedState(settings.database_url.get_secret_value(), secret)
         spent, journal = shared.spent, shared.journal

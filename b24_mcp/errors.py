@@ -132,3 +132,11 @@ def may_have_acted(error: B24Error) -> bool:
         # A 5xx may come from a proxy after the portal acted; the rate limiter refuses before anything runs.
         return (error.http_status or 0) >= 500 and not error.is_code("QUERY_LIMIT_EXCEEDED")
     return False
+
+
+class SettingsError(Exception):
+    """Configuration that cannot work; each line names the variable and never shows a secret."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines

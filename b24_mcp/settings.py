@@ -4,7 +4,7 @@ No `.env` is read unless it is named: `--env-file PATH`, or `B24_ENV_FILE` in th
 start stdio servers in the user's project folder, and a cloned repository can bring a `.env` of its own
 (`B24_CONFIRM=none`, or someone else's `B24_OAUTH_URL`): the working directory decides nothing here.
 
-Plain pydantic, not pydantic-settings: the same validation and messages, without ~20 ms of imports at every start.
+Addresses (`addresses`), credentials (`credentials`) and the env file (`env_file`) are checked in their own modules.
 """
 
 from __future__ import annotations
@@ -12,26 +12,34 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import stat
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ENV_PREFIX = "B24_"
-ENV_FILE_VARIABLE = "B24_ENV_FILE"
-MAX_ENV_FILE_BYTES = 1 << 20
+from b24_mcp.addresses import allowed_host_entry, is_loopback_host, parse_portal_url, public_origin, split_url
+from b24_mcp.credentials import WEBHOOK_SHAPE, OAuthConfig, Webhook, parse_webhook_url
+from b24_mcp.env_file import ENV_FILE_VARIABLE, ENV_PREFIX, read_env_file
+from b24_mcp.errors import SettingsError
+
+__all__ = [
+    "ENV_PREFIX",
+    "ConfirmMode",
+    "OAuthConfig",
+    "Settings",
+    "SettingsError",
+    "Webhook",
+    "is_loopback_host",
+    "load_settings",
+    "parse_portal_url",
+    "parse_webhook_url",
+]
+
 MIN_SECRET_LENGTH = 32
 MAKE_A_SECRET = "openssl rand -hex 32"
-_WEBHOOK_SHAPE = "https://<portal>/rest/<userId>/<code>/"
-_WEBHOOK_PATH = re.compile(r"/rest/(?P<user>[0-9]+)/(?P<code>[A-Za-z0-9_.~-]+)/?")
-_NOT_A_PORTAL = "is not a portal address; expected https://<portal> (e.g. https://acme.bitrix24.com)"
-_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 # What MCP hosts leave in a value they failed to fill in: an MCP Bundle's `${user_config.name}` unsubstituted, or
 # a `sensitive` field still encrypted (Claude Desktop on Windows). Neither can be a real value of any setting.
 _UNFILLED_PLACEHOLDER = "${user_config."
@@ -46,148 +54,6 @@ class ConfirmMode(StrEnum):
     ELICIT = "elicit"  # always ask the person; refuse when the client cannot be asked
     TOKEN = "token"  # require a signed token from a preview
     NONE = "none"  # no gate: unattended scripted use only
-
-
-class SettingsError(Exception):
-    """Configuration that cannot work; each line names the variable and never shows a secret."""
-
-    def __init__(self, lines: list[str]):
-        super().__init__("\n".join(lines))
-        self.lines = lines
-
-
-def is_host_name(host: str) -> bool:
-    """Whether `host` (without brackets or port) is an IP address or a DNS name an HTTP client can connect to."""
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    try:
-        ascii_host = host.encode("idna").decode("ascii").lower()  # a portal may have an internationalised name
-    except UnicodeError:
-        return False
-    labels = ascii_host.removesuffix(".").split(".")
-    if len(ascii_host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        return False
-    return not all(label.isdigit() for label in labels)  # 1.2.3.999 is neither a name nor an IPv4 address
-
-
-def _split_url(url: str, problem: str) -> SplitResult:
-    """`urlsplit`, with its `ValueError`s (a bad IPv6 literal, a port of 99999) turned into `problem`."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        raise ValueError(problem) from None
-    if not parts.hostname or not is_host_name(parts.hostname) or port == 0 or parts.netloc.endswith(":"):
-        raise ValueError(problem)
-    return parts
-
-
-@dataclass(frozen=True, repr=False)
-class Webhook:
-    """An incoming webhook: where the portal is, whose rights calls run with, and the secret base URL."""
-
-    scheme: str
-    host: str  # host[:port]; not secret
-    user_id: int
-    base_url: str  # contains the webhook code: secret
-
-    def __repr__(self) -> str:
-        return f"Webhook(host={self.host!r}, user_id={self.user_id})"
-
-
-def parse_webhook_url(url: str, *, allow_http: bool) -> Webhook:
-    """Check a webhook base URL and split it; `ValueError` messages never contain the URL."""
-    problem = f"is not an incoming-webhook base; expected {_WEBHOOK_SHAPE}"
-    parts = _split_url(url, problem)
-    if parts.scheme not in ("https", "http"):
-        raise ValueError(problem)
-    if parts.scheme == "http" and not allow_http:
-        raise ValueError(
-            "uses http://, which would send the webhook code in clear text; use https:// "
-            "(or set B24_ALLOW_HTTP=true for a portal on a trusted network)"
-        )
-    match = _WEBHOOK_PATH.fullmatch(parts.path)
-    if parts.query or parts.fragment or parts.username or match is None:
-        raise ValueError(problem)
-    netloc = parts.netloc.lower()
-    base = f"{parts.scheme}://{netloc}/rest/{match['user']}/{match['code']}/"
-    return Webhook(scheme=parts.scheme, host=netloc, user_id=int(match["user"]), base_url=base)
-
-
-@dataclass(frozen=True, repr=False)
-class OAuthConfig:
-    """A Bitrix24 application's OAuth grant: the portal, the tokens and what refreshing them takes."""
-
-    scheme: str
-    host: str
-    rest_base: str  # https://<portal>/rest/
-    access_token: str
-    refresh_token: str | None
-    client_id: str | None
-    client_secret: str | None
-    oauth_url: str
-    token_file: Path | None
-
-    def __repr__(self) -> str:
-        return f"OAuthConfig(host={self.host!r})"
-
-
-def parse_portal_url(url: str, *, allow_http: bool) -> tuple[str, str]:
-    """`https://acme.bitrix24.com`, with or without a trailing slash or `/rest/`, as (scheme, host)."""
-    parts = _split_url(url, _NOT_A_PORTAL)
-    if parts.scheme not in ("https", "http") or parts.query or parts.fragment or parts.username:
-        raise ValueError(_NOT_A_PORTAL)
-    if parts.path.rstrip("/") not in ("", "/rest"):
-        raise ValueError(_NOT_A_PORTAL)
-    if parts.scheme == "http" and not allow_http:
-        raise ValueError("uses http://; use https:// (or set B24_ALLOW_HTTP=true for a portal on a trusted network)")
-    return parts.scheme, parts.netloc.lower()
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether `host` (a name or an address, without brackets) is this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def allowed_host_entry(entry: str) -> str:
-    """One `B24_MCP_ALLOWED_HOSTS` entry, normalised: `host[:port]` (a Host header) or `scheme://host[:port]`."""
-    problem = f"has {entry!r}, which is neither host[:port] nor an origin like https://host[:port]"
-    scheme, separator, _ = entry.partition("://")
-    parts = _split_url(entry if separator else f"//{entry}", problem)
-    if separator and scheme.lower() not in ("http", "https"):
-        raise ValueError(problem)
-    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
-        raise ValueError(problem)
-    netloc = parts.netloc.lower()
-    return f"{scheme.lower()}://{netloc}" if separator else netloc
-
-
-def public_origin(url: str) -> str:
-    """`B24_PUBLIC_URL` as the issuer of sign-in: `scheme://host[:port]`, lower-case, without a default port."""
-    problem = "is not where MCP clients reach this server; expected https://<host>[:port], without a path"
-    parts = _split_url(url, problem)
-    if parts.scheme not in ("https", "http") or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(problem)
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(problem)
-    host = (parts.hostname or "").lower()
-    if parts.scheme == "http" and host not in ("localhost", "127.0.0.1", "::1"):
-        raise ValueError(
-            "uses http:// for a host other than localhost, 127.0.0.1 or [::1]: sign-in tokens would travel in clear "
-            "text; use https:// (terminate TLS at a reverse proxy)"
-        )
-    port = parts.port
-    default = 443 if parts.scheme == "https" else 80
-    shown = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None and port != default else "")
 
 
 def host_mangling(value: str) -> str | None:
@@ -249,7 +115,7 @@ class Settings(BaseSettings):
     mcp_http_token: SecretStr | None = None
     mcp_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     trusted_proxies: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = ()
-    database_url: SecretStr | None = None  # state shared by replicas (b24_mcp/shared); holds a password
+    database_url: SecretStr | None = None  # state shared by replicas (b24_mcp/postgres); holds a password
     public_url: str | None = None  # sign-in (b24_mcp/signin): where MCP clients reach this server
     state_dir: Path = Field(default_factory=lambda: _default_audit_log().parent)  # sign-in's people store
 
@@ -271,7 +137,7 @@ class Settings(BaseSettings):
     @field_validator("oauth_url")
     @classmethod
     def _check_oauth_url(cls, value: str) -> str:
-        parts = _split_url(value, "must be an https:// URL")
+        parts = split_url(value, "must be an https:// URL")
         loopback = parts.scheme == "http" and is_loopback_host(parts.hostname or "")
         if (parts.scheme != "https" and not loopback) or parts.username or parts.fragment:
             raise ValueError("must be an https:// URL")
@@ -422,7 +288,7 @@ class Settings(BaseSettings):
         if self.webhook_url is not None:
             return parse_webhook_url(self.webhook_url.get_secret_value(), allow_http=self.allow_http)
         if self.portal_url is None:
-            hint = f"give the incoming-webhook base {_WEBHOOK_SHAPE}, or {ENV_PREFIX}PORTAL_URL and an OAuth token"
+            hint = f"give the incoming-webhook base {WEBHOOK_SHAPE}, or {ENV_PREFIX}PORTAL_URL and an OAuth token"
             raise SettingsError([f"{ENV_PREFIX}WEBHOOK_URL is not set: {hint} (or try --sandbox)"])
         if self.access_token is None and (self.token_file is None or not self.token_file.exists()):
             raise SettingsError(
@@ -449,57 +315,6 @@ class Settings(BaseSettings):
         )
 
 
-def _b24_values(pairs: Mapping[str, str | None]) -> dict[str, str]:
-    """`B24_*` names (any case) as field names, empty values left out (as if unset)."""
-    prefix = len(ENV_PREFIX)
-    return {
-        name[prefix:].lower(): value
-        for name, value in pairs.items()
-        if name.upper().startswith(ENV_PREFIX) and name[prefix:].lower() in Settings.model_fields and value
-    }
-
-
-def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The `B24_*` values of an env file (dotenv syntax); `SettingsError`, one line naming the file, if unusable."""
-    shown = repr(os.fspath(path))
-
-    def refuse(problem: str) -> SettingsError:
-        return SettingsError([f"the env file {shown} {problem}"])
-
-    try:
-        # O_NONBLOCK: a FIFO put in its place must not hang the start; regular files are unaffected.
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise refuse("does not exist") from None
-    except PermissionError:
-        raise refuse("cannot be read: permission denied") from None
-    except (OSError, ValueError) as exc:
-        raise refuse(f"cannot be read: {getattr(exc, 'strerror', None) or 'not a usable path'}") from None
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise refuse("is not a regular file")
-    with os.fdopen(descriptor, "rb") as file:
-        try:
-            data = file.read(MAX_ENV_FILE_BYTES + 1)
-        except OSError as exc:
-            raise refuse(f"cannot be read: {exc.strerror or 'input/output error'}") from None
-    if len(data) > MAX_ENV_FILE_BYTES:
-        raise refuse(f"is larger than {MAX_ENV_FILE_BYTES // 1024} KiB")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise refuse(f"is not UTF-8 text (byte {exc.start})") from None
-    import io  # the dotenv parser only when a file is named
-
-    from dotenv import dotenv_values
-    from dotenv.parser import parse_stream
-
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:  # the line itself may hold a secret: only its number is shown
-            raise refuse(f"has a line {binding.original.line} that is not NAME=value")
-    return _b24_values(dotenv_values(stream=io.StringIO(text)))
-
-
 def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the settings; `SettingsError` has one line per problem, each naming its variable.
 
@@ -509,7 +324,9 @@ def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides
     if env_file is None:
         env_file = os.environ.get(ENV_FILE_VARIABLE) or None
     if env_file is not None:
-        read_env_file(env_file)  # one clear line for a file that is missing, not a regular file, or malformed
+        read_env_file(
+            env_file, Settings.model_fields
+        )  # one clear line for a file that is missing, not a regular file, or malformed
     try:
         # Overrides first, then the environment, then the file.
         values: dict[str, Any] = {"_env_file": env_file, **overrides}

@@ -12,7 +12,7 @@ from mcp.types import CallToolResult
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import seeded_portal
-from b24_mcp.server import build_server
+from b24_mcp.serving.tools import build_server
 from b24_mcp.settings import Settings
 from helpers import Connect, TLSFiles, make_app
 

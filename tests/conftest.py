@@ -13,11 +13,11 @@ import pytest
 import trustme
 from mcp import Client
 
-from b24_mcp.deletion import ItemDeletion
+from b24_mcp.deleting.item import ItemDeletion
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook, serve_portal
-from b24_mcp.server import build_server
+from b24_mcp.serving.tools import build_server
 from b24_mcp.settings import Settings, load_settings
 from helpers import Connect, TLSFiles, item_deletion, make_app
 

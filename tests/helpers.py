@@ -21,7 +21,7 @@ import httpx2
 from mcp import Client
 
 from b24_mcp.app import App, build_app
-from b24_mcp.deletion import ItemDeletion
+from b24_mcp.deleting.item import ItemDeletion
 from b24_mcp.sandbox.seed import SANDBOX_WEBHOOK_CODE
 from b24_mcp.settings import OAuthConfig, Settings, Webhook
 

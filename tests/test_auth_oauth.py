@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from b24_mcp.auth import OAuthSession
 from b24_mcp.errors import PortalError, TransportError, may_have_acted
-from b24_mcp.portal import PortalClient
+from b24_mcp.portal.client import PortalClient
+from b24_mcp.portal.oauth import OAuthSession
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from b24_mcp.settings import OAuthConfig

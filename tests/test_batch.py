@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
-from b24_mcp.bulk import BulkDeletion
-from b24_mcp.deletion import ItemDeletion
-from b24_mcp.gate import Consent, Route
+from b24_mcp.bulk.sets import BulkDeletion
+from b24_mcp.deleting.gate import Consent, Route
+from b24_mcp.deleting.item import ItemDeletion
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.settings import Settings
 from bulk_helpers import https_client
@@ -453,7 +453,7 @@ async def test_on_a_full_disk_only_items_whose_intent_is_on_disk_are_sent(
         room = sum(len(line) + 1 for line in lines[:5]) + len(lines[5]) // 2  # five whole lines and half a sixth
         return real_write(fd, bytes(data[:room]))
 
-    monkeypatch.setattr("b24_mcp.journal.os.write", disk_fills_up)
+    monkeypatch.setattr("b24_mcp.journal.file.os.write", disk_fills_up)
     result = await call(connect, {"entityTypeId": 2, "ids": deals[:50], "dryRun": False}, confirm="none")
     assert result.structured_content is not None
     data = result.structured_content

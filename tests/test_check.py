@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from b24_mcp.doctor import Finding, diagnose, passed
+from b24_mcp.commands.check import Finding, diagnose, passed
 from b24_mcp.sandbox.seed import NOSCOPE_USER_ID, NOSCOPE_WEBHOOK_CODE
 from b24_mcp.settings import Settings, parse_webhook_url
 from helpers import TLSFiles, assert_no_secret, run_b24

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from b24_mcp.confirmation import ConfirmationTokens, SpentInMemory
+from b24_mcp.deleting.confirmation import ConfirmationTokens, SpentInMemory
 from b24_mcp.errors import Refusal
 
 SECRET = b"k" * 32

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from b24_mcp.deletion import ItemDeletion
-from b24_mcp.gate import Answer, Consent, Route
+from b24_mcp.deleting.gate import Answer, Consent, Route
+from b24_mcp.deleting.item import ItemDeletion
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import READONLY_USER_ID, READONLY_WEBHOOK_CODE, SANDBOX_HOST, SANDBOX_WEBHOOK_CODE
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from b24_mcp.bulk.selection import SYSTEM_YES_NO
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.fields import SYSTEM_BOOLEANS
-from b24_mcp.selection import SYSTEM_YES_NO
 from bulk_helpers import CLEAN_UP, TOOL, add_deals, data, https_client, requests, unlimited_portal
 from helpers import Connect
 

@@ -16,10 +16,10 @@ import anyio
 import pytest
 from mcp.types import ElicitRequestParams, ElicitResult
 
-from b24_mcp.bulk import BulkDeletion, PreviewedSets
-from b24_mcp.gate import Consent, Route
+from b24_mcp.bulk.selection import Query
+from b24_mcp.bulk.sets import BulkDeletion, PreviewedSets
+from b24_mcp.deleting.gate import Consent, Route
 from b24_mcp.sandbox.emulator import Fault, Portal
-from b24_mcp.selection import Query
 from b24_mcp.settings import Settings
 from bulk_helpers import CLEAN_UP, TOOL, add_deals, data, https_client, requests, unlimited_portal
 from helpers import Connect, TLSFiles, make_app, read_journal
@@ -152,7 +152,7 @@ async def test_a_token_redeemed_where_its_ids_are_not_kept_lists_the_filter_agai
 ) -> None:
     add_deals(portal, 10)
     token = await preview_token(connect_https)
-    monkeypatch.setattr("b24_mcp.bulk.PREVIEWED", PreviewedSets())  # another replica, or a restart
+    monkeypatch.setattr("b24_mcp.bulk.sets.PREVIEWED", PreviewedSets())  # another replica, or a restart
     done = await delete_with(connect_https, token)
     assert (done["status"], done["deleted"]) == ("deleted", 10)
 
@@ -162,7 +162,7 @@ async def test_a_token_redeemed_where_its_ids_are_not_kept_is_refused_when_anoth
 ) -> None:
     add_deals(portal, 10)
     token = await preview_token(connect_https)
-    monkeypatch.setattr("b24_mcp.bulk.PREVIEWED", PreviewedSets())
+    monkeypatch.setattr("b24_mcp.bulk.sets.PREVIEWED", PreviewedSets())
     add_deals(portal, 1, first=200_001)
     assert (await delete_with(connect_https, token))["error"] == "ITEM_CHANGED"
     assert portal.calls_to("crm.item.delete") == []

@@ -16,7 +16,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from b24_mcp.sandbox.emulator import Fault, Portal
-from b24_mcp.transport import REQUEST_READ_SECONDS
+from b24_mcp.serving.transport import REQUEST_READ_SECONDS
 from helpers import TLSFiles, assert_no_secret, free_port, http_server, run_b24, webhook_env
 
 pytestmark = pytest.mark.anyio

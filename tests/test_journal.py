@@ -16,19 +16,11 @@ from typing import Any
 import anyio
 import pytest
 
-from b24_mcp import journal as journal_module
 from b24_mcp.errors import Refusal
-from b24_mcp.gate import ConfirmedBy
-from b24_mcp.journal import (
-    Attempt,
-    Entry,
-    Journal,
-    JournalUnwritable,
-    check_journal,
-    print_journal,
-    read_recent,
-    read_tail,
-)
+from b24_mcp.journal import reader as journal_module
+from b24_mcp.journal.file import Journal, check_journal
+from b24_mcp.journal.reader import print_journal, read_recent, read_tail
+from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalUnwritable
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +44,7 @@ def failing_write(after: Callable[[int], int], monkeypatch: pytest.MonkeyPatch) 
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(fd, bytes(data[: after(len(data))]))
 
-    monkeypatch.setattr("b24_mcp.journal.os.write", write)
+    monkeypatch.setattr("b24_mcp.journal.file.os.write", write)
     return asked
 
 
@@ -125,7 +117,7 @@ async def test_a_short_write_is_continued_until_every_byte_is_written(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_write = os.write
-    monkeypatch.setattr("b24_mcp.journal.os.write", lambda fd, data: real_write(fd, bytes(data[:7])))
+    monkeypatch.setattr("b24_mcp.journal.file.os.write", lambda fd, data: real_write(fd, bytes(data[:7])))
     entries = [Entry("intent", attempt(n)) for n in range(3)]
     await Journal(path).write_many(entries)
     assert [line["id"] for line in lines(path)] == [0, 1, 2]
@@ -166,7 +158,7 @@ async def test_a_failed_fsync_counts_nothing_as_on_disk(path: Path, monkeypatch:
     def fsync(fd: int) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr("b24_mcp.journal.os.fsync", fsync)
+    monkeypatch.setattr("b24_mcp.journal.file.os.fsync", fsync)
     with pytest.raises(JournalUnwritable) as refused:
         await Journal(path).write_many([Entry("intent", attempt(n)) for n in range(3)])
     assert refused.value.durable == 0
@@ -180,7 +172,7 @@ async def test_every_write_is_fsynced_once(path: Path, monkeypatch: pytest.Monke
         real_fsync(fd)
         synced.append(len(lines(path)))
 
-    monkeypatch.setattr("b24_mcp.journal.os.fsync", fsync)
+    monkeypatch.setattr("b24_mcp.journal.file.os.fsync", fsync)
     await Journal(path).write_many([Entry("intent", attempt(n)) for n in range(3)])
     await Journal(path).write("deleted", attempt(0))
     assert synced == [3, 4]

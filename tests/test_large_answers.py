@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from b24_mcp.auth import WebhookAuth
+from b24_mcp.bulk.selection import ItemLister
 from b24_mcp.errors import AnswerTooLarge
-from b24_mcp.portal import PortalClient
+from b24_mcp.portal.auth import WebhookAuth
+from b24_mcp.portal.client import PortalClient
 from b24_mcp.sandbox.emulator import Portal
-from b24_mcp.selection import ItemLister
 from b24_mcp.settings import parse_webhook_url
 from helpers import TLSFiles
 

@@ -1,4 +1,4 @@
-"""Each reach past a library's documented API (b24_mcp.library_hooks) still finds what it relies on, and works."""
+"""Each reach past a library's documented API (b24_mcp.serving.library_hooks) still finds what it relies on."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sse_starlette import sse
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http import h11_impl
 
-from b24_mcp.library_hooks import DrainingServer, GuardedH11Protocol, guarded_protocol
+from b24_mcp.serving.library_hooks import DrainingServer, GuardedH11Protocol, guarded_protocol
 
 pytestmark = pytest.mark.anyio
 

@@ -33,7 +33,12 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_ships_the_package_the_sandbox_and_py_typed(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("b24_mcp/py.typed", "b24_mcp/cli.py", "b24_mcp/sandbox/emulator.py", "b24_mcp/sandbox/seed.py"):
+    for name in (
+        "b24_mcp/py.typed",
+        "b24_mcp/commands/cli.py",
+        "b24_mcp/sandbox/emulator.py",
+        "b24_mcp/sandbox/seed.py",
+    ):
         assert name in names
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
 
@@ -41,7 +46,7 @@ def test_the_wheel_ships_the_package_the_sandbox_and_py_typed(wheel: Path) -> No
 def test_the_wheel_declares_the_console_script_and_only_the_runtime_dependencies(wheel: Path) -> None:
     archive = zipfile.ZipFile(wheel)
     info = f"b24_mcp-{__version__}.dist-info"
-    assert "b24-mcp = b24_mcp.cli:main" in archive.read(f"{info}/entry_points.txt").decode()
+    assert "b24-mcp = b24_mcp.commands.cli:main" in archive.read(f"{info}/entry_points.txt").decode()
     metadata = archive.read(f"{info}/METADATA").decode()
     required = sorted(
         line.split(":", 1)[1].strip().split(";")[0].split(">")[0].split("<")[0].split("=")[0].strip()

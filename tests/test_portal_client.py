@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from b24_mcp.auth import WebhookAuth
 from b24_mcp.errors import PortalError, Refusal, TransportError
-from b24_mcp.portal import PortalClient
+from b24_mcp.portal.auth import WebhookAuth
+from b24_mcp.portal.client import PortalClient
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import SANDBOX_WEBHOOK_CODE
 from b24_mcp.settings import parse_webhook_url

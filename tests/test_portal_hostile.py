@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from b24_mcp.auth import WebhookAuth
 from b24_mcp.errors import TransportError
-from b24_mcp.portal import DEFAULT_MAX_ANSWER_BYTES, PortalClient
+from b24_mcp.portal.auth import WebhookAuth
+from b24_mcp.portal.client import DEFAULT_MAX_ANSWER_BYTES, PortalClient
 from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE
 from b24_mcp.settings import parse_webhook_url
 from helpers import TLSFiles
@@ -173,9 +173,9 @@ async def test_a_handshake_that_never_completes_is_a_timeout_with_nothing_sent(t
 
 CHILD = """
 import asyncio, json, sys
-from b24_mcp.auth import WebhookAuth
+from b24_mcp.portal.auth import WebhookAuth
 from b24_mcp.errors import B24Error
-from b24_mcp.portal import PortalClient
+from b24_mcp.portal.client import PortalClient
 from b24_mcp.settings import parse_webhook_url
 
 def peak_kib():

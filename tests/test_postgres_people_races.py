@@ -13,10 +13,10 @@ import pytest
 from mcp.shared.auth import OAuthClientInformationFull
 from people_stores import OpenStore, replica_stores, rows
 
-from b24_mcp.shared import people as people_module
-from b24_mcp.shared.people import PostgresPeopleStore
-from b24_mcp.shared.schema import LATEST, MIGRATIONS
-from b24_mcp.signin.store import (
+from b24_mcp.postgres.schema import LATEST, MIGRATIONS
+from b24_mcp.signin import postgres_pending as people_module
+from b24_mcp.signin.postgres import PostgresPeopleStore
+from b24_mcp.signin.records import (
     Authorization,
     AwaitingConsent,
     BitrixTokens,

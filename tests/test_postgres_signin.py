@@ -16,8 +16,8 @@ from signin_helpers import Browser, Person, SignInServer, call, run_b24, signin_
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID
-from b24_mcp.shared.people import PostgresPeopleStore
-from b24_mcp.signin.store import Authorization, BitrixTokens, Grant, IssuedCode, SignedIn
+from b24_mcp.signin.postgres import PostgresPeopleStore
+from b24_mcp.signin.records import Authorization, BitrixTokens, Grant, IssuedCode, SignedIn
 from helpers import TLSFiles, free_port
 
 pytestmark = pytest.mark.anyio

@@ -15,17 +15,17 @@ import psycopg
 import pytest
 from postgres_cluster import Postgres
 
-from b24_mcp.deletion import ItemDeletion
-from b24_mcp.gate import ConfirmedBy, Consent, Route
-from b24_mcp.journal import Attempt, Entry, JournalUnwritable
+from b24_mcp.deleting.gate import Consent, Route
+from b24_mcp.deleting.item import ItemDeletion
+from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalUnwritable
+from b24_mcp.postgres.database import Database, DatabaseUnavailableError
+from b24_mcp.postgres.journal import TableJournal, read_table_tail
+from b24_mcp.postgres.pacing import SharedBucket
+from b24_mcp.postgres.schema import LATEST
+from b24_mcp.postgres.spent import SharedSpentTokens
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_WEBHOOK_CODE
 from b24_mcp.settings import Settings, SettingsError, parse_webhook_url
-from b24_mcp.shared.database import Database, DatabaseUnavailableError
-from b24_mcp.shared.journal import TableJournal, read_table_tail
-from b24_mcp.shared.pacing import SharedBucket
-from b24_mcp.shared.schema import LATEST
-from b24_mcp.shared.spent import SharedSpentTokens
 from helpers import TLSFiles, item_deletion, run_b24
 
 pytestmark = pytest.mark.anyio
@@ -312,7 +312,7 @@ def test_without_a_database_url_the_driver_is_never_imported() -> None:
     script = (
         "import sys; from b24_mcp.app import build_app; from b24_mcp.settings import load_settings; "
         "from b24_mcp.sandbox.link import sandbox_webhook; build_app(load_settings(), sandbox_webhook()); "
-        "print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'b24_mcp.shared', 'cryptography'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'b24_mcp.postgres', 'cryptography'))))"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env={})
     assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr

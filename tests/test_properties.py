@@ -11,7 +11,7 @@ from mcp import Client
 
 from b24_mcp.sandbox.seed import seeded_portal
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
-from b24_mcp.server import build_server
+from b24_mcp.serving.tools import build_server
 from b24_mcp.settings import load_settings
 from helpers import make_app
 

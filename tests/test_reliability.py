@@ -14,9 +14,9 @@ import anyio
 import httpx2
 import pytest
 
-from b24_mcp.deletion import ItemDeletion
-from b24_mcp.gate import Consent, Route
-from b24_mcp.limiter import LeakyBucket
+from b24_mcp.deleting.gate import Consent, Route
+from b24_mcp.deleting.item import ItemDeletion
+from b24_mcp.portal.limiter import LeakyBucket
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from b24_mcp.settings import Settings, parse_webhook_url

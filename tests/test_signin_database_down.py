@@ -35,9 +35,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from b24_mcp.postgres.database import DatabaseUnavailableError
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID
-from b24_mcp.shared.database import DatabaseUnavailableError
 from b24_mcp.signin.metadata import IssuerMetadata
 from helpers import TLSFiles, free_port
 

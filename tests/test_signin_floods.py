@@ -13,13 +13,13 @@ from typing import Any
 import httpx2
 import pytest
 
-from b24_mcp.server import build_server
+from b24_mcp.serving.tools import build_server
+from b24_mcp.serving.transport import http_app
 from b24_mcp.settings import Settings, SettingsError
 from b24_mcp.signin import store as store_module
 from b24_mcp.signin.people import build_signin_app
 from b24_mcp.signin.provider import FloodLimits
 from b24_mcp.signin.sources import source_address
-from b24_mcp.transport import http_app
 
 pytestmark = pytest.mark.anyio
 

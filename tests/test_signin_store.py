@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from mcp.shared.auth import OAuthClientInformationFull
 
+from b24_mcp.sealing import Sealer, UnusableFileError, digest, load_key
 from b24_mcp.settings import Settings, SettingsError
-from b24_mcp.signin import store as store_module
+from b24_mcp.signin import sqlite as store_module
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.provider import redirect_uri_problem, same_resource
-from b24_mcp.signin.sealing import Sealer, UnusableFileError, digest, load_key
-from b24_mcp.signin.store import (
+from b24_mcp.signin.records import (
     Authorization,
     AwaitingConsent,
     BitrixTokens,
@@ -26,9 +26,10 @@ from b24_mcp.signin.store import (
     IssuedCode,
     SignedIn,
     SourceFull,
-    SQLiteStore,
     StoreFull,
 )
+from b24_mcp.signin.sqlite import SQLiteStore
+from b24_mcp.signin.store import SCHEMA_VERSION, UNUSED_CLIENT_SECONDS
 
 pytestmark = pytest.mark.anyio
 
@@ -275,10 +276,10 @@ async def test_registrations_stop_at_the_cap(store: SQLiteStore, monkeypatch: py
 async def test_a_registration_never_used_is_forgotten_within_minutes(
     store: SQLiteStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert store_module.UNUSED_CLIENT_SECONDS <= 3600
+    assert UNUSED_CLIENT_SECONDS <= 3600
     monkeypatch.setattr(store_module, "MAX_CLIENTS", 1)
     await store.add_client(client("a"))
-    clock.now += store_module.UNUSED_CLIENT_SECONDS + 1
+    clock.now += UNUSED_CLIENT_SECONDS + 1
     await store.add_client(client("b"))
     assert await store.get_client("a") is None
 
@@ -289,7 +290,7 @@ async def test_a_source_over_its_share_of_registrations_is_told_when_to_retry(st
     await store.add_client(client("b"), "192.0.2.1", 2)
     with pytest.raises(SourceFull) as full:
         await store.add_client(client("c"), "192.0.2.1", 2)
-    assert full.value.retry_after == store_module.UNUSED_CLIENT_SECONDS - 60  # when the oldest is forgotten
+    assert full.value.retry_after == UNUSED_CLIENT_SECONDS - 60  # when the oldest is forgotten
     await store.add_client(client("d"), "192.0.2.2", 2)
 
 
@@ -345,7 +346,7 @@ async def test_a_store_of_schema_1_is_upgraded_and_its_consents_no_longer_count(
         assert await upgraded.has_consented(3, "client-1", REDIRECT)
     finally:
         await upgraded.aclose()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_store_of_a_newer_version_is_refused(folder: Path) -> None:
@@ -410,7 +411,7 @@ def test_sign_in_names_every_missing_variable(make_settings: Callable[..., Setti
 
 def test_without_a_public_url_the_sign_in_code_is_never_imported() -> None:
     script = (
-        "import sys; from b24_mcp.app import build_app; from b24_mcp.server import build_server; "
+        "import sys; from b24_mcp.app import build_app; from b24_mcp.serving.tools import build_server; "
         "from b24_mcp.settings import load_settings; from b24_mcp.sandbox.link import sandbox_webhook; "
         "build_server(build_app(load_settings(), sandbox_webhook())); "
         "print(sorted(m for m in sys.modules if m.startswith('b24_mcp.signin')))"

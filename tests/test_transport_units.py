@@ -11,8 +11,7 @@ import httpx2
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from b24_mcp.settings import Settings
-from b24_mcp.transport import (
+from b24_mcp.serving.transport import (
     BearerTokenGate,
     bind_address,
     is_loopback,
@@ -20,6 +19,7 @@ from b24_mcp.transport import (
     stateless_cannot_ask,
     transport_security,
 )
+from b24_mcp.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -137,7 +137,7 @@ def test_the_connection_cap_stays_clear_of_the_open_files_limit_raised_to_the_ha
     soft: int, hard: int, limits: str
 ) -> None:
     script = (
-        "import resource, sys; from b24_mcp.transport import connection_limits; "
+        "import resource, sys; from b24_mcp.serving.transport import connection_limits; "
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
         "print(connection_limits(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
     )

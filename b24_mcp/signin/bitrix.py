@@ -13,12 +13,12 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from b24_mcp.auth import Secrets, is_token, json_object
 from b24_mcp.errors import B24Error
-from b24_mcp.portal import PortalClient
+from b24_mcp.portal.auth import Secrets, is_token, json_object
+from b24_mcp.portal.client import PortalClient
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.person import PersonAuth
-from b24_mcp.signin.store import BitrixTokens, SignedIn
+from b24_mcp.signin.records import BitrixTokens, SignedIn
 
 logger = logging.getLogger(__name__)
 

@@ -39,21 +39,21 @@ from mcp.server.auth.routes import AUTHORIZATION_PATH
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from b24_mcp.portal import PortalClient
+from b24_mcp.portal.client import PortalClient
+from b24_mcp.sealing import new_token
 from b24_mcp.signin.bitrix import SignInFailed, sign_in
 from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.provider import CODE_PREFIX, CODE_SECONDS
-from b24_mcp.signin.sealing import new_token
-from b24_mcp.signin.store import (
+from b24_mcp.signin.records import (
     Authorization,
     AwaitingConsent,
     ForeignPortalError,
     Grant,
     IssuedCode,
-    PeopleStore,
     Person,
     SignedIn,
 )
+from b24_mcp.signin.store import PeopleStore
 from b24_mcp.text import for_display
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ def store_outage(exc: BaseException) -> str | None:
 
     The database module is looked up, not imported: only `B24_DATABASE_URL` loads it (and psycopg), and without it
     no such failure can happen."""
-    database = sys.modules.get("b24_mcp.shared.database")
+    database = sys.modules.get("b24_mcp.postgres.database")
     if database is not None and isinstance(exc, database.DatabaseUnavailableError):
         return str(exc)  # the kind of failure, in one line; never the URL or the password
     return None

@@ -21,14 +21,16 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from b24_mcp.app import App, build_app
+from b24_mcp.sealing import Sealer, UnusableFileError, load_key
 from b24_mcp.settings import Settings, SettingsError
 from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.metadata import auth_settings
 from b24_mcp.signin.pages import SignInPages
 from b24_mcp.signin.person import PersonAuth
 from b24_mcp.signin.provider import FloodLimits, PersonAccessToken, SignInProvider
-from b24_mcp.signin.sealing import Sealer, UnusableFileError, load_key
-from b24_mcp.signin.store import Grant, PeopleStore, Person, SQLiteStore
+from b24_mcp.signin.records import Grant, Person
+from b24_mcp.signin.sqlite import SQLiteStore
+from b24_mcp.signin.store import PeopleStore
 
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
@@ -130,8 +132,8 @@ def open_store(config: SignInConfig) -> SQLiteStore:
 def shared_store(settings: Settings) -> PeopleStore:
     """The people store in the shared database (B24_DATABASE_URL), so that every replica serves the same people;
     its secrets sealed with a key derived from B24_CONFIRM_SECRET. Nothing connects before the first use."""
-    from b24_mcp.shared.database import Database  # psycopg only now: a lone sign-in server does not load it
-    from b24_mcp.shared.people import PostgresPeopleStore, people_key
+    from b24_mcp.postgres.database import Database  # psycopg only now: a lone sign-in server does not load it
+    from b24_mcp.signin.postgres import PostgresPeopleStore, people_key
 
     assert settings.database_url is not None
     assert settings.confirm_secret is not None  # the settings require it with a database

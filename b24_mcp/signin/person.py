@@ -17,10 +17,11 @@ from typing import Any
 
 import anyio
 
-from b24_mcp.auth import Auth, PostForm, Secrets, exchange_refresh_token
 from b24_mcp.errors import PortalError, Refusal
+from b24_mcp.portal.auth import Auth, PostForm, Secrets, exchange_refresh_token
 from b24_mcp.signin.config import SignInConfig
-from b24_mcp.signin.store import BitrixTokens, PeopleStore
+from b24_mcp.signin.records import BitrixTokens
+from b24_mcp.signin.store import PeopleStore
 
 logger = logging.getLogger(__name__)
 

@@ -36,20 +36,12 @@ from mcp.server.auth.provider import (
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
+from b24_mcp.addresses import LOOPBACK_NAMES
+from b24_mcp.sealing import new_token
 from b24_mcp.signin.config import SignInConfig
-from b24_mcp.signin.sealing import new_token
+from b24_mcp.signin.records import Authorization, Grant, Person, SourceFull, StoreFull, Taken
 from b24_mcp.signin.sources import current_source
-from b24_mcp.signin.store import (
-    MAX_CLIENTS_PER_SOURCE,
-    MAX_PENDING_PER_SOURCE,
-    Authorization,
-    Grant,
-    PeopleStore,
-    Person,
-    SourceFull,
-    StoreFull,
-    Taken,
-)
+from b24_mcp.signin.store import MAX_CLIENTS_PER_SOURCE, MAX_PENDING_PER_SOURCE, PeopleStore
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +57,6 @@ MAX_REGISTRATION_BYTES = 16 * 1024  # a client's metadata as stored; real ones a
 MAX_REDIRECT_URIS = 10
 MAX_STATE = 1024
 _FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about", "blob", "ftp", "ws", "wss"})
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 @dataclass(frozen=True)
@@ -127,7 +118,7 @@ def redirect_uri_problem(uri: str) -> str | None:
     if scheme == "https":
         return None if parts.hostname else "an https redirect URI needs a host"
     if scheme == "http":
-        if (parts.hostname or "").lower() in _LOOPBACK:
+        if (parts.hostname or "").lower() in LOOPBACK_NAMES:
             return None
         return "an http redirect URI must point to this machine (localhost, 127.0.0.1 or [::1]); use https"
     if not scheme or scheme in _FORBIDDEN_SCHEMES:

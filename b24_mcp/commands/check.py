@@ -1,0 +1,121 @@
+"""`b24-mcp check`: whether a deletion could work with this configuration, one finding per line, no secret."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx2
+
+from b24_mcp.app import build_app
+from b24_mcp.errors import B24Error
+from b24_mcp.journal.file import check_journal
+from b24_mcp.portal.client import PortalClient
+from b24_mcp.settings import OAuthConfig, Settings, Webhook
+
+Verdict = Literal["ok", "info", "FAIL"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the report."""
+
+    verdict: Verdict
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.verdict:<5} {self.text}"
+
+
+async def diagnose(
+    settings: Settings,
+    credentials: Webhook | OAuthConfig | None = None,
+    http_transport: httpx2.AsyncBaseTransport | None = None,
+) -> list[Finding]:
+    """Reach the portal, check the credentials and the `crm` scope, and report the effective modes."""
+    credentials = credentials or settings.credentials
+    portal = build_app(settings, credentials, http_transport=http_transport).portal
+    kind = "webhook" if isinstance(credentials, Webhook) else "OAuth application"
+    findings = [
+        Finding("info", f"portal: {portal.host} ({kind}{f', user {portal.user_id}' if portal.user_id else ''})")
+    ]
+    try:
+        started = time.perf_counter()
+        answer = await portal.call("scope", {})
+        elapsed = (time.perf_counter() - started) * 1000
+        findings.append(Finding("ok", f"credentials accepted; round trip {elapsed:.0f} ms"))
+        scopes = [str(scope) for scope in answer.result] if isinstance(answer.result, list) else []
+        if "crm" in scopes:
+            findings.append(Finding("ok", f"scope: crm granted ({', '.join(scopes)})"))
+        else:
+            findings.append(
+                Finding(
+                    "FAIL",
+                    f"scope: crm is not granted (granted: {', '.join(scopes) or 'none'}); add it to the "
+                    "webhook or application",
+                )
+            )
+        findings.append(await _profile(portal))
+    except B24Error as exc:
+        findings.append(Finding("FAIL", f"portal: {exc.code}: {exc.description}{f' {exc.hint}' if exc.hint else ''}"))
+    finally:
+        await portal.aclose()
+    findings.extend(_modes(settings))
+    return findings
+
+
+async def _profile(portal: PortalClient) -> Finding:
+    try:
+        answer = await portal.call("profile", {})
+    except B24Error as exc:
+        return Finding("info", f"user: could not be read ({exc.code})")
+    profile = answer.result if isinstance(answer.result, dict) else {}
+    name = " ".join(str(profile.get(key) or "") for key in ("NAME", "LAST_NAME")).strip() or "unnamed"
+    role = ", administrator" if profile.get("ADMIN") else ""
+    return Finding("info", f"user: #{profile.get('ID', '?')} {name}{role}")
+
+
+def _modes(settings: Settings) -> list[Finding]:
+    findings = [Finding("info", f"confirmation: {settings.confirm.value} (B24_CONFIRM)")]
+    if settings.confirm.value == "none":
+        findings.append(Finding("info", "confirmation is OFF: deletions happen without anyone confirming them"))
+    if settings.read_only:
+        findings.append(Finding("FAIL", "read-only: deletions are refused (B24_READ_ONLY=true); previews work"))
+    else:
+        findings.append(Finding("info", "read-only: no"))
+    allowed = settings.allowed_entity_types
+    findings.append(
+        Finding("info", "allowed types: " + (", ".join(str(t) for t in sorted(allowed)) if allowed else "all"))
+    )
+    if settings.database_url is not None:
+        findings.append(_shared_journal(settings.database_url.get_secret_value()))
+    else:
+        findings.append(_journal(settings.audit_log))
+    return findings
+
+
+def _shared_journal(url: str) -> Finding:
+    from b24_mcp.commands.db import check_database  # the database driver only when one is configured
+
+    problem = check_database(url)
+    if problem is None:
+        return Finding("ok", "journal: the database of B24_DATABASE_URL answers (the replicas share it)")
+    return Finding(
+        "FAIL", f"journal: the database of B24_DATABASE_URL cannot be used ({problem}), so no deletion would happen"
+    )
+
+
+def _journal(path: Path) -> Finding:
+    problem = check_journal(path)
+    if problem is None:
+        return Finding("ok", f"journal: {path} is writable")
+    return Finding(
+        "FAIL", f"journal: {path} cannot be written ({problem}), so no deletion would happen (B24_AUDIT_LOG)"
+    )
+
+
+def passed(findings: list[Finding]) -> bool:
+    """A deletion could work: nothing failed."""
+    return all(finding.verdict != "FAIL" for finding in findings)
