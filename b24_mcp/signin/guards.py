@@ -1,7 +1,7 @@
 """ASGI guards in front of the SDK's authorization server, for what its handlers do not let the provider decide.
 
 - The source of each request (`sources`): made current for the provider, which counts registrations and sign-ins in
-  flight per source address; a request the store refused as over its address's share (`store.SourceFull`) is
+  flight per source address; a request the store refused as over its address's share (`records.SourceFull`) is
   answered 429 with `Retry-After` (a short page at `/authorize`, where a person's browser is; an OAuth error in JSON
   at `/register`) instead of the SDK's 400 or redirect.
 - The resource at `/token` (RFC 8707): the SDK reads a token request's `resource` but gives it to no provider
