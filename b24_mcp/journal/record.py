@@ -98,7 +98,7 @@ def entry_record(entry: Entry) -> dict[str, Any]:
 
 class JournalStore(ABC):
     """Where deletion events are recorded: a file (`Journal`), or a table shared by replicas
-    (`shared.journal.TableJournal`). Both take every entry durably before returning, or raise `JournalUnwritable`
+    (`postgres.journal.TableJournal`). Both take every entry durably before returning, or raise `JournalUnwritable`
     with `durable` counting the entries, from the first, that were taken."""
 
     async def write(

@@ -4,7 +4,7 @@
 under the state directory, mode 0600, no service to run). A PostgreSQL store for replicas implements the same
 protocol; its notes are on the protocol's methods.
 
-What is stored how (see `sealing`): MCP access and refresh tokens, authorization codes, sign-in states and consent
+What is stored how (see `secure.sealing`): MCP access and refresh tokens, authorization codes, sign-in states and consent
 ids only as SHA-256 digests; Bitrix24 tokens and minted client secrets sealed with the key file; names and ids in
 clear. Every method is atomic; the single-use ones (`take_*`, `rotate_refresh`) let exactly one caller win.
 
