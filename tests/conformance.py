@@ -42,8 +42,10 @@ def assert_conforms(name: str, result: CallToolResult, validator: Draft202012Val
     if content is None:
         assert result.is_error, f"{name} has an output schema but returned no structured content"
         return
-    problems = [f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}" for error in
-                validator.iter_errors(content)]
+    problems = [
+        f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
+        for error in validator.iter_errors(content)
+    ]
     assert not problems, f"{name}'s structured content does not match its output schema: {problems}; {content}"
 
 
