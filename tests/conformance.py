@@ -13,7 +13,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import pytest
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # no stubs in [dev]; the SDK brings it
 from mcp.client.session import ClientSession
 from mcp.types import CallToolResult
 

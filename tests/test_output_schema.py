@@ -142,12 +142,12 @@ async def test_each_outcome_conforms_to_the_tools_output_schema(
 
 PORTAL_ERRORS = [
     Fault(status=401, json={"error": "ACCESS_DENIED", "error_description": "Access denied"}),
-    Fault(status=503, json={"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}),
+    Fault(status=500, json={"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal error"}),
     Fault(status=200, body=b"<html>maintenance</html>", content_type="text/html"),
 ]
 
 
-@pytest.mark.parametrize("fault", PORTAL_ERRORS, ids=["refused", "limited", "not-a-rest-answer"])
+@pytest.mark.parametrize("fault", PORTAL_ERRORS, ids=["refused", "failing", "not-a-rest-answer"])
 @pytest.mark.parametrize("tool", [DELETE, BATCH])
 async def test_a_portal_error_conforms_to_the_tools_output_schema(
     connect: Connect, portal: Portal, tool: str, fault: Fault
