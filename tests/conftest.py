@@ -1,5 +1,6 @@
-"""Shared fixtures: a seeded emulated portal, settings isolated from the developer's environment, TLS material,
-the emulator over real HTTPS on loopback, and MCP clients connected to the real server."""
+"""Shared fixtures: every tool result checked against its output schema, a seeded emulated portal, settings isolated
+from the developer's environment, TLS material, the emulator over real HTTPS on loopback, and MCP clients connected
+to the real server."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_p
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook, serve_portal
 from b24_mcp.serving.tools import build_server
 from b24_mcp.settings import Settings, load_settings
+from conformance import ToolResultCheck
 from helpers import Connect, TLSFiles, item_deletion, make_app
 
 # `postgres` and `database_url`: a real PostgreSQL for the tests of the state replicas share.
@@ -28,6 +30,16 @@ pytest_plugins = ["postgres_cluster"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def results_conform_to_output_schemas(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every tool result a test receives through the SDK's client must validate against the tool's listed
+    `outputSchema`, errors included, as a strict client (the TypeScript SDK's 1.x) requires."""
+    check = ToolResultCheck()
+    check.install(monkeypatch)
+    yield
+    check.verify()
 
 
 @pytest.fixture

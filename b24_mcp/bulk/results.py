@@ -43,7 +43,7 @@ class BatchResult(ToolResult):
         description="preview: nothing deleted yet; deleted: all of them deleted; partial: some deleted, some "
         "failed or remain; cancelled by the person; error: nothing deleted."
     )
-    entityTypeId: int
+    entityTypeId: int = Field(description="The call's entityTypeId; absent only when its arguments were refused.")
     message: str = Field(description="What happened and what to do next.")
     matched: int | None = Field(default=None, description="Filter preview: how many items this preview covers.")
     more: bool | None = Field(

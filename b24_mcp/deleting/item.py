@@ -34,8 +34,8 @@ class DeleteResult(ToolResult):
     """The outcome of one `crm_item_delete` call, as the assistant receives it."""
 
     status: Status = Field(description="preview: nothing deleted yet; deleted; cancelled by the person; error.")
-    entityTypeId: int
-    id: int
+    entityTypeId: int = Field(description="The call's entityTypeId; absent only when its arguments were refused.")
+    id: int = Field(description="The call's item id; absent only when its arguments were refused.")
     message: str = Field(description="What happened and what to do next. The portal's text in it is quoted.")
     item: ItemSummary | None = Field(default=None, description="The item as the portal returned it before deletion.")
     confirmationToken: str | None = Field(

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import (
@@ -32,6 +32,7 @@ from b24_mcp.bulk.selection import MAX_CONDITIONS, MAX_VALUES, Query, check_filt
 from b24_mcp.bulk.sets import MAX_IDS, BatchResult, BulkDeletion, Selected
 from b24_mcp.deleting.gate import Answer, Consent, Plan, Question, Reach, Route, mode_hint, route_for
 from b24_mcp.deleting.item import DeleteResult, ItemDeletion
+from b24_mcp.deleting.results import ToolResult
 from b24_mcp.portal.catalog import EntityType
 from b24_mcp.serving.arguments import StrictArguments, invalid_arguments
 from b24_mcp.settings import ConfirmMode
@@ -129,12 +130,18 @@ class NotAsked(BaseModel):
     """What the asking resolver gives when no question is put (preview, token mode, or nothing to ask about)."""
 
 
-class EntityTypesResult(BaseModel):
+class EntityTypesResult(ToolResult):
     """The CRM types of the portal."""
 
-    types: list[EntityType]
+    status: Literal["listed", "error"] = Field(description="listed: the types follow; error: nothing was listed.")
+    types: list[EntityType] = Field(description="Absent only when the call's arguments were refused.")
     message: str
-    error: str | None = Field(default=None, description="Why the smart processes are missing, when they are.")
+    error: str | None = Field(
+        default=None, description="Listed: why the smart processes are missing, when they are. Error: the code."
+    )
+    error_description: str | None = None
+    retryable: bool | None = Field(default=None, description="Error only: whether retrying later can help.")
+    httpStatus: int | None = None
 
 
 def app_of(ctx: Context[Any, Any]) -> App:
@@ -365,7 +372,7 @@ async def crm_item_delete_batch(
     what = selected(ids, filter)
     if what is None:
         logger.info("%s -> error INVALID_ARGUMENTS (ids and filter)", BATCH_TOOL_NAME)
-        return invalid_arguments(BATCH_TOOL_NAME, "give exactly one of ids and filter")
+        return invalid_arguments(BATCH_TOOL_NAME, "give exactly one of ids and filter", entityTypeId=entityTypeId)
     bulk = BulkDeletion(app_of(ctx))
     chosen = f"filter={len(filter)} conditions" if filter is not None else f"ids={len(ids or [])}"
     if dryRun:
@@ -397,4 +404,4 @@ async def crm_entity_types(ctx: Context[Any, Any]) -> EntityTypesResult:
     if allowed is not None:
         message += " Only the types this server is allowed to touch (B24_ALLOWED_ENTITY_TYPES) are shown."
     logger.info("%s -> %d types%s", TYPES_TOOL_NAME, len(types), f" ({error.code})" if error else "")
-    return EntityTypesResult(types=types, message=message, error=error.code if error else None)
+    return EntityTypesResult(status="listed", types=types, message=message, error=error.code if error else None)
