@@ -13,7 +13,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import pytest
-from jsonschema import Draft202012Validator  # no stubs in [dev]; the SDK brings it
+from jsonschema import Draft202012Validator
 from mcp.client.session import ClientSession
 from mcp.types import CallToolResult
 
