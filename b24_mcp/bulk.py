@@ -28,6 +28,7 @@ from b24_mcp.bulk_results import BatchResult, FoundItem, ItemOutcome, SetSummary
 from b24_mcp.bulk_run import DeletionRun, Progress
 from b24_mcp.errors import B24Error, Refusal
 from b24_mcp.gate import (
+    UNFIT_NOTE,
     Answer,
     ConfirmedBy,
     Consent,
@@ -36,6 +37,7 @@ from b24_mcp.gate import (
     Reach,
     Route,
     Target,
+    not_confirmed,
     pass_gate,
 )
 from b24_mcp.items import counted, type_name
@@ -209,18 +211,19 @@ class BulkDeletion:
 
     async def _cancelled(self, entity_type_id: int, declined: Declined[Reading]) -> BatchResult:
         items = declined.reading.items if declined.reading is not None else {}
+        note = UNFIT_NOTE if declined.answer is Answer.UNFIT else None
         await self.app.journal.write_many(
             [
-                Entry("cancelled", self.runner.attempt(entity_type_id, item_id, ConfirmedBy.ELICITATION, item))
+                Entry(
+                    "cancelled", self.runner.attempt(entity_type_id, item_id, ConfirmedBy.ELICITATION, item), note=note
+                )
                 for item_id, item in items.items()
             ]
         )
-        verb = "declined" if declined.answer is Answer.DECLINED else "cancelled"
         return BatchResult(
             status="cancelled",
             entityTypeId=entity_type_id,
-            message=f"The person {verb} deleting {counted(entity_type_id, len(items))}; nothing was "
-            "deleted. Do not ask again unless they say so.",
+            message=not_confirmed(declined.answer, counted(entity_type_id, len(items))),
             deleted=0,
             failed=0,
         )

@@ -16,7 +16,19 @@ from pydantic import Field
 from b24_mcp.app import App
 from b24_mcp.catalog import where_it_goes
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
-from b24_mcp.gate import Answer, ConfirmedBy, Consent, Declined, Question, Reach, Target, mode_hint, pass_gate
+from b24_mcp.gate import (
+    UNFIT_NOTE,
+    Answer,
+    ConfirmedBy,
+    Consent,
+    Declined,
+    Question,
+    Reach,
+    Target,
+    mode_hint,
+    not_confirmed,
+    pass_gate,
+)
 from b24_mcp.items import ItemSummary, describe, summarize, version_of
 from b24_mcp.journal import Attempt
 from b24_mcp.questions import item_question
@@ -233,15 +245,14 @@ class ItemDeletion:
     async def _cancelled(self, entity_type_id: int, item_id: int, declined: Declined[ItemReading]) -> DeleteResult:
         item = declined.reading.item if declined.reading is not None else None
         attempt = new_attempt(self.app, entity_type_id, item_id, ConfirmedBy.ELICITATION, item)
-        await self.app.journal.write("cancelled", attempt)
-        verb = "declined" if declined.answer is Answer.DECLINED else "cancelled"
+        note = UNFIT_NOTE if declined.answer is Answer.UNFIT else None
+        await self.app.journal.write("cancelled", attempt, note=note)
         return DeleteResult(
             status="cancelled",
             entityTypeId=entity_type_id,
             id=item_id,
             item=summarize(item) if item is not None else None,
-            message=f"The person {verb} the deletion of {describe(entity_type_id, item_id, item)}; nothing was "
-            "deleted. Do not ask again unless they say so.",
+            message=not_confirmed(declined.answer, describe(entity_type_id, item_id, item)),
         )
 
     def _error(self, entity_type_id: int, item_id: int, exc: B24Error, *, deleting: bool) -> DeleteResult:

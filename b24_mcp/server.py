@@ -24,7 +24,17 @@ from mcp.server.mcpserver import (
     Resolve,
 )
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from b24_mcp import __version__
 from b24_mcp.app import App
@@ -110,13 +120,35 @@ ConfirmationToken = Annotated[
 ]
 
 
-class ConfirmDeletion(BaseModel):
+class Form(BaseModel):
+    """A confirmation form. An answer that does not fit it (`"yes"`, `1`, nothing) is kept as `unfit` instead of
+    failing the call in the SDK: the gate refuses it like a no, and the assistant gets a structured result."""
+
+    _unfit: bool = PrivateAttr(default=False)
+
+    @property
+    def unfit(self) -> bool:
+        """The answer did not fit the form: nothing it says counts."""
+        return self._unfit
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_unfit(cls, data: Any, handler: ModelWrapValidatorHandler[Form]) -> Form:
+        try:
+            return handler(data)
+        except ValidationError:
+            form = cls.model_construct(delete=False)
+            form._unfit = True
+            return form
+
+
+class ConfirmDeletion(Form):
     """The form the person answers about one item. Only a JSON `true` is a yes."""
 
     delete: StrictBool = Field(title="Delete it", description="Tick to delete the item.")
 
 
-class ConfirmBulkDeletion(BaseModel):
+class ConfirmBulkDeletion(Form):
     """The form the person answers about a set of items. Only a JSON `true` is a yes."""
 
     delete: StrictBool = Field(title="Delete them", description="Tick to delete all these items.")
@@ -170,8 +202,9 @@ def consent_from(plan: Plan, token: str | None, outcome: ElicitationResult[Any])
         return Consent(route=plan.route, answer=Answer.NOT_ASKED, reach=plan.reach)
     if isinstance(outcome, AcceptedElicitation):
         data = outcome.data
-        said_yes = getattr(data, "delete", None) is True
-        answer = Answer.ACCEPTED if said_yes else Answer.DECLINED
+        answer = Answer.ACCEPTED if getattr(data, "delete", None) is True else Answer.DECLINED
+        if getattr(data, "unfit", False):
+            answer = Answer.UNFIT
         return Consent(route=plan.route, answer=answer, shown=plan.question.version, reach=plan.reach)
     answer = Answer.DECLINED if outcome.action == "decline" else Answer.CANCELLED
     return Consent(route=plan.route, answer=answer, reach=plan.reach)
