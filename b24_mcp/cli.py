@@ -89,7 +89,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
                 url = settings.database_url.get_secret_value()
                 return print_table_journal(url, limit=args.limit, as_json=args.json)
-            from b24_mcp.journal import print_journal
+            from b24_mcp.journal_reader import print_journal
 
             return print_journal(settings.audit_log, limit=args.limit, as_json=args.json)
         if args.command == "db":

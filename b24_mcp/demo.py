@@ -14,7 +14,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
-from b24_mcp.journal import print_journal
+from b24_mcp.journal_reader import print_journal
 
 _WIDTH = 100
 

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from b24_mcp import journal as journal_module
+from b24_mcp import journal_reader
 from b24_mcp.errors import Refusal
 from b24_mcp.gate import ConfirmedBy
 from b24_mcp.journal import (
@@ -25,10 +25,8 @@ from b24_mcp.journal import (
     Journal,
     JournalUnwritable,
     check_journal,
-    print_journal,
-    read_recent,
-    read_tail,
 )
+from b24_mcp.journal_reader import print_journal, read_recent, read_tail
 
 pytestmark = pytest.mark.anyio
 
@@ -476,7 +474,7 @@ def test_lines_that_are_not_entries_are_skipped_and_counted(path: Path) -> None:
 
 
 def test_a_line_longer_than_the_bound_is_skipped_unread(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(journal_module, "MAX_LINE_BYTES", 100)
+    monkeypatch.setattr(journal_reader, "MAX_LINE_BYTES", 100)
     path.parent.mkdir()
     path.write_text(json.dumps({"event": "deleted", "id": 1, "item": {"title": "x" * 500}}) + '\n{"id":2}\n')
     tail = read_tail(path, 20)

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from b24_mcp.journal import Entry, JournalStore, JournalUnwritable, Tail, entry_record, print_tail
+from b24_mcp.journal import Entry, JournalStore, JournalUnwritable, entry_record
+from b24_mcp.journal_reader import Tail, print_tail
 from b24_mcp.shared.database import Database, DatabaseUnavailableError
 from b24_mcp.shared.schema import SCHEMA, schema_version
 from b24_mcp.shared.spent import unrecordable
