@@ -21,7 +21,7 @@ from b24_mcp.app import App
 from b24_mcp.bulk_reading import Reading, Selected, SetReader
 from b24_mcp.bulk_results import BatchResult, ItemOutcome
 from b24_mcp.deletion import new_attempt
-from b24_mcp.errors import B24Error, PortalError, Refusal
+from b24_mcp.errors import B24Error, PortalError
 from b24_mcp.gate import ConfirmedBy
 from b24_mcp.items import counted, type_name
 from b24_mcp.journal import Attempt, Entry, JournalUnwritable
@@ -206,16 +206,14 @@ class DeletionRun:
                 entries.append(Entry("deleted", attempt, note=outcome.note))
             else:
                 entries.append(Entry("error", attempt, outcome.error, outcome.error_description))
-        # The intents are on disk already; a failure here must not hide what the portal did.
-        with contextlib.suppress(Refusal):
-            await self.app.journal.write_many(entries)
+        # The intents are on disk already; a failure here must not hide what the portal did (they are kept).
+        await self.app.journal.write_outcomes(entries)
 
     async def _journal_not_sent(self, attempts: Mapping[int, Attempt]) -> None:
         description = "Not sent: the tool call was cancelled before this batch went to the portal."
-        with contextlib.suppress(Refusal):
-            await self.app.journal.write_many(
-                [Entry("error", attempt, "CANCELLED", description) for attempt in attempts.values()]
-            )
+        await self.app.journal.write_outcomes(
+            [Entry("error", attempt, "CANCELLED", description) for attempt in attempts.values()]
+        )
 
     def attempt(self, entity_type_id: int, item_id: int, how: ConfirmedBy, item: Mapping[str, Any] | None) -> Attempt:
         """What the journal records of one item's deletion."""

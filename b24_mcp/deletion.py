@@ -6,7 +6,6 @@ Anticipated failures come back as `DeleteResult`s with `status: "error"`, never 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +29,7 @@ from b24_mcp.gate import (
     pass_gate,
 )
 from b24_mcp.items import ItemSummary, describe, summarize, version_of
-from b24_mcp.journal import Attempt
+from b24_mcp.journal import Attempt, Entry
 from b24_mcp.questions import item_question
 from b24_mcp.results import LOST_ANSWER_NOTE, ToolResult, error_message, iso_utc, settle_lost_answer
 
@@ -211,10 +210,12 @@ class ItemDeletion:
         message = f"Deleted {describe(entity_type_id, item_id, item)} ({_HOW[how]})."
         if recycle_bin is not None:
             message += " It is in the portal's recycle bin." if recycle_bin else " It is gone for good."
-        try:
-            await self.app.journal.write("deleted", attempt, note=note)
-        except Refusal as exc:
-            message += f" Warning: the deletion could not be journaled: {exc.description}"
+        refused = await self.app.journal.write_outcomes([Entry("deleted", attempt, note=note)])
+        if refused is not None:
+            message += (
+                f" Warning: the deletion could not be journaled yet: {refused.description} The server keeps the "
+                "outcome and writes it as soon as the journal takes writes again."
+            )
         if note:
             message += " " + note
         return DeleteResult(
@@ -229,8 +230,7 @@ class ItemDeletion:
 
     async def _journal_error(self, attempt: Attempt, exc: B24Error, note: str | None = None) -> None:
         # The intent line is already there; the error itself is what the caller reports.
-        with contextlib.suppress(Refusal):
-            await self.app.journal.write("error", attempt, error=exc.code, error_description=exc.description, note=note)
+        await self.app.journal.write_outcomes([Entry("error", attempt, exc.code, exc.description, note)])
 
     def _unknown(self, entity_type_id: int, item_id: int, exc: B24Error) -> DeleteResult:
         return DeleteResult.failure(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import (
     AcceptedElicitation,
@@ -299,13 +300,30 @@ def describe_batch_tool(mode: ConfirmMode, restrictions: str) -> str:
     )
 
 
+@asynccontextmanager
+async def beside(job: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """Run `job` in the background while the block runs, cancelled when it ends. What the block raises passes
+    through as it was raised (a task group alone would wrap it in an exception group)."""
+    raised: BaseException | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(job)
+        try:
+            yield
+        except BaseException as exc:  # re-raised below, once the job is stopped
+            raised = exc
+        group.cancel_scope.cancel()
+    if raised is not None:
+        raise raised
+
+
 def build_server(app: App, *, server_options: dict[str, Any] | None = None) -> MCPServer:
     """The MCP server over one application object, shared by every connection of the process."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[App]:
         try:
-            yield app
+            async with beside(app.journal.tend):
+                yield app
         finally:
             await app.aclose()
 

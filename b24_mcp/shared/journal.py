@@ -44,12 +44,25 @@ class TableJournal(JournalStore):
     """The `journal.JournalStore` of every replica sharing the database."""
 
     def __init__(self, database: Database) -> None:
+        super().__init__()
         self._database = database
 
     def __repr__(self) -> str:
         return "TableJournal(B24_DATABASE_URL)"
 
-    async def write_many(self, entries: Sequence[Entry]) -> None:
+    async def count_unfinished(self) -> int:
+        """How many intents in the table have no outcome."""
+
+        async def count(connection: Any) -> int:
+            if await schema_version(connection) == 0:
+                return 0
+            cursor = await connection.execute(f"SELECT count(*) FROM ({_UNFINISHED}) AS unfinished")
+            row = await cursor.fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return await self._database.run(count)
+
+    async def _take(self, entries: Sequence[Entry]) -> None:
         """Insert `entries` in one transaction: all are committed when it returns, none when it raises
         `JournalUnwritable` (whose `durable` is then 0)."""
         if not entries:
