@@ -12,11 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
+import psycopg
 import pytest
+from mcp import Client
+from postgres_cluster import Cluster, Postgres
 
 from b24_mcp import journal as journal_module
 from b24_mcp.gate import ConfirmedBy
 from b24_mcp.journal import Attempt, Entry, Journal, JournalStore
+from b24_mcp.sandbox.emulator import Portal
+from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+from b24_mcp.server import build_server
+from b24_mcp.settings import Settings
+from bulk_helpers import add_deals
+from helpers import make_app
 
 pytestmark = pytest.mark.anyio
 
@@ -168,3 +178,58 @@ async def test_a_server_starting_on_a_settled_journal_says_nothing(
         async with connect() as client:
             await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42})
     assert [record.getMessage() for record in caplog.records] == []
+
+
+class StopsTheDatabase(httpx2.AsyncBaseTransport):
+    """The emulator's transport, but the database stops while the `at`-th request of deletes is at the portal."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, cluster: Cluster, at: int) -> None:
+        self.inner, self.cluster, self.at, self.seen = inner, cluster, at, 0
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if b"crm.item.delete" in await request.aread():
+            self.seen += 1
+            if self.seen == self.at:
+                await anyio.to_thread.run_sync(self.cluster.stop)
+        return await self.inner.handle_async_request(request)
+
+
+def outcome_rows(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SELECT count(*) FROM b24mcp.journal WHERE event IN ('deleted', 'error')").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_outcomes_refused_while_the_database_was_down_mid_batch_are_written_once_it_is_back(
+    postgres: Postgres,
+    database_url: str,
+    portal: Portal,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if postgres.cluster is None:
+        pytest.skip("the database of B24_TEST_DATABASE_URL cannot be stopped by the tests")
+    monkeypatch.setattr(JournalStore, "retry_every", 0.1)
+    ids = add_deals(portal, 200)
+    settings = make_settings(
+        database_url=database_url, confirm_secret="s" * 32, confirm="none", rate_burst=10_000, rate_per_second=1000.0
+    )
+    transport = StopsTheDatabase(sandbox_transport(portal), postgres.cluster, at=2)
+    server = build_server(make_app(settings, sandbox_webhook(), transport))
+    async with Client(server) as client:
+        try:
+            result = await client.call_tool("crm_item_delete_batch", {"entityTypeId": 2, "ids": ids, "dryRun": False})
+        finally:
+            await anyio.to_thread.run_sync(postgres.cluster.start)
+        assert result.structured_content is not None
+        assert (result.structured_content["deleted"], result.structured_content["remaining"]) == (100, 100)
+        assert len(portal.calls_to("crm.item.delete")) == 100
+        with anyio.fail_after(20):
+            while await anyio.to_thread.run_sync(outcome_rows, database_url) < 100:  # noqa: ASYNC110  # polled
+                await anyio.sleep(0.1)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT intent.item_id FROM b24mcp.journal AS intent JOIN b24mcp.journal AS outcome "
+            "ON outcome.attempt = intent.attempt AND outcome.event = 'deleted' WHERE intent.event = 'intent'"
+        ).fetchall()
+    assert sorted(item_id for (item_id,) in rows) == ids[:100]
