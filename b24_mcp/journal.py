@@ -216,7 +216,7 @@ class JournalStore(ABC):
         """For the server's lifetime: say once in the log when unfinished intents wait, then write kept outcomes as
         soon as the journal takes them. Never raises."""
         try:
-            unfinished = await self.count_unfinished()
+            unfinished = len(await self.unfinished())
         except Exception as exc:  # a journal that cannot be read now says so at the first deletion
             logger.debug("The journal's unfinished intents could not be counted: %s", exc)
             unfinished = 0
@@ -258,8 +258,8 @@ class JournalStore(ABC):
         """Record `entries` in order, durably; see the class docstring for a failure."""
 
     @abstractmethod
-    async def count_unfinished(self) -> int:
-        """How many intents have no outcome."""
+    async def unfinished(self) -> list[dict[str, Any]]:
+        """The intents without an outcome, oldest first, as the journal keeps them (JSON objects)."""
 
 
 class Journal(JournalStore):
@@ -269,12 +269,11 @@ class Journal(JournalStore):
         super().__init__()
         self.path = path
 
-    async def count_unfinished(self) -> int:
-        """How many intents in the file have no outcome (the whole file is read, in a thread)."""
-        from b24_mcp.journal_reader import read_tail  # only when counted: off the start-up path
+    async def unfinished(self) -> list[dict[str, Any]]:
+        """The file's intents without an outcome (the whole file is read, in a thread)."""
+        from b24_mcp.journal_reader import unfinished_intents  # only when asked: off the start-up path
 
-        tail = await anyio.to_thread.run_sync(read_tail, self.path, 0)
-        return tail.unfinished_before
+        return await anyio.to_thread.run_sync(unfinished_intents, self.path)
 
     async def _take(self, entries: Sequence[Entry]) -> None:
         """Append `entries` in order, as whole lines, with one fsync at the end (a batch's intents together).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -301,7 +301,7 @@ def describe_batch_tool(mode: ConfirmMode, restrictions: str) -> str:
 
 
 @asynccontextmanager
-async def beside(job: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+async def beside(job: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
     """Run `job` in the background while the block runs, cancelled when it ends. What the block raises passes
     through as it was raised (a task group alone would wrap it in an exception group)."""
     raised: BaseException | None = None
