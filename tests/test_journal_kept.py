@@ -19,7 +19,8 @@ from mcp import Client
 from postgres_cluster import Cluster, Postgres
 
 from b24_mcp import journal as journal_module
-from b24_mcp.gate import ConfirmedBy
+from b24_mcp.deletion import ItemDeletion
+from b24_mcp.gate import ConfirmedBy, Consent, Route
 from b24_mcp.journal import Attempt, Entry, Journal, JournalStore
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
@@ -233,3 +234,25 @@ async def test_outcomes_refused_while_the_database_was_down_mid_batch_are_writte
             "ON outcome.attempt = intent.attempt AND outcome.event = 'deleted' WHERE intent.event = 'intent'"
         ).fetchall()
     assert sorted(item_id for (item_id,) in rows) == ids[:100]
+
+
+async def test_a_single_deletion_whose_outcome_was_refused_says_so_and_the_next_write_records_it(
+    make_settings: Callable[..., Settings], portal: Portal, journal_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = ItemDeletion(make_app(make_settings(confirm="none"), sandbox_webhook(), sandbox_transport(portal)))
+    real_write = os.write
+    writes: list[int] = []
+
+    def full_after_the_intent(fd: int, data: Any) -> int:
+        writes.append(len(data))
+        if len(writes) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr("b24_mcp.journal.os.write", full_after_the_intent)
+    result = await service.delete(2, 42, Consent(route=Route.NONE))
+    assert result.status == "deleted" and 42 not in portal.items[2]
+    assert "could not be journaled yet" in result.message and "as soon as the journal takes writes" in result.message
+    assert events(journal_path) == [("intent", 42)]
+    await service.delete(2, 43, Consent(route=Route.NONE))
+    assert events(journal_path) == [("intent", 42), ("deleted", 42), ("intent", 43), ("deleted", 43)]

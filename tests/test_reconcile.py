@@ -4,6 +4,7 @@ the file journal and the shared table alike; one line per item."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_HOST, SANDBOX_USER_ID
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
 from b24_mcp.settings import Settings
-from helpers import TLSFiles, make_app, read_journal, run_b24, webhook_env
+from helpers import TLSFiles, http_server, make_app, read_journal, run_b24, webhook_env
 
 pytestmark = pytest.mark.anyio
 
@@ -181,3 +182,20 @@ def test_the_help_and_the_readmes_journal_section_name_reconcile(capsys: pytest.
     assert "b24-mcp journal reconcile" in journal_section
     threat_model = readme.split("## Threat model", 1)[1].split("\n## ", 1)[0]
     assert "journal reconcile" in threat_model
+
+
+def test_a_server_starting_on_unfinished_intents_says_so_in_one_log_line(
+    webhook_url: str, tls: TLSFiles, tmp_path: Path
+) -> None:
+    journal = tmp_path / "audit.jsonl"
+    intent = {"ts": LONG_AGO, "event": "intent", "attempt": "a1", "portal": "x", "entityTypeId": 2, "id": 41}
+    journal.write_text(json.dumps(intent) + "\n")
+    journal.chmod(0o600)
+    env = webhook_env(webhook_url, tls, journal) | {"B24_MCP_HTTP_TOKEN": "t" * 32}
+    with http_server(env) as served:
+        deadline = time.monotonic() + 20
+        while "journal reconcile" not in served.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = served.stop()
+    (line,) = [line for line in log.splitlines() if "journal reconcile" in line]
+    assert "WARNING" in line and "1 deletion attempt(s) with an intent but no outcome" in line
