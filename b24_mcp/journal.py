@@ -230,14 +230,25 @@ class JournalStore(ABC):
         while True:
             await anyio.sleep(self.retry_every)
             if self._kept:
-                with contextlib.suppress(Exception):
+                try:
                     await self.write_kept()
+                except Exception as exc:  # the next round tries again
+                    logger.debug("Writing the kept outcomes failed: %s", exc)
+
+    async def last_try(self) -> None:
+        """When the server stops: write the kept outcomes once more; the log says how many are lost otherwise."""
+        if self._kept and not await self.write_kept():
+            logger.error(
+                "%d outcome(s) the journal refused are lost as this server stops: `b24-mcp journal reconcile` settles "
+                "their intents by reading the portal",
+                self.kept,
+            )
 
     def _keep(self, entries: Sequence[Entry]) -> None:
         if entries:
             logger.error(
-                "The journal refused %d outcome(s) of deletions the portal acted on; they are kept in memory and "
-                "written as soon as it takes writes again",
+                "The journal refused %d outcome(s) of deletion attempts whose intents it holds; they are kept in "
+                "memory and written as soon as it takes writes again",
                 len(entries),
             )
         self._kept.extend(entries)

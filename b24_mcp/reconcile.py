@@ -81,7 +81,7 @@ async def reconcile(app: App, *, recent: float) -> list[Settled]:
         await app.journal.write_many(entries)
     except JournalUnwritable as exc:
         written = {id(entry) for entry in entries[: exc.durable]}
-        reason = f"could not be journaled ({exc.description}); left unfinished"
+        reason = f"could not be journaled ({for_terminal(exc.description, 300)}); left unfinished"
         settled = [
             each if each.entry is None or id(each.entry) in written else Settled("unfinished", each.subject, reason)
             for each in settled

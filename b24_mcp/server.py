@@ -325,7 +325,10 @@ def build_server(app: App, *, server_options: dict[str, Any] | None = None) -> M
             async with beside(app.journal.tend):
                 yield app
         finally:
-            await app.aclose()
+            try:
+                await app.journal.last_try()
+            finally:
+                await app.aclose()
 
     options = dict(server_options or {})
     middleware = list(options.pop("middleware", []))

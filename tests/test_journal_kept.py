@@ -256,3 +256,13 @@ async def test_a_single_deletion_whose_outcome_was_refused_says_so_and_the_next_
     assert events(journal_path) == [("intent", 42)]
     await service.delete(2, 43, Consent(route=Route.NONE))
     assert events(journal_path) == [("intent", 42), ("deleted", 42), ("intent", 43), ("deleted", 43)]
+
+
+async def test_outcomes_still_refused_when_the_server_stops_are_named_in_the_log_with_reconcile(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = await refused_outcome(path)
+    with caplog.at_level(logging.ERROR, "b24_mcp.journal"):
+        await journal.last_try()
+    assert "1 outcome(s) the journal refused are lost as this server stops" in caplog.text
+    assert "`b24-mcp journal reconcile`" in caplog.text
