@@ -189,7 +189,7 @@ def _settle(
 def _subject(intent: Mapping[str, Any]) -> str:
     """`deal #42 «Acme» (attempt 1a2b…, 2026-…)`: every part read from the journal escaped for the terminal."""
     entity_type_id, item_id, item = intent.get("entityTypeId"), intent.get("id"), intent.get("item")
-    name = type_name(entity_type_id) if _positive(entity_type_id) else f"type {_cell(entity_type_id)}"
+    name = type_name(entity_type_id) if isinstance(entity_type_id, int) else f"type {_cell(entity_type_id)}"
     title = display_name(item) if isinstance(item, dict) else None
     quoted_title = f" «{for_terminal(title, TITLE_WIDTH)}»" if title else ""
     return f"{name} #{_cell(item_id)}{quoted_title} (attempt {_cell(intent.get('attempt') or 'none')}, " + (
