@@ -5,6 +5,8 @@ to the real server."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -110,3 +112,21 @@ def https_origin(portal: Portal, tls: TLSFiles) -> Iterator[str]:
 @pytest.fixture
 def webhook_url(https_origin: str) -> str:
     return f"{https_origin}/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB tmpfs, unmounted afterwards; skipped where mounting is not permitted."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and the mount command")
+    point = tmp_path / "small"
+    point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mount is not permitted in this sandbox: {mounted.stderr.strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=True)

@@ -23,7 +23,7 @@ from b24_mcp.bulk.results import BatchResult, ItemOutcome
 from b24_mcp.bulk.selection import BATCH_SIZE, Query, chunks, split_batch
 from b24_mcp.deleting.item import new_attempt
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, settle_lost_answer
-from b24_mcp.errors import B24Error, PortalError, Refusal
+from b24_mcp.errors import B24Error, PortalError
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalUnwritable
 from b24_mcp.portal.items import counted, type_name
 
@@ -205,16 +205,14 @@ class DeletionRun:
                 entries.append(Entry("deleted", attempt, note=outcome.note))
             else:
                 entries.append(Entry("error", attempt, outcome.error, outcome.error_description))
-        # The intents are on disk already; a failure here must not hide what the portal did.
-        with contextlib.suppress(Refusal):
-            await self.app.journal.write_many(entries)
+        # The intents are on disk already; a failure here must not hide what the portal did (they are kept).
+        await self.app.journal.write_outcomes(entries)
 
     async def _journal_not_sent(self, attempts: Mapping[int, Attempt]) -> None:
         description = "Not sent: the tool call was cancelled before this batch went to the portal."
-        with contextlib.suppress(Refusal):
-            await self.app.journal.write_many(
-                [Entry("error", attempt, "CANCELLED", description) for attempt in attempts.values()]
-            )
+        await self.app.journal.write_outcomes(
+            [Entry("error", attempt, "CANCELLED", description) for attempt in attempts.values()]
+        )
 
     def attempt(self, entity_type_id: int, item_id: int, how: ConfirmedBy, item: Mapping[str, Any] | None) -> Attempt:
         """What the journal records of one item's deletion."""

@@ -44,7 +44,19 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check the configuration and the portal: could a deletion work?")
     check.add_argument("--sandbox", action="store_true", help="check against the built-in sandbox portal")
     check.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help=env_file_help)
-    journal = commands.add_parser("journal", help="show the audit journal's recent entries (newest last)")
+    journal = commands.add_parser(
+        "journal",
+        help="show the audit journal's recent entries (newest last); `journal reconcile` settles every unfinished "
+        "intent by reading the portal",
+    )
+    journal.add_argument(
+        "action",
+        nargs="?",
+        choices=["show", "reconcile"],
+        default="show",
+        help="show (default); reconcile: give each intent without an outcome the outcome the portal shows now "
+        "(gone: deleted, confirmed by absence; still there: not deleted; unreadable: left unfinished), one line each",
+    )
     journal.add_argument("--json", action="store_true", help="print the raw JSON lines")
     journal.add_argument("-n", "--limit", type=int, default=20, help="how many entries (default 20)")
     journal.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help=env_file_help)
@@ -83,6 +95,10 @@ def _main(argv: Sequence[str] | None) -> int:
         settings = load_settings(env_file=args.env_file)
         if args.command == "check":
             return _check(settings, sandbox=args.sandbox)
+        if args.command == "journal" and args.action == "reconcile":
+            from b24_mcp.commands.reconcile import reconcile_command
+
+            return reconcile_command(settings)
         if args.command == "journal":
             if settings.database_url is not None:
                 from b24_mcp.postgres.journal import print_table_journal

@@ -6,7 +6,6 @@ Anticipated failures come back as `DeleteResult`s with `status: "error"`, never 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,11 +13,22 @@ from typing import Any, Literal
 from pydantic import Field
 
 from b24_mcp.app import App
-from b24_mcp.deleting.gate import Answer, Consent, Declined, Question, Reach, Target, mode_hint, pass_gate
+from b24_mcp.deleting.gate import (
+    UNFIT_NOTE,
+    Answer,
+    Consent,
+    Declined,
+    Question,
+    Reach,
+    Target,
+    mode_hint,
+    not_confirmed,
+    pass_gate,
+)
 from b24_mcp.deleting.questions import item_question
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, ToolResult, error_message, iso_utc, settle_lost_answer
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
-from b24_mcp.journal.record import Attempt, ConfirmedBy
+from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry
 from b24_mcp.portal.catalog import where_it_goes
 from b24_mcp.portal.items import ItemSummary, describe, summarize, version_of
 
@@ -204,10 +214,12 @@ class ItemDeletion:
                 if recycle_bin
                 else " It is gone for good."
             )
-        try:
-            await self.app.journal.write("deleted", attempt, note=note)
-        except Refusal as exc:
-            message += f" Warning: the deletion could not be journaled: {exc.description}"
+        refused = await self.app.journal.write_outcomes([Entry("deleted", attempt, note=note)])
+        if refused is not None:
+            message += (
+                f" Warning: the deletion could not be journaled yet: {refused.description} The server keeps the "
+                "outcome and writes it as soon as the journal takes writes again."
+            )
         if note:
             message += " " + note
         return DeleteResult(
@@ -222,8 +234,7 @@ class ItemDeletion:
 
     async def _journal_error(self, attempt: Attempt, exc: B24Error, note: str | None = None) -> None:
         # The intent line is already there; the error itself is what the caller reports.
-        with contextlib.suppress(Refusal):
-            await self.app.journal.write("error", attempt, error=exc.code, error_description=exc.description, note=note)
+        await self.app.journal.write_outcomes([Entry("error", attempt, exc.code, exc.description, note)])
 
     def _unknown(self, entity_type_id: int, item_id: int, exc: B24Error) -> DeleteResult:
         return DeleteResult.failure(
@@ -238,15 +249,14 @@ class ItemDeletion:
     async def _cancelled(self, entity_type_id: int, item_id: int, declined: Declined[ItemReading]) -> DeleteResult:
         item = declined.reading.item if declined.reading is not None else None
         attempt = new_attempt(self.app, entity_type_id, item_id, ConfirmedBy.ELICITATION, item)
-        await self.app.journal.write("cancelled", attempt)
-        verb = "declined" if declined.answer is Answer.DECLINED else "cancelled"
+        note = UNFIT_NOTE if declined.answer is Answer.UNFIT else None
+        await self.app.journal.write("cancelled", attempt, note=note)
         return DeleteResult(
             status="cancelled",
             entityTypeId=entity_type_id,
             id=item_id,
             item=summarize(item) if item is not None else None,
-            message=f"The person {verb} the deletion of {describe(entity_type_id, item_id, item)}; nothing was "
-            "deleted. Do not ask again unless they say so.",
+            message=not_confirmed(declined.answer, describe(entity_type_id, item_id, item)),
         )
 
     def _error(self, entity_type_id: int, item_id: int, exc: B24Error, *, deleting: bool) -> DeleteResult:

@@ -29,6 +29,7 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 
@@ -54,9 +55,16 @@ class Journal(JournalStore):
     """Appends deletion events to a JSON Lines file (see the module docstring for the file's rules)."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
 
-    async def write_many(self, entries: Sequence[Entry]) -> None:
+    async def unfinished(self) -> list[dict[str, Any]]:
+        """The file's intents without an outcome (the whole file is read, in a thread)."""
+        from b24_mcp.journal.reader import unfinished_intents  # only when asked: off the start-up path
+
+        return await anyio.to_thread.run_sync(unfinished_intents, self.path)
+
+    async def _take(self, entries: Sequence[Entry]) -> None:
         """Append `entries` in order, as whole lines, with one fsync at the end (a batch's intents together).
 
         Returns once every line is on disk. Otherwise raises `JournalUnwritable` whose `durable` is how many of

@@ -29,14 +29,16 @@ VALUES (%s, %s, %s, %s, %s, %s, %s::json)
 ON CONFLICT (attempt, event) DO NOTHING
 """
 _TAIL = f"SELECT seq, entry FROM {SCHEMA}.journal ORDER BY seq DESC LIMIT %s"
-_UNFINISHED = f"""
-SELECT intent.seq FROM {SCHEMA}.journal AS intent
+_OPEN_INTENTS = f"""
+FROM {SCHEMA}.journal AS intent
 WHERE intent.event = 'intent' AND NOT EXISTS (
     SELECT 1 FROM {SCHEMA}.journal AS outcome
     WHERE outcome.attempt = intent.attempt AND outcome.event IN ('deleted', 'error')
 )
 ORDER BY intent.seq
 """
+_UNFINISHED = f"SELECT intent.seq {_OPEN_INTENTS}"
+_UNFINISHED_ENTRIES = f"SELECT intent.entry {_OPEN_INTENTS}"
 _SINCE = f"SELECT count(*) FROM {SCHEMA}.journal WHERE seq >= %s"
 
 
@@ -44,12 +46,24 @@ class TableJournal(JournalStore):
     """The `journal.JournalStore` of every replica sharing the database."""
 
     def __init__(self, database: Database) -> None:
+        super().__init__()
         self._database = database
 
     def __repr__(self) -> str:
         return "TableJournal(B24_DATABASE_URL)"
 
-    async def write_many(self, entries: Sequence[Entry]) -> None:
+    async def unfinished(self) -> list[dict[str, Any]]:
+        """The table's intents without an outcome, oldest first."""
+
+        async def read(connection: Any) -> list[dict[str, Any]]:
+            if await schema_version(connection) == 0:
+                return []
+            cursor = await connection.execute(_UNFINISHED_ENTRIES)
+            return [entry for (entry,) in await cursor.fetchall() if isinstance(entry, dict)]
+
+        return await self._database.run(read)
+
+    async def _take(self, entries: Sequence[Entry]) -> None:
         """Insert `entries` in one transaction: all are committed when it returns, none when it raises
         `JournalUnwritable` (whose `durable` is then 0)."""
         if not entries:

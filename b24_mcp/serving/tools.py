@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import (
     AcceptedElicitation,
@@ -24,7 +25,17 @@ from mcp.server.mcpserver import (
     Resolve,
 )
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from b24_mcp import __version__
 from b24_mcp.app import App
@@ -114,13 +125,35 @@ ConfirmationToken = Annotated[
 ]
 
 
-class ConfirmDeletion(BaseModel):
+class Form(BaseModel):
+    """A confirmation form. An answer that does not fit it (`"yes"`, `1`, nothing) is kept as `unfit` instead of
+    failing the call in the SDK: the gate refuses it like a no, and the assistant gets a structured result."""
+
+    _unfit: bool = PrivateAttr(default=False)
+
+    @property
+    def unfit(self) -> bool:
+        """The answer did not fit the form: nothing it says counts."""
+        return self._unfit
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_unfit(cls, data: Any, handler: ModelWrapValidatorHandler[Form]) -> Form:
+        try:
+            return handler(data)
+        except ValidationError:
+            form = cls.model_construct(delete=False)
+            form._unfit = True
+            return form
+
+
+class ConfirmDeletion(Form):
     """The form the person answers about one item. Only a JSON `true` is a yes."""
 
     delete: StrictBool = Field(title="Delete it", description="Tick to delete the item.")
 
 
-class ConfirmBulkDeletion(BaseModel):
+class ConfirmBulkDeletion(Form):
     """The form the person answers about a set of items. Only a JSON `true` is a yes."""
 
     delete: StrictBool = Field(title="Delete them", description="Tick to delete all these items.")
@@ -180,8 +213,9 @@ def consent_from(plan: Plan, token: str | None, outcome: ElicitationResult[Any])
         return Consent(route=plan.route, answer=Answer.NOT_ASKED, reach=plan.reach)
     if isinstance(outcome, AcceptedElicitation):
         data = outcome.data
-        said_yes = getattr(data, "delete", None) is True
-        answer = Answer.ACCEPTED if said_yes else Answer.DECLINED
+        answer = Answer.ACCEPTED if getattr(data, "delete", None) is True else Answer.DECLINED
+        if getattr(data, "unfit", False):
+            answer = Answer.UNFIT
         return Consent(route=plan.route, answer=answer, shown=plan.question.version, reach=plan.reach)
     answer = Answer.DECLINED if outcome.action == "decline" else Answer.CANCELLED
     return Consent(route=plan.route, answer=answer, reach=plan.reach)
@@ -280,15 +314,35 @@ def describe_batch_tool(mode: ConfirmMode, restrictions: str) -> str:
     )
 
 
+@asynccontextmanager
+async def beside(job: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """Run `job` in the background while the block runs, cancelled when it ends. What the block raises passes
+    through as it was raised (a task group alone would wrap it in an exception group)."""
+    raised: BaseException | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(job)
+        try:
+            yield
+        except BaseException as exc:  # re-raised below, once the job is stopped
+            raised = exc
+        group.cancel_scope.cancel()
+    if raised is not None:
+        raise raised
+
+
 def build_server(app: App, *, server_options: dict[str, Any] | None = None) -> MCPServer:
     """The MCP server over one application object, shared by every connection of the process."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[App]:
         try:
-            yield app
+            async with beside(app.journal.tend):
+                yield app
         finally:
-            await app.aclose()
+            try:
+                await app.journal.last_try()
+            finally:
+                await app.aclose()
 
     options = dict(server_options or {})
     middleware = list(options.pop("middleware", []))
