@@ -186,7 +186,9 @@ async def test_a_large_set_is_described_by_a_breakdown_and_a_sample_in_the_messa
     portal.touch(2, 100_007, title=f"{CLEAN_UP} newest", assignedById=5)
     result = await preview(connect_https, {"entityTypeId": 2, "filter": {"%title": CLEAN_UP}})
     message = result["message"]
-    assert message.startswith(f'Preview only, nothing was deleted: 30 deals match the filter «%title "{CLEAN_UP}"».')
+    assert message.startswith(
+        f'Preview only, nothing was deleted: 30 deals match the filter «title contains "{CLEAN_UP}"».'
+    )
     assert "By stage: NEW 30. By assignee: user #1 29, user #5 1. Most recently changed: #100007 " in message
 
 
@@ -222,3 +224,11 @@ async def test_a_portal_error_of_the_listing_passes_through(connect_https: Conne
         result = await client.call_tool(TOOL, {"entityTypeId": 1999, "filter": {"stageId": "NEW"}})
     assert (result.is_error, data(result)["error"]) == (True, "NOT_FOUND")
     assert data(result)["error_description"] == "Smart Process Automation was not found"
+
+
+async def test_the_filter_is_echoed_in_words_without_markdown_escapes(connect_https: Connect, portal: Portal) -> None:
+    add_deals(portal, 3)
+    conditions = {">id": 0, "@stageId": ["NEW", "WON"], "%title": CLEAN_UP}
+    result = await preview(connect_https, {"entityTypeId": 2, "filter": conditions})
+    assert f'«id > 0; stageId in ["NEW", "WON"]; title contains "{CLEAN_UP}"»' in result["message"]
+    assert "\\" not in result["message"]
