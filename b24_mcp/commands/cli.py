@@ -122,18 +122,15 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "check":
             return _check(settings, sandbox=args.sandbox)
         if args.command == "journal":
-            if args.sandbox:
-                from b24_mcp.journal.reader import print_journal
-
-                return print_journal(_for_sandbox(settings).audit_log, limit=args.limit, as_json=args.json)
-            if settings.database_url is not None:
+            if settings.database_url is not None and not args.sandbox:
                 from b24_mcp.postgres.journal import print_table_journal
 
                 url = settings.database_url.get_secret_value()
                 return print_table_journal(url, limit=args.limit, as_json=args.json)
             from b24_mcp.journal.reader import print_journal
 
-            return print_journal(settings.audit_log, limit=args.limit, as_json=args.json)
+            path = _for_sandbox(settings).audit_log if args.sandbox else settings.audit_log
+            return print_journal(path, limit=args.limit, as_json=args.json)
         if args.command == "db":
             if settings.database_url is None:
                 print("b24-mcp: B24_DATABASE_URL is not set: there is no shared database", file=sys.stderr)
@@ -229,7 +226,7 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
         return serve_http(
             server, host=args.host, port=args.port, stateless=args.stateless, settings=settings, sandbox=args.sandbox
         )
-    if sys.stdin.isatty():  # a person at a terminal, not an MCP client
+    if sys.stdin is not None and sys.stdin.isatty():  # a person at a terminal, not an MCP client
         from b24_mcp.serving.terminal import serve_terminal, terminal_note
 
         print(terminal_note(sandbox=args.sandbox), file=sys.stderr, flush=True)
