@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from b24_mcp.addresses import allowed_host_entry, is_loopback_host, parse_portal_url, public_origin, split_url
 from b24_mcp.credentials import WEBHOOK_SHAPE, OAuthConfig, Webhook, parse_webhook_url
-from b24_mcp.env_file import ENV_FILE_VARIABLE, ENV_PREFIX, read_env_file
+from b24_mcp.env_file import ENV_FILE_VARIABLE, ENV_PREFIX, env_file_names, read_env_file
 from b24_mcp.errors import SettingsError
 
 __all__ = [
@@ -303,17 +303,19 @@ def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides
         raise SettingsError(lines) from None
 
 
-def unknown_names(environ: Mapping[str, str] | None = None) -> list[str]:
-    """One line for each `B24_*` variable that names no setting (a misspelling is otherwise silently ignored)."""
+def unknown_names(
+    environ: Mapping[str, str] | None = None, *, env_file: str | os.PathLike[str] | None = None
+) -> list[str]:
+    """One line for each `B24_*` name, in the environment or the env file, that names no setting (a misspelling
+    is otherwise silently ignored). The env file is the one named, else `B24_ENV_FILE`'s, as `load_settings` reads."""
+    environ = os.environ if environ is None else environ
+    given = set(environ)
+    env_file = env_file or environ.get(ENV_FILE_VARIABLE) or None
+    if env_file is not None:
+        given |= env_file_names(env_file)
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {ENV_FILE_VARIABLE}
-    names = sorted(
-        {
-            name.upper()
-            for name in (os.environ if environ is None else environ)
-            if name.upper().startswith(ENV_PREFIX) and not name.upper().startswith(_NOT_SETTINGS)
-        }
-        - known
-    )
+    ours = {name.upper() for name in given if name.upper().startswith(ENV_PREFIX)}
+    names = sorted(name for name in ours - known if not name.startswith(_NOT_SETTINGS))
     if not names:
         return []
     import difflib  # only when there is a misspelling to name

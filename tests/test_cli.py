@@ -81,6 +81,14 @@ def test_check_warns_of_a_misspelt_variable(
     assert "warn  B24_CONFRIM is not a b24-mcp setting and is ignored; did you mean B24_CONFIRM?" in out
 
 
+def test_check_warns_of_a_misspelling_in_the_env_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    env_file = tmp_path / "b24.env"
+    env_file.write_text("b24_read_only=false\nB24_READ_OLNY=true\n")
+    status, out, _ = run(capsys, "check", "--sandbox", "--env-file", str(env_file))
+    assert status == 0
+    assert "warn  B24_READ_OLNY is not a b24-mcp setting and is ignored; did you mean B24_READ_ONLY?" in out
+
+
 def test_a_missing_setting_is_reported_with_the_misspelling_that_explains_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -155,7 +163,7 @@ def test_revoking_without_a_user_id_is_a_usage_error(capsys: pytest.CaptureFixtu
     assert err.startswith("usage: b24-mcp people") and "revoke needs the person's Bitrix24 user id" in err
 
 
-def test_a_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -166,6 +174,7 @@ def test_a_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
         f"b24-mcp: cannot listen: port {port} is in use on 127.0.0.1 (another server?); stop it or choose another "
         "with --port\n",
     )
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
 
 
 def test_the_server_warns_at_start_of_a_journal_it_cannot_write_and_of_a_misspelling(

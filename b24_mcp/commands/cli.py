@@ -120,7 +120,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
             return run_demo(_for_sandbox(settings).audit_log)
         if args.command == "check":
-            return _check(settings, sandbox=args.sandbox)
+            return _check(settings, sandbox=args.sandbox, env_file=args.env_file)
         if args.command == "journal":
             if settings.database_url is not None and not args.sandbox:
                 from b24_mcp.postgres.journal import print_table_journal
@@ -150,7 +150,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
         for line in exc.lines:
             print(f"b24-mcp: {line}", file=sys.stderr)
-        for line in unknown_names():  # a misspelt name is often why a setting is missing
+        for line in unknown_names(env_file=args.env_file):  # a misspelt name is often why a setting is missing
             print(f"b24-mcp: warning: {line}", file=sys.stderr)
         return 2
 
@@ -160,7 +160,7 @@ def _for_sandbox(settings: Any) -> Any:
     return settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
 
 
-def _check(settings: Any, *, sandbox: bool) -> int:
+def _check(settings: Any, *, sandbox: bool, env_file: str | None) -> int:
     import anyio
 
     from b24_mcp.commands.check import Finding, diagnose, passed, verdict
@@ -176,7 +176,7 @@ def _check(settings: Any, *, sandbox: bool) -> int:
         findings = anyio.run(diagnose, _for_sandbox(settings), sandbox_webhook(), sandbox_transport())
     else:
         findings = anyio.run(diagnose, settings, None)
-    findings = [Finding("warn", line) for line in unknown_names()] + findings
+    findings = [Finding("warn", line) for line in unknown_names(env_file=env_file)] + findings
     for finding in findings:
         print(finding)
     print(verdict(findings))
@@ -217,7 +217,7 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     server = build_server(app, server_options=options)
     if people is not None:
         people.add_routes(server)
-    warn_at_start(settings)
+    warn_at_start(settings, args.env_file)
     gc.freeze()
     gc.enable()
     if args.transport == "http":
@@ -235,13 +235,13 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def warn_at_start(settings: Any) -> None:
+def warn_at_start(settings: Any, env_file: str | None = None) -> None:
     """What the operator should know before the first call: misspelt names, no confirmation, no journal."""
     from b24_mcp.journal.file import check_journal
     from b24_mcp.settings import unknown_names
 
     logger = logging.getLogger("b24_mcp")
-    for line in unknown_names():
+    for line in unknown_names(env_file=env_file):
         logger.warning("%s", line)
     if settings.confirm == "none":
         logger.warning(
