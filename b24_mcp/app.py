@@ -130,7 +130,9 @@ def build_app(
     )
     return App(
         portal=portal,
-        tokens=ConfirmationTokens(secret, portal=portal.identity, ttl=settings.confirm_ttl, spent=spent),
+        tokens=ConfirmationTokens(
+            secret, portal=portal.identity, ttl=settings.confirm_ttl, spent=spent, lasting=bool(settings.confirm_secret)
+        ),
         journal=journal,
         catalog=EntityCatalog(portal),
         guardrails=Guardrails(read_only=settings.read_only, allowed_types=settings.allowed_entity_types),

@@ -18,9 +18,9 @@ import pytest
 from mcp import Client
 from postgres_cluster import Cluster, Postgres
 
-from b24_mcp.journal import record as journal_module
 from b24_mcp.deleting.gate import Consent, Route
 from b24_mcp.deleting.item import ItemDeletion
+from b24_mcp.journal import record as journal_module
 from b24_mcp.journal.file import Journal
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalStore
 from b24_mcp.sandbox.emulator import Portal

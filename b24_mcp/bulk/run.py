@@ -42,16 +42,6 @@ class _Run:
     reset_at: int | None = None  # the latest operating_reset_at the portal gave for crm.item.delete
 
 
-def _not_found(item_id: int) -> ItemOutcome:
-    return ItemOutcome(
-        id=item_id,
-        status="error",
-        error="NOT_FOUND",
-        error_description="Not found: crm.item.list does not return this id (deleted, in the recycle bin, never "
-        "existed, or not readable by this user).",
-    )
-
-
 class DeletionRun:
     """Deletes confirmed sets through `batch` with the application's portal and journal, and sums up each."""
 
@@ -70,9 +60,9 @@ class DeletionRun:
     ) -> BatchResult:
         """Delete the items of `reading`, 50 to a `batch` request; `selected` orders the results."""
         by_filter = isinstance(selected, Query)
+        # An id the confirmation already left out (the token and the question cover the items that exist) is listed
+        # as missing, not counted as a failure.
         outcomes: dict[int, ItemOutcome] = {}
-        if not by_filter:
-            outcomes |= {item_id: _not_found(item_id) for item_id in reading.missing}
         todo = list(reading.items)
         untouched: set[int] = set()
         stop: B24Error | None = None
@@ -130,7 +120,11 @@ class DeletionRun:
         else:
             asked = list(dict.fromkeys(selected)) if not isinstance(selected, Query) else []
             ordered = [outcomes[item_id] for item_id in asked if item_id in outcomes]
-        return _summary(entity_type_id, ordered, untouched, how, stop, reset_at, reading.more, by_filter)
+        summary = _summary(entity_type_id, ordered, untouched, how, stop, reset_at, reading.more, by_filter)
+        if reading.missing and not by_filter:
+            summary.missing = reading.missing
+            summary.message += f" Not found at the preview, so not included: {', '.join(map(str, reading.missing))}."
+        return summary
 
     async def _delete_run(self, entity_type_id: int, run: list[int]) -> _Run:
         """Delete one batch; a failure of the batch request itself is global and stops the rest."""

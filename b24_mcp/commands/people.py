@@ -172,6 +172,10 @@ def check_signin(settings: Settings) -> int:
 def _report(lines: list[str], status: int) -> int:
     for line in lines:
         print(for_terminal(line))
+    if status == 0:
+        print("Ready: people can sign in once the server runs (b24-mcp --transport http).")
+    else:
+        print("Not ready: fix the FAIL line above, then run check again.")
     return status
 
 

@@ -135,9 +135,11 @@ def check_journal(path: Path) -> str | None:
         fd, _ = _open(path, os.O_WRONLY | os.O_APPEND)
     except FileNotFoundError:
         folder = next((parent for parent in path.parents if os.path.lexists(parent)), Path("/"))
-        if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+        if not folder.is_dir():
+            return f"{folder} is not a folder, so the journal's folder cannot be made"
+        if os.access(folder, os.W_OK | os.X_OK):
             return None
-        return f"{folder} does not take a new journal"
+        return f"permission denied: this user cannot create files in {folder}"
     except _UnusableError as exc:
         return f"{exc}. {exc.hint}"
     except OSError as exc:

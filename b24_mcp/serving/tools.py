@@ -255,7 +255,8 @@ async def ask_set(plan: Annotated[Plan, Resolve(plan_set)]) -> NotAsked | Elicit
 
 def to_tool_result(result: DeleteResult | BatchResult) -> CallToolResult:
     """The MCP result: structured content, a one-line text, and `isError` for errors."""
-    text = f"{result.error}: {result.message}" if result.status == "error" else result.message
+    coded = result.status == "error" and str(result.error) not in result.message  # the code once, not twice
+    text = f"{result.error}: {result.message}" if coded else result.message
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
         structured_content=result.wire(),

@@ -15,12 +15,14 @@ What guards a request, outermost first:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
 import resource
+import socket
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -94,6 +96,11 @@ def start_warnings(settings: Settings, host: str, stateless: bool) -> list[str]:
             "--stateless with B24_CONFIRM=auto: a client on the 2025-11-25 protocol cannot be asked here (no back "
             "channel), so its deletions need a preview's confirmation token instead; set B24_CONFIRM=elicit to "
             "refuse them rather than fall back"
+        )
+    if settings.mcp_http_token is None and settings.public_url is None:  # on loopback: elsewhere it is refused
+        warnings.append(
+            "no B24_MCP_HTTP_TOKEN: any program or user on this machine can call the tools, and so delete CRM "
+            "items; set one (openssl rand -hex 32) unless this machine is yours alone"
         )
     if _is_unspecified(host) and not settings.mcp_allowed_hosts:
         warnings.append(
@@ -262,18 +269,75 @@ def connection_limits() -> tuple[int, int]:
     return burst, max(8, min(MAX_CONNECTIONS, files - 4 * burst - FD_HEADROOM))
 
 
-def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings) -> None:
-    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish, and exit."""
+class NamesAllowedHosts(logging.Filter):
+    """The SDK's line for a refused Host or Origin, naming what to set; the header as a terminal shows it safely."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for header, status in (("Host", 421), ("Origin", 403)):
+            prefix = f"Invalid {header} header: "
+            if message.startswith(prefix):
+                from b24_mcp.text import for_terminal
+
+                shown = for_terminal(message.removeprefix(prefix), 200)
+                record.msg = (
+                    f"refused a request with {header} {shown} ({status}): not this server's address; if clients "
+                    "reach it by that name, add it to B24_MCP_ALLOWED_HOSTS"
+                )
+                record.args = ()
+        return True
+
+
+def start_line(settings: Settings, *, host: str, port: int, sandbox: bool) -> str:
+    """The one line that says where the server listens, how callers authenticate, and against what."""
+    shown = f"[{host}]" if ":" in host else host
+    where = f"http://{shown}:{port}{MCP_PATH}"
+    if _is_unspecified(host):
+        where += " (every address of this machine)"
+    if settings.public_url is not None:
+        auth = f"each person signs in (B24_PUBLIC_URL; clients connect to {settings.public_url}{MCP_PATH})"
+    elif settings.mcp_http_token is not None:
+        auth = "bearer token (B24_MCP_HTTP_TOKEN)"
+    else:
+        auth = "none (no B24_MCP_HTTP_TOKEN)"
+    portal = "the sandbox (an emulated portal, nothing real is touched)" if sandbox else "the configured portal"
+    return f"serving MCP at {where} for {portal}; authentication: {auth}"
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    """The listening socket; `SettingsError`, one line, when the address cannot be had (in use, not ours)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=backlog)
+    except OSError as exc:
+        where = f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            problem = f"port {port} is in use on {host} (another server?); stop it or choose another with --port"
+        elif exc.errno == errno.EACCES:
+            problem = f"permission denied for {where} (ports below 1024 need privileges); choose another with --port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            problem = f"{host} is not an address of this machine (--host)"
+        else:
+            problem = f"{where}: {exc.strerror or type(exc).__name__}"
+        raise SettingsError([f"cannot listen: {problem}"]) from None
+
+
+def serve_http(
+    server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings, sandbox: bool = False
+) -> int:
+    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish; the exit status."""
     import uvicorn
 
     from b24_mcp.serving.library_hooks import DrainingServer, guarded_protocol, hold_event_streams
 
     host = bind_address(host)
+    app = http_app(server, settings, host=host, port=port, stateless=stateless)
+    logging.getLogger("mcp.server.transport_security").addFilter(NamesAllowedHosts())
+    backlog, max_connections = connection_limits()
+    listener = _listen(host, port, backlog)
     for warning in start_warnings(settings, host, stateless):
         logger.warning("%s", warning)
-    app = http_app(server, settings, host=host, port=port, stateless=stateless)
     hold_event_streams()  # DrainingServer releases them once in-flight calls are answered
-    backlog, max_connections = connection_limits()
     config = uvicorn.Config(
         app,
         host=host,
@@ -286,4 +350,9 @@ def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, sett
         timeout_graceful_shutdown=5,
     )
     draining = type("Draining", (DrainingServer,), {"drain_seconds": DRAIN_SECONDS})
-    draining(config).run()
+    logger.info("%s", start_line(settings, host=host, port=port, sandbox=sandbox))
+    try:
+        draining(config).run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has stopped
+        return 130
+    return 0
