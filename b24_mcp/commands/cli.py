@@ -138,9 +138,9 @@ def _check(settings: Any, *, sandbox: bool) -> int:
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from b24_mcp.logs import configure
+
+    configure(settings.log_level, settings.log_format)
     from b24_mcp.app import LazyTransport, build_app
     from b24_mcp.serving.tools import build_server
     from b24_mcp.settings import SettingsError
@@ -180,7 +180,9 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     if args.transport == "http":
         from b24_mcp.serving.transport import serve_http
 
-        serve_http(server, host=args.host, port=args.port, stateless=args.stateless, settings=settings)
+        serve_http(
+            server, host=args.host, port=args.port, stateless=args.stateless, settings=settings, journal=app.journal
+        )
     else:
         server.run()
     return 0

@@ -33,6 +33,8 @@ from b24_mcp.settings import ConfirmMode, Settings, SettingsError, is_loopback_h
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
+    from b24_mcp.journal.record import JournalStore
+
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
@@ -165,10 +167,20 @@ class BearerTokenGate:
     client should tell its user the token is missing or wrong, not start an OAuth flow.
     """
 
-    def __init__(self, app: ASGIApp, token: str, *, realm: str = "b24-mcp") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        *,
+        realm: str = "b24-mcp",
+        also: Sequence[str] = (),
+        named: str = "B24_MCP_HTTP_TOKEN",
+    ) -> None:
         self.app = app
-        self._digest = hashlib.sha256(token.encode()).digest()
+        # `also`: further tokens accepted (/metrics takes B24_METRICS_TOKEN too); `named` is what 401s call them.
+        self._digests = [hashlib.sha256(each.encode()).digest() for each in (token, *also)]
         self._realm = realm
+        self._named = named
         self._refused = 0  # since the last log line: at most one a minute, however many requests are refused
         self._logged_at = float("-inf")
 
@@ -188,12 +200,13 @@ class BearerTokenGate:
     def _problem(self, scope: Scope) -> str | None:
         values = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
         if not values:
-            return "no bearer token: send Authorization: Bearer <B24_MCP_HTTP_TOKEN>"
+            return f"no bearer token: send Authorization: Bearer <{self._named}>"
         scheme, _, credentials = values[0].strip().partition(b" ")
         if len(values) > 1 or scheme.lower() != b"bearer":
             return "the Authorization header is not one Bearer token"
-        if not hmac.compare_digest(hashlib.sha256(credentials.strip()).digest(), self._digest):
-            return "the bearer token is not this server's B24_MCP_HTTP_TOKEN"
+        digest = hashlib.sha256(credentials.strip()).digest()
+        if not any([hmac.compare_digest(digest, each) for each in self._digests]):  # a list: each one compared
+            return f"the bearer token is not this server's {self._named}"
         return None
 
     def _log_refusal(self, scope: Scope, problem: str) -> None:
@@ -221,8 +234,27 @@ class BearerTokenGate:
         await send({"type": "http.response.body", "body": body})
 
 
-def http_app(server: MCPServer, settings: Settings, *, host: str, port: int, stateless: bool) -> ASGIApp:
-    """The ASGI application serving MCP at `/mcp`: the SDK's, behind the Host/Origin check and the bearer token."""
+def metrics_app(settings: Settings, security: TransportSecuritySettings) -> ASGIApp:
+    """`/metrics` as this server's settings protect it (`probes`: a token, off with sign-in, or the Host check)."""
+    from b24_mcp.serving.probes import HostChecked, metrics_off, serve_metrics
+
+    tokens = [token.get_secret_value() for token in (settings.metrics_token, settings.mcp_http_token) if token]
+    if tokens:
+        named = "B24_METRICS_TOKEN" if settings.mcp_http_token is None else "B24_METRICS_TOKEN or B24_MCP_HTTP_TOKEN"
+        return BearerTokenGate(serve_metrics, tokens[0], also=tokens[1:], named=named, realm="b24-mcp metrics")
+    if settings.public_url is not None:
+        return metrics_off
+    return HostChecked(serve_metrics, security)  # a loopback server without a token: its /mcp is open too
+
+
+def http_app(
+    server: MCPServer, settings: Settings, *, host: str, port: int, stateless: bool, journal: JournalStore
+) -> ASGIApp:
+    """The ASGI application serving MCP at `/mcp`: the SDK's, behind the Host/Origin check and the bearer token;
+    the probes and `/metrics` in front of all (`probes`), with metrics recorded from now on."""
+    from b24_mcp import metrics
+    from b24_mcp.serving.probes import Operations, Readiness
+
     allowed = settings.mcp_allowed_hosts
     if settings.public_url is not None:  # sign-in: clients reach the server at B24_PUBLIC_URL
         allowed = (*allowed, settings.public_url.partition("://")[2])
@@ -236,7 +268,8 @@ def http_app(server: MCPServer, settings: Settings, *, host: str, port: int, sta
         app = IssuerMetadata(app, settings.public_url)
     if settings.mcp_http_token is not None:
         app = BearerTokenGate(app, settings.mcp_http_token.get_secret_value())
-    return app
+    metrics.enable(per_user=settings.metrics_user_ids)
+    return Operations(app, readiness=Readiness(journal), metrics_app=metrics_app(settings, security))
 
 
 def connection_limits() -> tuple[int, int]:
@@ -262,8 +295,12 @@ def connection_limits() -> tuple[int, int]:
     return burst, max(8, min(MAX_CONNECTIONS, files - 4 * burst - FD_HEADROOM))
 
 
-def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings) -> None:
-    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish, and exit."""
+def serve_http(
+    server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings, journal: JournalStore
+) -> None:
+    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish, and exit.
+
+    uvicorn leaves logging to the process's handler (`b24_mcp.logs`), so its lines share the server's format."""
     import uvicorn
 
     from b24_mcp.serving.library_hooks import DrainingServer, guarded_protocol, hold_event_streams
@@ -271,7 +308,7 @@ def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, sett
     host = bind_address(host)
     for warning in start_warnings(settings, host, stateless):
         logger.warning("%s", warning)
-    app = http_app(server, settings, host=host, port=port, stateless=stateless)
+    app = http_app(server, settings, host=host, port=port, stateless=stateless, journal=journal)
     hold_event_streams()  # DrainingServer releases them once in-flight calls are answered
     backlog, max_connections = connection_limits()
     config = uvicorn.Config(
@@ -280,6 +317,7 @@ def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, sett
         port=port,
         backlog=backlog,
         http=guarded_protocol(read_seconds=REQUEST_READ_SECONDS, max_connections=max_connections),
+        log_config=None,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
