@@ -1,6 +1,7 @@
 """Streamable HTTP for a shared team server: bearer token, Host/Origin checks, slow-client limits, graceful stop.
 
-What guards a request, outermost first:
+What guards a request, outermost first (`/healthz`, `/readyz` and `/metrics` are answered before all of it, by
+`probes.Operations`, under rules of their own):
 
 1. uvicorn with `GuardedH11Protocol` (library_hooks): a request must arrive whole within `REQUEST_READ_SECONDS`,
    and at most `connection_limits()` connections stay open.
