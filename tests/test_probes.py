@@ -9,8 +9,10 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -24,6 +26,7 @@ from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.faults import Fault
 from b24_mcp.sandbox.seed import SANDBOX_WEBHOOK_CODE
 from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+from b24_mcp.serving.observing import CallObserver, describe
 from b24_mcp.serving.probes import NOT_READY, Readiness
 from b24_mcp.serving.tools import build_server
 from b24_mcp.serving.transport import http_app
@@ -307,3 +310,27 @@ async def test_a_json_line_is_one_line_whatever_the_message_holds(json_log: io.S
     [line] = json_log.getvalue().splitlines()
     assert json.loads(line)["message"] == "a title\nwith \x1b[31m a newline «x»"
     assert "\x1b" not in line
+
+
+# ------------------------------------------------------------------------------------------------- the call's line
+
+
+async def test_an_interrupted_call_is_logged_and_counted_as_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    metrics.enable()
+    caplog.set_level(logging.INFO)
+
+    async def never_answered(_: Any) -> Any:
+        await anyio.sleep(10)
+
+    request = SimpleNamespace(method="tools/call", params={"name": "crm_item_delete", "arguments": {"id": 42}})
+    with anyio.move_on_after(0.01):
+        await CallObserver({"crm_item_delete"})(cast(Any, request), never_answered)
+    assert "crm_item_delete id=42 -> error CANCELLED" in caplog.text
+    assert 'b24mcp_tool_calls_total{status="error",tool="crm_item_delete"} 1.0' in metrics.exposition(None)[0].decode()
+
+
+def test_the_calls_line_shows_numbers_only_whatever_the_arguments_hold() -> None:
+    hostile = {"entityTypeId": "2\nFAKE LINE", "id": True, "ids": ["x"] * 3, "filter": {"%title": "Secret"}}
+    shown = describe(hostile)
+    assert shown == "ids=3 filter=1 conditions dryRun=True "
+    assert "FAKE" not in shown and "Secret" not in shown

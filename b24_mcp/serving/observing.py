@@ -15,6 +15,7 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
+import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult
@@ -44,8 +45,10 @@ class CallObserver:
             started = time.perf_counter()
             try:
                 result = await call_next(ctx)
-            except BaseException:
-                self._answered(tool, arguments, "error", None, started, user_id)
+            except BaseException as exc:
+                # Cancelled (the client went away, the server stops) or a protocol error the SDK raises.
+                code = "CANCELLED" if isinstance(exc, anyio.get_cancelled_exc_class()) else "INTERNAL_ERROR"
+                self._answered(tool, arguments, "error", code, started, user_id)
                 raise
             outcome = _outcome(result)
             if outcome is None:
