@@ -113,9 +113,12 @@ class Settings(BaseSettings):
     call_deadline: float = Field(default=60.0, gt=0, le=3600)
     batch_max: int = Field(default=5000, ge=1, le=50_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     mcp_http_token: SecretStr | None = None
     mcp_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     trusted_proxies: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = ()
+    metrics_token: SecretStr | None = None  # what a Prometheus scraper sends for /metrics (serving/probes.py)
+    metrics_user_ids: bool = False  # label tool calls with the person's user id (one series per person)
     database_url: SecretStr | None = None  # state shared by replicas (b24_mcp/postgres); holds a password
     public_url: str | None = None  # sign-in (b24_mcp/signin): where MCP clients reach this server
     state_dir: Path = Field(default_factory=lambda: _default_audit_log().parent)  # sign-in's people store
@@ -149,7 +152,7 @@ class Settings(BaseSettings):
     def _check_public_url(cls, value: str | None) -> str | None:
         return public_origin(value) if value is not None and value.strip() else None
 
-    @field_validator("confirm_secret", "mcp_http_token")
+    @field_validator("confirm_secret", "mcp_http_token", "metrics_token")
     @classmethod
     def _check_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
         if value is None:
@@ -160,7 +163,7 @@ class Settings(BaseSettings):
                 f"is shorter than {MIN_SECRET_LENGTH} characters, which could be guessed; "
                 f"make a random one with: {MAKE_A_SECRET}"
             )
-        if info.field_name == "mcp_http_token" and not _BEARER_TOKEN.fullmatch(secret):
+        if info.field_name in ("mcp_http_token", "metrics_token") and not _BEARER_TOKEN.fullmatch(secret):
             raise ValueError(
                 "has characters an Authorization header cannot carry (spaces, quotes, non-ASCII); "
                 f"make a random one with: {MAKE_A_SECRET}"
@@ -267,6 +270,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     # Last of the "before" validators, so it runs first: a mangled value gets this line, not a type error.
     @field_validator("*", mode="before")

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from b24_mcp import metrics
 from b24_mcp.app import App
 from b24_mcp.bulk.reading import Reading, Selected, SetReader
 from b24_mcp.bulk.results import BatchResult, ItemOutcome
@@ -261,6 +262,7 @@ def _summary(
     deleted = sum(1 for outcome in outcomes if outcome.status == "deleted")
     remaining = sum(1 for outcome in outcomes if outcome.id in untouched)
     failures = [outcome for outcome in outcomes if outcome.status == "error" and outcome.id not in untouched]
+    metrics.deletions(deleted=deleted, failed=len(failures), not_sent=remaining)
     message = f"Deleted {deleted} of {counted(entity_type_id, len(outcomes))}"
     if failures:
         codes = sorted({outcome.error or "?" for outcome in failures})

@@ -66,6 +66,7 @@ async def diagnose(
     finally:
         await portal.aclose()
     findings.extend(_modes(settings))
+    findings.extend(Finding("info", line) for line in operations(settings))
     return findings
 
 
@@ -105,6 +106,25 @@ def _modes(settings: Settings) -> list[Finding]:
     else:
         findings.append(_journal(settings.audit_log))
     return findings
+
+
+def operations(settings: Settings, origin: str = "http://HOST:PORT") -> list[str]:
+    """Where an HTTP server's load balancer and Prometheus reach it; nothing for a configuration without a token or
+    sign-in (a stdio server's)."""
+    if settings.mcp_http_token is None and settings.public_url is None and settings.metrics_token is None:
+        return []
+    if settings.mcp_http_token is not None:
+        scrape = "with the bearer token B24_MCP_HTTP_TOKEN" + (
+            " or B24_METRICS_TOKEN" if settings.metrics_token else ""
+        )
+    elif settings.metrics_token is not None:
+        scrape = "with the bearer token B24_METRICS_TOKEN"
+    else:  # sign-in
+        scrape = "off: a sign-in server serves it only with B24_METRICS_TOKEN"
+    return [
+        f"probes: {origin}/healthz (alive) and {origin}/readyz (a deletion could be recorded), without a token",
+        f"metrics: {origin}/metrics (Prometheus), {scrape}",
+    ]
 
 
 def _shared_journal(url: str) -> Finding:

@@ -207,9 +207,9 @@ def _check(settings: Any, *, sandbox: bool, env_file: str | None) -> int:
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from b24_mcp.logs import configure
+
+    configure(settings.log_level, settings.log_format)
     from b24_mcp.app import LazyTransport, build_app
     from b24_mcp.errors import SettingsError
     from b24_mcp.serving.tools import build_server
@@ -247,7 +247,13 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
         from b24_mcp.serving.transport import serve_http
 
         return serve_http(
-            server, host=args.host, port=args.port, stateless=args.stateless, settings=settings, sandbox=args.sandbox
+            server,
+            host=args.host,
+            port=args.port,
+            stateless=args.stateless,
+            settings=settings,
+            journal=app.journal,
+            sandbox=args.sandbox,
         )
     if sys.stdin is not None and sys.stdin.isatty():  # a person at a terminal, not an MCP client
         from b24_mcp.serving.terminal import serve_terminal, terminal_note

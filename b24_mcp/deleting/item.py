@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from b24_mcp import metrics
 from b24_mcp.app import App
 from b24_mcp.deleting.gate import (
     UNFIT_NOTE,
@@ -191,14 +192,19 @@ class ItemDeletion:
 
     async def _delete(self, entity_type_id: int, item_id: int, item: dict[str, Any], how: ConfirmedBy) -> DeleteResult:
         attempt = new_attempt(self.app, entity_type_id, item_id, how, item)
-        await self.app.journal.write("intent", attempt)
         note = None
         try:
+            await self.app.journal.write("intent", attempt)
             await self.portal.call("crm.item.delete", {"entityTypeId": entity_type_id, "id": item_id})
+        except Refusal:
+            metrics.deletions(not_sent=1)  # the journal, or a block the portal set earlier: nothing was sent
+            raise
         except (PortalError, TransportError) as exc:
             # When some attempt may have reached the portal without its answer coming back (a NOT_FOUND on a
             # retry may just mean that attempt worked), only a fresh read can tell what happened.
             gone = await settle_lost_answer(exc, [item_id], lambda ids: self._missing(entity_type_id, ids))
+            if not gone:
+                metrics.deletions(failed=1)
             if gone is None:
                 await self._journal_error(attempt, exc, note="outcome unknown: the item could not be checked")
                 return self._unknown(entity_type_id, item_id, exc)
@@ -206,6 +212,7 @@ class ItemDeletion:
                 await self._journal_error(attempt, exc)
                 raise
             note = LOST_ANSWER_NOTE
+        metrics.deletions(deleted=1)
         recycle_bin = await self.app.catalog.recycle_bin(entity_type_id)
         message = f"Deleted {describe(entity_type_id, item_id, item)} ({_HOW[how]})."
         if recycle_bin is not None:

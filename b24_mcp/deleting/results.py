@@ -9,6 +9,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from b24_mcp import metrics
 from b24_mcp.errors import B24Error, Refusal, may_have_acted
 
 INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
@@ -48,7 +49,10 @@ class ToolResult(BaseModel):
 
     @classmethod
     def failure(cls, exc: B24Error, message: str, **fields: Any) -> Self:
-        """An error result carrying `exc`'s code, description, retryability and HTTP status."""
+        """An error result carrying `exc`'s code, description, retryability and HTTP status (a refusal of our own
+        is counted in `b24mcp_refusals_total`)."""
+        if isinstance(exc, Refusal):
+            metrics.refused(exc.code)
         values: dict[str, Any] = {
             "status": "error",
             "message": message,

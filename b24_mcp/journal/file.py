@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from b24_mcp import metrics
 from b24_mcp.journal.record import Entry, JournalStore, JournalUnwritable, entry_record
 from b24_mcp.text import safe_json
 
@@ -73,7 +74,12 @@ class Journal(JournalStore):
         if not entries:
             return
         lines = [_line(entry) for entry in entries]
-        await anyio.to_thread.run_sync(self._append, lines)
+        with metrics.journal_write("file"):
+            await anyio.to_thread.run_sync(self._append, lines)
+
+    async def problem(self) -> str | None:
+        """Why a line could not be appended now (`check_journal`), or None."""
+        return await anyio.to_thread.run_sync(check_journal, self.path, abandon_on_cancel=True)  # a hung disk
 
     def _append(self, lines: Sequence[bytes]) -> None:
         try:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import anyio
 
 from b24_mcp.errors import Refusal
+from b24_mcp.tracing import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ def new_attempt_id() -> str:
 class Attempt:
     """One deletion attempt as the journal records it: what, how confirmed, and the full item snapshot.
 
-    `attempt_id` (the `attempt` field of each line) is shared by the attempt's intent and outcome lines.
+    `attempt_id` (the `attempt` field of each line) is shared by the attempt's intent and outcome lines;
+    `request_id` (`requestId`) is the tool call's that made it, as its log lines carry it.
     """
 
     portal: str
@@ -54,6 +56,7 @@ class Attempt:
     item: Mapping[str, Any] | None
     attempt_id: str = field(default_factory=new_attempt_id)
     user_name: str | None = None  # the signed-in person who asked (sign-in); `user_id` is theirs then
+    request_id: str | None = field(default_factory=current_request_id)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ def entry_record(entry: Entry) -> dict[str, Any]:
         "ts": entry.ts or now(),
         "event": entry.event,
         "attempt": attempt.attempt_id,
+        **({"requestId": attempt.request_id} if attempt.request_id is not None else {}),
         "portal": attempt.portal,
         "userId": attempt.user_id,
         **({"userName": attempt.user_name} if attempt.user_name is not None else {}),
@@ -143,6 +147,10 @@ class JournalStore(ABC):
     ) -> None:
         """Record one event durably; `JournalUnwritable` (a `Refusal`, `JOURNAL_UNWRITABLE`) when it is not taken."""
         await self.write_many([Entry(event, attempt, error, error_description, note)])
+
+    async def problem(self) -> str | None:
+        """Why an entry could not be recorded now, or None when it could (the readiness probe asks)."""
+        return None
 
     async def write_many(self, entries: Sequence[Entry]) -> None:
         """Record `entries` in order, durably (kept outcomes first); see the class docstring for a failure."""

@@ -16,10 +16,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from b24_mcp import metrics
 from b24_mcp.journal.reader import Tail, print_tail
 from b24_mcp.journal.record import Entry, JournalStore, JournalUnwritable, entry_record
 from b24_mcp.postgres.database import Database, DatabaseUnavailableError
-from b24_mcp.postgres.schema import SCHEMA, schema_version
+from b24_mcp.postgres.schema import LATEST, SCHEMA, schema_version
 from b24_mcp.postgres.spent import unrecordable
 from b24_mcp.text import for_terminal, safe_json
 
@@ -87,9 +88,21 @@ class TableJournal(JournalStore):
                 await cursor.executemany(_INSERT, rows)
 
         try:
-            await self._database.run(insert)
+            with metrics.journal_write("database"):
+                await self._database.run(insert)
         except DatabaseUnavailableError as exc:
             raise unrecordable(str(exc)) from None
+
+    async def problem(self) -> str | None:
+        """Why a row could not be inserted now (the database does not answer, or its schema is not this
+        server's), or None."""
+        try:
+            version = await self._database.run(schema_version)
+        except DatabaseUnavailableError as exc:
+            return f"the shared database cannot be used: {exc}"
+        if version != LATEST:
+            return f"the shared database's schema is at version {version}, this server's is {LATEST}"
+        return None
 
 
 async def read_table_tail(database: Database, limit: int) -> Tail:

@@ -1,6 +1,7 @@
 """Streamable HTTP for a shared team server: bearer token, Host/Origin checks, slow-client limits, graceful stop.
 
-What guards a request, outermost first:
+What guards a request, outermost first (`/healthz`, `/readyz` and `/metrics` are answered before all of it, by
+`probes.Operations`, under rules of their own):
 
 1. uvicorn with `GuardedH11Protocol` (library_hooks): a request must arrive whole within `REQUEST_READ_SECONDS`,
    and at most `connection_limits()` connections stay open.
@@ -34,6 +35,8 @@ from b24_mcp.settings import ConfirmMode, Settings, SettingsError, is_loopback_h
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from b24_mcp.journal.record import JournalStore
 
 logger = logging.getLogger(__name__)
 
@@ -172,10 +175,20 @@ class BearerTokenGate:
     client should tell its user the token is missing or wrong, not start an OAuth flow.
     """
 
-    def __init__(self, app: ASGIApp, token: str, *, realm: str = "b24-mcp") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        *,
+        realm: str = "b24-mcp",
+        also: Sequence[str] = (),
+        named: str = "B24_MCP_HTTP_TOKEN",
+    ) -> None:
         self.app = app
-        self._digest = hashlib.sha256(token.encode()).digest()
+        # `also`: further tokens accepted (/metrics takes B24_METRICS_TOKEN too); `named` is what 401s call them.
+        self._digests = [hashlib.sha256(each.encode()).digest() for each in (token, *also)]
         self._realm = realm
+        self._named = named
         self._refused = 0  # since the last log line: at most one a minute, however many requests are refused
         self._logged_at = float("-inf")
 
@@ -195,12 +208,13 @@ class BearerTokenGate:
     def _problem(self, scope: Scope) -> str | None:
         values = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
         if not values:
-            return "no bearer token: send Authorization: Bearer <B24_MCP_HTTP_TOKEN>"
+            return f"no bearer token: send Authorization: Bearer <{self._named}>"
         scheme, _, credentials = values[0].strip().partition(b" ")
         if len(values) > 1 or scheme.lower() != b"bearer":
             return "the Authorization header is not one Bearer token"
-        if not hmac.compare_digest(hashlib.sha256(credentials.strip()).digest(), self._digest):
-            return "the bearer token is not this server's B24_MCP_HTTP_TOKEN"
+        digest = hashlib.sha256(credentials.strip()).digest()
+        if not any([hmac.compare_digest(digest, each) for each in self._digests]):  # a list: each one compared
+            return f"the bearer token is not this server's {self._named}"
         return None
 
     def _log_refusal(self, scope: Scope, problem: str) -> None:
@@ -228,8 +242,27 @@ class BearerTokenGate:
         await send({"type": "http.response.body", "body": body})
 
 
-def http_app(server: MCPServer, settings: Settings, *, host: str, port: int, stateless: bool) -> ASGIApp:
-    """The ASGI application serving MCP at `/mcp`: the SDK's, behind the Host/Origin check and the bearer token."""
+def metrics_app(settings: Settings, security: TransportSecuritySettings) -> ASGIApp:
+    """`/metrics` as this server's settings protect it (`probes`: a token, off with sign-in, or the Host check)."""
+    from b24_mcp.serving.probes import HostChecked, metrics_off, serve_metrics
+
+    tokens = [token.get_secret_value() for token in (settings.metrics_token, settings.mcp_http_token) if token]
+    if tokens:
+        named = "B24_METRICS_TOKEN" if settings.mcp_http_token is None else "B24_METRICS_TOKEN or B24_MCP_HTTP_TOKEN"
+        return BearerTokenGate(serve_metrics, tokens[0], also=tokens[1:], named=named, realm="b24-mcp metrics")
+    if settings.public_url is not None:
+        return metrics_off
+    return HostChecked(serve_metrics, security)  # a loopback server without a token: its /mcp is open too
+
+
+def http_app(
+    server: MCPServer, settings: Settings, *, host: str, port: int, stateless: bool, journal: JournalStore
+) -> ASGIApp:
+    """The ASGI application serving MCP at `/mcp`: the SDK's, behind the Host/Origin check and the bearer token;
+    the probes and `/metrics` in front of all (`probes`), with metrics recorded from now on."""
+    from b24_mcp import metrics
+    from b24_mcp.serving.probes import Operations, Readiness
+
     allowed = settings.mcp_allowed_hosts
     if settings.public_url is not None:  # sign-in: clients reach the server at B24_PUBLIC_URL
         allowed = (*allowed, settings.public_url.partition("://")[2])
@@ -243,7 +276,8 @@ def http_app(server: MCPServer, settings: Settings, *, host: str, port: int, sta
         app = IssuerMetadata(app, settings.public_url, settings.trusted_proxies)
     if settings.mcp_http_token is not None:
         app = BearerTokenGate(app, settings.mcp_http_token.get_secret_value())
-    return app
+    metrics.enable(per_user=settings.metrics_user_ids)
+    return Operations(app, readiness=Readiness(journal), metrics_app=metrics_app(settings, security))
 
 
 def connection_limits() -> tuple[int, int]:
@@ -323,15 +357,24 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
 
 
 def serve_http(
-    server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings, sandbox: bool = False
+    server: MCPServer,
+    *,
+    host: str,
+    port: int,
+    stateless: bool,
+    settings: Settings,
+    journal: JournalStore,
+    sandbox: bool = False,
 ) -> int:
-    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish; the exit status."""
+    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish; the exit status.
+
+    uvicorn leaves logging to the process's handler (`b24_mcp.logs`), so its lines share the server's format."""
     import uvicorn
 
     from b24_mcp.serving.library_hooks import DrainingServer, guarded_protocol, hold_event_streams
 
     host = bind_address(host)
-    app = http_app(server, settings, host=host, port=port, stateless=stateless)
+    app = http_app(server, settings, host=host, port=port, stateless=stateless, journal=journal)
     logging.getLogger("mcp.server.transport_security").addFilter(NamesAllowedHosts())
     backlog, max_connections = connection_limits()
     listener = _listen(host, port, backlog)
@@ -344,6 +387,7 @@ def serve_http(
         port=port,
         backlog=backlog,
         http=guarded_protocol(read_seconds=REQUEST_READ_SECONDS, max_connections=max_connections),
+        log_config=None,
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # X-Forwarded-For is believed only from B24_TRUSTED_PROXIES (signin.sources)
