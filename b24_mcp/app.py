@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -27,7 +27,7 @@ from b24_mcp.portal.client import PortalClient
 from b24_mcp.portal.limiter import LeakyBucket, Pacing
 from b24_mcp.portal.oauth import make_auth
 from b24_mcp.secure.keys import confirmation_key
-from b24_mcp.settings import OAuthConfig, Settings, SettingsError, Webhook
+from b24_mcp.settings import OAuthConfig, Settings, SettingsError, Webhook, for_sandbox
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -36,6 +36,15 @@ if TYPE_CHECKING:
     from b24_mcp.signin.people import People
     from b24_mcp.signin.provider import FloodLimits
     from b24_mcp.signin.store import PeopleStore
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """What `assemble` built: the settings the server runs with, its application, the server over it."""
+
+    settings: Settings
+    app: App
+    server: MCPServer[App]
 
 
 def build_app(
@@ -93,7 +102,11 @@ def build_app(
     return App(
         portal=portal,
         tokens=ConfirmationTokens(
-            confirmation_key(secret), portal=portal.identity, ttl=settings.confirm_ttl, spent=spent
+            confirmation_key(secret),
+            portal=portal.identity,
+            ttl=settings.confirm_ttl,
+            spent=spent,
+            lasting=bool(settings.confirm_secret),
         ),
         journal=journal,
         catalog=EntityCatalog(portal),
@@ -154,18 +167,9 @@ def build_signin_app(
     return replace(base, people=people, closing=closing), people
 
 
-def for_sandbox(settings: Settings) -> Settings:
-    """The sandbox keeps its own journal unless B24_AUDIT_LOG says otherwise."""
-    if "audit_log" in settings.model_fields_set:
-        return settings
-    return settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
-
-
-def assemble(
-    settings: Settings, *, sandbox: bool, transport: str, host: str, port: int
-) -> tuple[Settings, MCPServer[App]]:
-    """The server for this mode, and the settings it runs with (the sandbox's own journal); `SettingsError` for a
-    combination that cannot work. Nothing connects before the first request."""
+def assemble(settings: Settings, *, sandbox: bool, transport: str, host: str, port: int) -> Assembly:
+    """The server for this mode, its application, and the settings it runs with (the sandbox's own journal);
+    `SettingsError` for a combination that cannot work. Nothing connects before the first request."""
     from b24_mcp.serving.tools import build_server
 
     signing_in = settings.public_url is not None
@@ -192,7 +196,7 @@ def assemble(
     server = build_server(app, server_options=options)
     if people is not None:
         people.add_routes(server)
-    return settings, server
+    return Assembly(settings, app, server)
 
 
 class LazyTransport(httpx2.AsyncBaseTransport):

@@ -26,6 +26,18 @@ def _b24_values(pairs: Mapping[str, str | None], fields: Container[str]) -> dict
 def read_env_file(path: str | os.PathLike[str], fields: Container[str]) -> dict[str, str]:
     """The `B24_*` values of an env file (dotenv syntax) that name one of `fields`; `SettingsError`, one line
     naming the file, if unusable."""
+    return _b24_values(_read_pairs(path), fields)
+
+
+def env_file_names(path: str | os.PathLike[str]) -> set[str]:
+    """Every name an env file sets (none when it cannot be read: loading the settings says why)."""
+    try:
+        return set(_read_pairs(path))
+    except SettingsError:
+        return set()
+
+
+def _read_pairs(path: str | os.PathLike[str]) -> dict[str, str | None]:
     shown = repr(os.fspath(path))
 
     def refuse(problem: str) -> SettingsError:
@@ -62,4 +74,4 @@ def read_env_file(path: str | os.PathLike[str], fields: Container[str]) -> dict[
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:  # the line itself may hold a secret: only its number is shown
             raise refuse(f"has a line {binding.original.line} that is not NAME=value")
-    return _b24_values(dotenv_values(stream=io.StringIO(text)), fields)
+    return dotenv_values(stream=io.StringIO(text))

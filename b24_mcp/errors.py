@@ -148,6 +148,11 @@ def portal_error_is_retryable(code: str, http_status: int | None) -> bool:
     return http_status is not None and http_status >= 500
 
 
+def is_known_portal_code(code: str) -> bool:
+    """Whether `code` (upper-cased) is one of the portal's codes this module knows by name."""
+    return code in _RETRYABLE_CODES or code in _FATAL_CODES
+
+
 def may_have_acted(error: B24Error) -> bool:
     """Whether the failed request may have done its work on the portal although no success came back."""
     if isinstance(error, TransportError):

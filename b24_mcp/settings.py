@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from b24_mcp.addresses import allowed_host_entry, is_loopback_host, parse_portal_url, public_origin, split_url
 from b24_mcp.credentials import WEBHOOK_SHAPE, OAuthConfig, Webhook, parse_webhook_url
-from b24_mcp.env_file import ENV_FILE_VARIABLE, ENV_PREFIX, read_env_file
+from b24_mcp.env_file import ENV_FILE_VARIABLE, ENV_PREFIX, env_file_names, read_env_file
 from b24_mcp.errors import SettingsError
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "load_settings",
     "parse_portal_url",
     "parse_webhook_url",
+    "unknown_names",
 ]
 
 MIN_SECRET_LENGTH = 32
@@ -112,9 +113,12 @@ class Settings(BaseSettings):
     call_deadline: float = Field(default=60.0, gt=0, le=3600)
     batch_max: int = Field(default=5000, ge=1, le=50_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     mcp_http_token: SecretStr | None = None
     mcp_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     trusted_proxies: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = ()
+    metrics_token: SecretStr | None = None  # what a Prometheus scraper sends for /metrics (serving/probes.py)
+    metrics_user_ids: bool = False  # label tool calls with the person's user id (one series per person)
     database_url: SecretStr | None = None  # state shared by replicas (b24_mcp/postgres); holds a password
     public_url: str | None = None  # sign-in (b24_mcp/signin): where MCP clients reach this server
     state_dir: Path = Field(default_factory=lambda: _default_audit_log().parent)  # sign-in's people store
@@ -148,7 +152,7 @@ class Settings(BaseSettings):
     def _check_public_url(cls, value: str | None) -> str | None:
         return public_origin(value) if value is not None and value.strip() else None
 
-    @field_validator("confirm_secret", "mcp_http_token")
+    @field_validator("confirm_secret", "mcp_http_token", "metrics_token")
     @classmethod
     def _check_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
         if value is None:
@@ -159,7 +163,7 @@ class Settings(BaseSettings):
                 f"is shorter than {MIN_SECRET_LENGTH} characters, which could be guessed; "
                 f"make a random one with: {MAKE_A_SECRET}"
             )
-        if info.field_name == "mcp_http_token" and not _BEARER_TOKEN.fullmatch(secret):
+        if info.field_name in ("mcp_http_token", "metrics_token") and not _BEARER_TOKEN.fullmatch(secret):
             raise ValueError(
                 "has characters an Authorization header cannot carry (spaces, quotes, non-ASCII); "
                 f"make a random one with: {MAKE_A_SECRET}"
@@ -257,10 +261,20 @@ class Settings(BaseSettings):
             raise ValueError("needs the PostgreSQL driver, which is not installed: pip install 'b24-mcp[postgres]'")
         return SecretStr(value.get_secret_value().strip())
 
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _lower_confirm(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     # Last of the "before" validators, so it runs first: a mangled value gets this line, not a type error.
     @field_validator("*", mode="before")
@@ -315,6 +329,11 @@ class Settings(BaseSettings):
         )
 
 
+def for_sandbox(settings: Settings) -> Settings:
+    """The sandbox keeps its own journal, `sandbox-audit.jsonl` beside the real one: a demo never writes there."""
+    return settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
+
+
 def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the settings; `SettingsError` has one line per problem, each naming its variable.
 
@@ -336,5 +355,36 @@ def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides
         for error in exc.errors(include_input=False, include_url=False):
             name = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else "configuration"
             message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "bool_parsing":
+                lines.append(f"{name} must be true or false (1/0, yes/no and on/off are accepted too)")
+                continue
             lines.append(f"{name} {message}" if error["type"] == "value_error" else f"{name}: {message}")
         raise SettingsError(lines) from None
+
+
+def unknown_names(
+    environ: Mapping[str, str] | None = None, *, env_file: str | os.PathLike[str] | None = None
+) -> list[str]:
+    """One line for each `B24_*` name, in the environment or the env file, that names no setting (a misspelling
+    is otherwise silently ignored). The env file is the one named, else `B24_ENV_FILE`'s, as `load_settings` reads."""
+    environ = os.environ if environ is None else environ
+    given = set(environ)
+    env_file = env_file or environ.get(ENV_FILE_VARIABLE) or None
+    if env_file is not None:
+        given |= env_file_names(env_file)
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {ENV_FILE_VARIABLE}
+    ours = {name.upper() for name in given if name.upper().startswith(ENV_PREFIX)}
+    names = sorted(name for name in ours - known if not name.startswith(_NOT_SETTINGS))
+    if not names:
+        return []
+    import difflib  # only when there is a misspelling to name
+
+    lines = []
+    for name in names:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        guess = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{name} is not a b24-mcp setting and is ignored{guess}")
+    return lines
+
+
+_NOT_SETTINGS = ("B24_TEST_", "B24_BENCH_")  # the test suite's and the benchmarks' own variables

@@ -1,9 +1,12 @@
-"""Shared fixtures: a seeded emulated portal, settings isolated from the developer's environment, TLS material,
-the emulator over real HTTPS on loopback, and MCP clients connected to the real server."""
+"""Shared fixtures: every tool result checked against its output schema, a seeded emulated portal, settings isolated
+from the developer's environment, TLS material, the emulator over real HTTPS on loopback, and MCP clients connected
+to the real server."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +23,7 @@ from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_p
 from b24_mcp.sandbox.serve import sandbox_transport, serve_portal
 from b24_mcp.serving.tools import build_server
 from b24_mcp.settings import Settings, load_settings
+from conformance import ToolResultCheck
 from helpers import Connect, TLSFiles, item_deletion, make_app
 
 # `postgres` and `database_url`: a real PostgreSQL for the tests of the state replicas share.
@@ -29,6 +33,16 @@ pytest_plugins = ["postgres_cluster"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def results_conform_to_output_schemas(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every tool result a test receives through the SDK's client must validate against the tool's listed
+    `outputSchema`, errors included, as a strict client (the TypeScript SDK's 1.x) requires."""
+    check = ToolResultCheck()
+    check.install(monkeypatch)
+    yield
+    check.verify()
 
 
 @pytest.fixture
@@ -99,3 +113,21 @@ def https_origin(portal: Portal, tls: TLSFiles) -> Iterator[str]:
 @pytest.fixture
 def webhook_url(https_origin: str) -> str:
     return f"{https_origin}/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB tmpfs, unmounted afterwards; skipped where mounting is not permitted."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and the mount command")
+    point = tmp_path / "small"
+    point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mount is not permitted in this sandbox: {mounted.stderr.strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=True)

@@ -145,11 +145,23 @@ async def test_a_failed_item_does_not_stop_the_others(connect: Connect, portal: 
     assert FIRST + 1 in portal.items[2] and FIRST not in portal.items[2]
 
 
-async def test_missing_ids_are_reported_per_id(connect: Connect, portal: Portal, deals: list[int]) -> None:
-    result = await preview_and_delete(connect, [deals[0], 999_999])
-    assert [(entry["id"], entry["status"], entry.get("error")) for entry in result["results"]] == [
-        (FIRST, "deleted", None),
-        (999_999, "error", "NOT_FOUND"),
+async def test_an_id_the_preview_reported_missing_is_listed_missing_and_the_rest_is_deleted(
+    connect: Connect, deals: list[int]
+) -> None:
+    result = await preview_and_delete(connect, [*deals[:3], 999_999])
+    assert (result["status"], result["deleted"], result["failed"], result["missing"]) == ("deleted", 3, 0, [999_999])
+    assert [(entry["id"], entry["status"]) for entry in result["results"]] == [(item, "deleted") for item in deals[:3]]
+    assert "failed" not in result["message"] and "not included: 999999" in result["message"]
+
+
+async def test_an_item_present_at_the_preview_but_not_found_when_deleted_is_a_failure(
+    connect: Connect, portal: Portal, deals: list[int]
+) -> None:
+    portal.undeletable[(2, FIRST + 1)] = ("NOT_FOUND", "Not found")
+    result = await preview_and_delete(connect, [*deals[:3], 999_999])
+    assert (result["status"], result["deleted"], result["failed"], result["missing"]) == ("partial", 2, 1, [999_999])
+    assert [entry for entry in result["results"] if entry["status"] == "error"] == [
+        {"id": FIRST + 1, "status": "error", "error": "NOT_FOUND", "error_description": "Not found"}
     ]
 
 

@@ -121,3 +121,17 @@ def test_a_single_item_token_is_no_batch_token() -> None:
     gate = tokens()
     token, _ = gate.issue(2, 42, "t")
     refused(gate, token, 2, "batch")
+
+
+def test_a_token_from_before_a_restart_says_tokens_do_not_survive_one_without_a_secret() -> None:
+    token, _ = tokens(secret=b"x" * 32).issue(2, 42, "t")
+    assert (
+        "do not survive a restart of the server unless B24_CONFIRM_SECRET is set"
+        in refused(tokens(), token).description
+    )
+
+
+def test_with_a_lasting_secret_a_foreign_token_is_not_blamed_on_a_restart() -> None:
+    token, _ = tokens(secret=b"x" * 32).issue(2, 42, "t")
+    lasting = ConfirmationTokens(SECRET, portal="acme.bitrix24.com/1", ttl=300, lasting=True)
+    assert "restart" not in refused(lasting, token).description

@@ -202,7 +202,9 @@ async def test_a_large_set_is_described_by_a_breakdown_and_a_sample_in_the_messa
     portal.touch(2, 100_007, title=f"{CLEAN_UP} newest", assignedById=5)
     result = await preview(connect_https, {"entityTypeId": 2, "filter": {"%title": CLEAN_UP}})
     message = result["message"]
-    assert message.startswith(f'Preview only, nothing was deleted: 30 deals match the filter «%title "{CLEAN_UP}"».')
+    assert message.startswith(
+        f'Preview only, nothing was deleted: 30 deals match the filter «title contains "{CLEAN_UP}"».'
+    )
     assert "By stage: NEW 30. By assignee: user #1 29, user #5 1. Most recently changed: #100007 " in message
 
 
@@ -307,3 +309,11 @@ async def test_a_filter_on_an_unknown_field_is_the_portals_error_and_deletes_not
     assert data(result)["error_description"] == "Invalid filter: field 'stagId' is not allowed in filter"
     assert portal.calls_to("crm.item.delete") == []
     assert len(portal.items[2]) == 6
+
+
+async def test_the_filter_is_echoed_in_words_without_markdown_escapes(connect_https: Connect, portal: Portal) -> None:
+    add_deals(portal, 3)
+    conditions = {">id": 0, "@stageId": ["NEW", "WON"], "%title": CLEAN_UP}
+    result = await preview(connect_https, {"entityTypeId": 2, "filter": conditions})
+    assert f'«id > 0; stageId in ["NEW", "WON"]; title contains "{CLEAN_UP}"»' in result["message"]
+    assert "\\" not in result["message"]

@@ -92,11 +92,32 @@ async def test_a_huge_title_is_bounded_in_the_structured_result(connect: Connect
     assert len(result.structured_content["message"]) < 2000
 
 
+UNFIT = [{"delete": "yes"}, {"delete": "true"}, {"delete": 1}, {"delete": "on"}, {}]
+
+
 @pytest.mark.parametrize("era", ERAS)
-@pytest.mark.parametrize("answer", [{"delete": "yes"}, {"delete": "true"}, {"delete": 1}, {"delete": "on"}])
-async def test_only_a_json_true_is_a_yes(connect: Connect, portal: Portal, era: str, answer: dict[str, Any]) -> None:
+@pytest.mark.parametrize("answer", UNFIT)
+async def test_an_answer_that_does_not_fit_the_form_is_a_structured_refusal_not_a_crash(
+    connect: Connect, portal: Portal, era: str, answer: dict[str, Any]
+) -> None:
     person = Person(answer, action="accept")
     async with connect(client=options(era, person), confirm="auto") as client:
         result = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": 42, "dryRun": False})
-    assert result.is_error is True
+    assert result.structured_content is not None, result.content
+    assert (result.structured_content["status"], result.is_error) == ("cancelled", False)
+    assert "did not fit the form" in result.structured_content["message"]
     assert portal.calls_to("crm.item.delete") == [] and 42 in portal.items[2]
+
+
+@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("answer", UNFIT[:3])
+async def test_an_answer_that_does_not_fit_the_bulk_form_is_a_structured_refusal_not_a_crash(
+    connect: Connect, portal: Portal, era: str, answer: dict[str, Any]
+) -> None:
+    person = Person(answer, action="accept")
+    async with connect(client=options(era, person), confirm="auto") as client:
+        result = await client.call_tool("crm_item_delete_batch", {"entityTypeId": 2, "ids": [40, 41], "dryRun": False})
+    assert result.structured_content is not None, result.content
+    assert (result.structured_content["status"], result.is_error) == ("cancelled", False)
+    assert "did not fit the form" in result.structured_content["message"]
+    assert portal.calls_to("crm.item.delete") == [] and {40, 41} <= set(portal.items[2])

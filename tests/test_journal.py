@@ -6,10 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import stat
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,24 +188,6 @@ async def test_a_fragment_left_by_a_crash_is_ended_before_the_next_line(path: Pa
 async def test_nothing_to_write_touches_nothing(path: Path) -> None:
     await Journal(path).write_many([])
     assert not path.parent.exists()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 64 KiB tmpfs, unmounted afterwards; skipped where mounting is not permitted."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root and the mount command")
-    point = tmp_path / "small"
-    point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"mount is not permitted in this sandbox: {mounted.stderr.strip()}")
-    try:
-        yield point
-    finally:
-        subprocess.run(["umount", str(point)], check=True)
 
 
 async def fill(journal: Journal) -> tuple[int, JournalUnwritable]:

@@ -57,8 +57,10 @@ def test_the_wheel_declares_the_console_script_and_only_the_runtime_dependencies
         "cryptography",
         "httpx2",
         "mcp",
+        "prometheus-client",
         "pydantic-settings",
         "python-dotenv",
+        "python-json-logger",
         "sse-starlette",
         "uvicorn",
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from b24_mcp.settings import Settings, SettingsError
+from b24_mcp.settings import ConfirmMode, Settings, SettingsError, unknown_names
 from helpers import run_b24
 
 SECRET_CODE = "zq81hf0secretcode"
@@ -162,3 +162,54 @@ def test_an_allowed_host_that_is_neither_name_nor_origin_is_refused(
     assert line == (
         f"B24_MCP_ALLOWED_HOSTS has {entry!r}, which is neither host[:port] nor an origin like https://host[:port]"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        (f"htps://acme.bitrix24.com/rest/1/{SECRET_CODE}/", "it does not start with https:// (htps://)"),
+        (f"acme.bitrix24.com/rest/1/{SECRET_CODE}/", "it does not start with https://"),
+        (f'"https://acme.bitrix24.com/rest/1/{SECRET_CODE}/"', "it is in quotes: remove them"),
+        (f"https://acme.bitrix24.com/reset/1/{SECRET_CODE}/", "its path starts with /reset/ instead of /rest/"),
+        (
+            f"https://acme.bitrix24.com/rest/1/{SECRET_CODE}/crm.item.delete.json",
+            "it ends with crm.item.delete.json after the code: give the base only",
+        ),
+        (f"https://acme.bitrix24.com/rest/{SECRET_CODE}/", "the user id or the code after /rest/ is missing"),
+        (f"https://acme.bitrix24.com/rest/admin/{SECRET_CODE}/", "the user id after /rest/ is not a number"),
+        (f"https://acme.bitrix24.com/rest/1/{SECRET_CODE}/?auth=1", "it has a ?query or #fragment after the code"),
+    ],
+)
+def test_a_wrong_webhook_url_says_which_part_is_wrong_without_the_code(
+    make_settings: Callable[..., Settings], url: str, named: str
+) -> None:
+    line = refusal(make_settings, webhook_url=url)
+    assert line.startswith(
+        "B24_WEBHOOK_URL is not an incoming-webhook base; expected https://<portal>/rest/<userId>/<code>/; " + named
+    )
+
+
+def test_the_confirmation_mode_is_read_in_any_case(make_settings: Callable[..., Settings]) -> None:
+    assert make_settings(confirm=" Token").confirm == ConfirmMode.TOKEN
+
+
+def test_a_yes_or_no_setting_lists_the_values_it_accepts(make_settings: Callable[..., Settings]) -> None:
+    line = refusal(make_settings, read_only="maybe")
+    assert line == "B24_READ_ONLY must be true or false (1/0, yes/no and on/off are accepted too)"
+
+
+def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
+    assert unknown_names({"B24_CONFRIM": "none", "b24_webhok_url": "x", "B24_CONFIRM": "auto", "PATH": "/"}) == [
+        "B24_CONFRIM is not a b24-mcp setting and is ignored; did you mean B24_CONFIRM?",
+        "B24_WEBHOK_URL is not a b24-mcp setting and is ignored; did you mean B24_WEBHOOK_URL?",
+    ]
+
+
+def test_an_unknown_variable_far_from_any_setting_is_named_without_a_guess() -> None:
+    assert unknown_names({"B24_FAVOURITE_COLOUR": "blue"}) == [
+        "B24_FAVOURITE_COLOUR is not a b24-mcp setting and is ignored"
+    ]
+
+
+def test_the_env_file_variable_and_the_test_suites_own_are_not_unknown() -> None:
+    assert unknown_names({"B24_ENV_FILE": "x", "B24_TEST_DATABASE_URL": "x", "B24_BENCH_DATABASE_URL": "x"}) == []

@@ -341,6 +341,7 @@ def test_check_describes_the_sign_in_without_a_secret(env: dict[str, str], serve
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"redirect URI {server.public_url}/oauth/callback" in done.stdout
     assert "ok    people store:" in done.stdout
+    assert done.stdout.splitlines()[-1] == "Ready: people can sign in once the server runs (b24-mcp --transport http)."
     assert SANDBOX_CLIENT_SECRET not in done.stdout
 
 

@@ -47,7 +47,7 @@ def serve(make_settings: Callable[..., Settings], tmp_path: Path) -> Callable[..
         app, people = build_signin_app(settings, limits=limits)
         server = build_server(app, server_options=people.server_options())
         people.add_routes(server)
-        asgi = http_app(server, settings, host="127.0.0.1", port=8000, stateless=True)
+        asgi = http_app(server, settings, host="127.0.0.1", port=8000, stateless=True, journal=app.journal)
 
         def client_from(address: str) -> httpx2.AsyncClient:
             transport = httpx2.ASGITransport(app=asgi, client=(address, 40000))

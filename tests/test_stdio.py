@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +20,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from b24_mcp.sandbox.emulator import Portal
-from helpers import TLSFiles, assert_no_secret, run_b24, webhook_env
+from helpers import TLSFiles, assert_no_secret, b24_environment, run_b24, webhook_env
 
 pytestmark = pytest.mark.anyio
 
@@ -107,12 +113,14 @@ async def test_the_sandbox_needs_no_credentials(tmp_path: Path) -> None:
     assert preview.structured_content["item"]["title"] == "Acme renewal"
 
 
-def test_the_demo_walks_through_every_step() -> None:
-    done = run_b24("demo")
+def test_the_demo_walks_through_every_step_and_leaves_its_journal_to_the_journal_command(tmp_path: Path) -> None:
+    env = {"B24_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    done = run_b24("demo", env=env)
     assert done.returncode == 0, done.stderr
     transcript = done.stdout
     for expected in (
         "crm_item_delete — Delete CRM item",
+        "crm_entity_types — List CRM entity types; destructiveHint=False\n    arguments: none\n",
         "status=preview",
         "error=CONFIRMATION_REQUIRED",
         "status=deleted",
@@ -120,11 +128,55 @@ def test_the_demo_walks_through_every_step() -> None:
         "the person answers: yes",
         "status=cancelled",
         "smart-process  deleted permanently",
-        "#13: deleted",
+        "#13: deleted\n    missing, not included: 99\n",
         "intent",
+        "(`b24-mcp journal --sandbox`)",
     ):
         assert expected in transcript
     assert_no_secret(transcript + done.stderr)
+    journal = run_b24("journal", "--sandbox", env=env)
+    assert journal.returncode == 0 and "Acme renewal" in journal.stdout
+    assert not (tmp_path / "audit.jsonl").exists()  # the real journal is not the demo's
+
+
+def test_at_a_terminal_the_server_says_what_it_waits_for_and_one_ctrl_c_ends_it(tmp_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "b24_mcp", "--sandbox"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        env=b24_environment({"B24_AUDIT_LOG": str(tmp_path / "audit.jsonl")}),
+        text=True,
+    )
+    os.close(terminal)
+    try:
+        hello = {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "a person", "version": "0"},
+        }
+        os.write(controller, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}).encode())
+        os.write(controller, b"\n")
+        seen, deadline = b"", time.monotonic() + 30
+        while b'"id":1,"result"' not in seen.replace(b" ", b"") and time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.5)[0]:
+                seen += os.read(controller, 65536)
+        assert b'"serverInfo"' in seen  # a line typed at the terminal is answered
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)
+    assert process.stderr is not None
+    said = process.stderr.read()
+    assert said.startswith(
+        "b24-mcp serves MCP over stdio for the sandbox (an emulated portal) and waits for an MCP client"
+    )
+    assert "b24-mcp demo" in said and "Ctrl-C stops it." in said
+    assert "Traceback" not in said and said.endswith("b24-mcp: stopped.\n")
 
 
 def test_the_journal_command_prints_a_table_and_raw_lines(tmp_path: Path) -> None:

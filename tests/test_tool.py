@@ -254,3 +254,10 @@ async def test_the_types_tool_refuses_arguments(connect: Connect, portal: Portal
         result = await client.call_tool("crm_entity_types", {"entityTypeId": 2})
     assert result.is_error is True
     assert portal.calls == []
+
+
+async def test_an_error_of_our_own_wording_names_its_code_once_in_the_text(connect: Connect, portal: Portal) -> None:
+    portal.inject("crm.item.get", Fault(drop=True))
+    result = await call(connect, {"entityTypeId": 2, "id": 42}, max_retries=0)
+    assert result.structured_content is not None and result.structured_content["error"] == "PORTAL_UNREACHABLE"
+    assert result.content[0].type == "text" and result.content[0].text.count("PORTAL_UNREACHABLE") == 1

@@ -3,6 +3,7 @@ and what the server says at start."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,8 +14,10 @@ from starlette.types import Receive, Scope, Send
 
 from b24_mcp.serving.transport import (
     BearerTokenGate,
+    NamesAllowedHosts,
     bind_address,
     is_loopback,
+    start_line,
     start_warnings,
     stateless_cannot_ask,
     transport_security,
@@ -120,12 +123,12 @@ def test_only_stateless_auto_falls_back_from_asking_to_tokens(
 
 
 def test_stateless_auto_is_a_start_warning(make_settings: Callable[..., Settings]) -> None:
-    (warning,) = start_warnings(make_settings(confirm="auto"), "127.0.0.1", stateless=True)
+    (warning,) = start_warnings(make_settings(confirm="auto", mcp_http_token=TOKEN), "127.0.0.1", stateless=True)
     assert warning.startswith("--stateless with B24_CONFIRM=auto")
 
 
 def test_a_wildcard_bind_with_allowed_hosts_gives_no_warning(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(mcp_allowed_hosts="mcp.example.com")
+    settings = make_settings(mcp_allowed_hosts="mcp.example.com", mcp_http_token=TOKEN)
     assert start_warnings(settings, "0.0.0.0", stateless=False) == []
 
 
@@ -143,3 +146,31 @@ def test_the_connection_cap_stays_clear_of_the_open_files_limit_raised_to_the_ha
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == limits
+
+
+def test_the_start_line_says_where_how_and_against_what(make_settings: Callable[..., Settings]) -> None:
+    assert start_line(make_settings(), host="127.0.0.1", port=8000, sandbox=True) == (
+        "serving MCP at http://127.0.0.1:8000/mcp for the sandbox (an emulated portal, nothing real is touched); "
+        "authentication: none (no B24_MCP_HTTP_TOKEN)"
+    )
+    line = start_line(make_settings(mcp_http_token=TOKEN), host="::1", port=9000, sandbox=False)
+    assert line == (
+        "serving MCP at http://[::1]:9000/mcp for the configured portal; authentication: bearer token "
+        "(B24_MCP_HTTP_TOKEN)"
+    )
+
+
+def test_loopback_without_a_token_is_a_start_warning_naming_the_token(make_settings: Callable[..., Settings]) -> None:
+    (warning,) = start_warnings(make_settings(), "127.0.0.1", stateless=False)
+    assert warning.startswith("no B24_MCP_HTTP_TOKEN: any program or user on this machine can call the tools")
+
+
+def test_a_refused_host_is_logged_naming_the_setting_that_allows_it() -> None:
+    record = logging.LogRecord(
+        "mcp.server.transport_security", logging.WARNING, "", 0, "Invalid Host header: %s", ("a\x1bb",), None
+    )
+    assert NamesAllowedHosts().filter(record)
+    assert record.getMessage() == (
+        "refused a request with Host a\\x1bb (421): not this server's address; if clients reach it by that name, "
+        "add it to B24_MCP_ALLOWED_HOSTS"
+    )

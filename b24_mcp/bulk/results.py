@@ -43,7 +43,7 @@ class BatchResult(ToolResult):
         description="preview: nothing deleted yet; deleted: all of them deleted; partial: some deleted, some "
         "failed or remain; cancelled by the person; error: nothing deleted."
     )
-    entityTypeId: int
+    entityTypeId: int = Field(description="The call's entityTypeId; absent only when its arguments were refused.")
     message: str = Field(description="What happened and what to do next.")
     matched: int | None = Field(default=None, description="Filter preview: how many items this preview covers.")
     more: bool | None = Field(
@@ -53,7 +53,9 @@ class BatchResult(ToolResult):
         default=None, description="Preview: the items that exist (a filter preview: the first 50 by id)."
     )
     missing: list[int] | None = Field(
-        default=None, description="Ids preview: the ids the portal does not list (absent, binned, or unreadable)."
+        default=None,
+        description="Ids form: the ids the portal does not list (absent, binned, or unreadable); a deletion leaves "
+        "them out, as its preview said.",
     )
     summary: SetSummary | None = Field(default=None, description="Filter preview: counts by stage and assignee.")
     recycleBin: bool | None = Field(
@@ -66,7 +68,8 @@ class BatchResult(ToolResult):
     confirmation: ConfirmedBy | None = None
     results: list[ItemOutcome] | None = Field(
         default=None,
-        description="Delete: ids form, one entry per requested id; filter form, the items that failed.",
+        description="Delete: ids form, one entry per requested id that exists (the others are in `missing`); "
+        "filter form, the items that failed.",
     )
     deleted: int | None = None
     failed: int | None = Field(default=None, description="Delete: items the portal refused or that could not be told.")

@@ -17,13 +17,14 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from b24_mcp import metrics
 from b24_mcp.bulk.reading import Reading, Selected, SetReader
 from b24_mcp.bulk.results import BatchResult, ItemOutcome
 from b24_mcp.bulk.selection import BATCH_SIZE, Query, chunks, split_batch
 from b24_mcp.deleting.app import App
 from b24_mcp.deleting.item import new_attempt
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, settle_lost_answer
-from b24_mcp.errors import B24Error, PortalError, Refusal
+from b24_mcp.errors import B24Error, PortalError
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalUnwritable
 from b24_mcp.portal.items import counted, type_name
 
@@ -40,16 +41,6 @@ class _Run:
     untouched: set[int]  # not deleted, and the portal did not act on them: they remain
     stop: B24Error | None = None
     reset_at: int | None = None  # the latest operating_reset_at the portal gave for crm.item.delete
-
-
-def _not_found(item_id: int) -> ItemOutcome:
-    return ItemOutcome(
-        id=item_id,
-        status="error",
-        error="NOT_FOUND",
-        error_description="Not found: crm.item.list does not return this id (deleted, in the recycle bin, never "
-        "existed, or not readable by this user).",
-    )
 
 
 class DeletionRun:
@@ -70,9 +61,9 @@ class DeletionRun:
     ) -> BatchResult:
         """Delete the items of `reading`, 50 to a `batch` request; `selected` orders the results."""
         by_filter = isinstance(selected, Query)
+        # An id the confirmation already left out (the token and the question cover the items that exist) is listed
+        # as missing, not counted as a failure.
         outcomes: dict[int, ItemOutcome] = {}
-        if not by_filter:
-            outcomes |= {item_id: _not_found(item_id) for item_id in reading.missing}
         todo = list(reading.items)
         untouched: set[int] = set()
         stop: B24Error | None = None
@@ -130,7 +121,11 @@ class DeletionRun:
         else:
             asked = list(dict.fromkeys(selected)) if not isinstance(selected, Query) else []
             ordered = [outcomes[item_id] for item_id in asked if item_id in outcomes]
-        return _summary(entity_type_id, ordered, untouched, how, stop, reset_at, reading.more, by_filter)
+        summary = _summary(entity_type_id, ordered, untouched, how, stop, reset_at, reading.more, by_filter)
+        if reading.missing and not by_filter:
+            summary.missing = reading.missing
+            summary.message += f" Not found at the preview, so not included: {', '.join(map(str, reading.missing))}."
+        return summary
 
     async def _delete_run(self, entity_type_id: int, run: list[int]) -> _Run:
         """Delete one batch; a failure of the batch request itself is global and stops the rest."""
@@ -205,16 +200,14 @@ class DeletionRun:
                 entries.append(Entry("deleted", attempt, note=outcome.note))
             else:
                 entries.append(Entry("error", attempt, outcome.error, outcome.error_description))
-        # The intents are on disk already; a failure here must not hide what the portal did.
-        with contextlib.suppress(Refusal):
-            await self.app.journal.write_many(entries)
+        # The intents are on disk already; a failure here must not hide what the portal did (they are kept).
+        await self.app.journal.write_outcomes(entries)
 
     async def _journal_not_sent(self, attempts: Mapping[int, Attempt]) -> None:
         description = "Not sent: the tool call was cancelled before this batch went to the portal."
-        with contextlib.suppress(Refusal):
-            await self.app.journal.write_many(
-                [Entry("error", attempt, "CANCELLED", description) for attempt in attempts.values()]
-            )
+        await self.app.journal.write_outcomes(
+            [Entry("error", attempt, "CANCELLED", description) for attempt in attempts.values()]
+        )
 
     def attempt(self, entity_type_id: int, item_id: int, how: ConfirmedBy, item: Mapping[str, Any] | None) -> Attempt:
         """What the journal records of one item's deletion."""
@@ -269,6 +262,7 @@ def _summary(
     deleted = sum(1 for outcome in outcomes if outcome.status == "deleted")
     remaining = sum(1 for outcome in outcomes if outcome.id in untouched)
     failures = [outcome for outcome in outcomes if outcome.status == "error" and outcome.id not in untouched]
+    metrics.deletions(deleted=deleted, failed=len(failures), not_sent=remaining)
     message = f"Deleted {deleted} of {counted(entity_type_id, len(outcomes))}"
     if failures:
         codes = sorted({outcome.error or "?" for outcome in failures})

@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 from b24_mcp.errors import AnswerTooLarge, B24Error, PortalError, TransportError
 from b24_mcp.portal.client import PortalClient
-from b24_mcp.text import for_terminal
+from b24_mcp.text import for_display, for_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -232,22 +232,46 @@ class Query:
         return "filter " + base64.urlsafe_b64encode(digest[:15]).decode()
 
     def describe(self) -> str:
-        """The conditions in one line of plain text (the caller's words: quote it before showing it)."""
+        """The conditions in one line of plain text, safe to show as it is: each as `field operator value`, the
+        operator in words where a symbol would not read (`in`, `contains`), string values through `for_display`."""
         parts = []
         for key, value in self.raw.items():
+            operator, field = split_key(key)
             if isinstance(value, list):
                 shown = ", ".join(_literal(element) for element in value[:5])
                 shown = f"[{shown}{', …' if len(value) > 5 else ''}]"
             else:
                 shown = _literal(value)
-            parts.append(f"{key} {shown}")
+            parts.append(f"{field} {_OPERATOR_WORDS[operator]} {shown}")
         return "; ".join(parts)
+
+
+# Spaced out after the field name, `<` and `>` cannot start markup; `@` and `%` would not read as what they mean.
+_OPERATOR_WORDS = {
+    "": "=",
+    "=": "=",
+    "!": "!=",
+    "!=": "!=",
+    ">=": ">=",
+    "<=": "<=",
+    ">": ">",
+    "<": "<",
+    "@": "in",
+    "!@": "not in",
+    "%": "contains",
+    "!%": "does not contain",
+    "=%": "like",
+    "%=": "like",
+}
 
 
 def _literal(value: Scalar) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        shown = for_display(json.dumps(value, ensure_ascii=False), 80)
+        return shown.replace("«", "\u2039").replace("»", "\u203a")
+    return str(value)
 
 
 def encode_value(value: Scalar, form: tuple[str, str] | None = None) -> str:

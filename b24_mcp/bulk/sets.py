@@ -27,7 +27,18 @@ from b24_mcp.bulk.results import BatchResult, FoundItem, ItemOutcome, SetSummary
 from b24_mcp.bulk.run import DeletionRun, Progress
 from b24_mcp.bulk.selection import ID_ONLY, PREVIEW_FIELDS, Query
 from b24_mcp.deleting.app import App
-from b24_mcp.deleting.gate import Answer, Consent, Declined, Question, Reach, Route, Target, pass_gate
+from b24_mcp.deleting.gate import (
+    UNFIT_NOTE,
+    Answer,
+    Consent,
+    Declined,
+    Question,
+    Reach,
+    Route,
+    Target,
+    not_confirmed,
+    pass_gate,
+)
 from b24_mcp.deleting.questions import set_question
 from b24_mcp.deleting.results import error_message
 from b24_mcp.errors import B24Error, Refusal
@@ -199,18 +210,19 @@ class BulkDeletion:
 
     async def _cancelled(self, entity_type_id: int, declined: Declined[Reading]) -> BatchResult:
         items = declined.reading.items if declined.reading is not None else {}
+        note = UNFIT_NOTE if declined.answer is Answer.UNFIT else None
         await self.app.journal.write_many(
             [
-                Entry("cancelled", self.runner.attempt(entity_type_id, item_id, ConfirmedBy.ELICITATION, item))
+                Entry(
+                    "cancelled", self.runner.attempt(entity_type_id, item_id, ConfirmedBy.ELICITATION, item), note=note
+                )
                 for item_id, item in items.items()
             ]
         )
-        verb = "declined" if declined.answer is Answer.DECLINED else "cancelled"
         return BatchResult(
             status="cancelled",
             entityTypeId=entity_type_id,
-            message=f"The person {verb} deleting {counted(entity_type_id, len(items))}; nothing was "
-            "deleted. Do not ask again unless they say so.",
+            message=not_confirmed(declined.answer, counted(entity_type_id, len(items))),
             deleted=0,
             failed=0,
         )

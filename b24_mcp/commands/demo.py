@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ async def _walkthrough(env: dict[str, str]) -> None:
         for tool in (await client.list_tools()).tools:
             hints = tool.annotations
             _say(f"  {tool.name} — {tool.title}; destructiveHint={hints.destructive_hint if hints else None}")
-            _say(f"    arguments: {', '.join(tool.input_schema.get('properties', {}))}")
+            _say(f"    arguments: {', '.join(tool.input_schema.get('properties', {})) or 'none'}")
 
         _step("2. Preview (the default): nothing is deleted, the item is shown with a confirmation token")
         preview = await _call(client, {"entityTypeId": 2, "id": 42})
@@ -85,6 +84,8 @@ async def _walkthrough(env: dict[str, str]) -> None:
         done = _show_result(await client.call_tool("crm_item_delete_batch", confirmed))
         for entry in done.get("results", []):
             _say(f"    #{entry['id']}: {entry['status']}" + (f" ({entry['error']})" if entry.get("error") else ""))
+        if done.get("missing"):
+            _say(f"    missing, not included: {', '.join(map(str, done['missing']))}")
 
         _step("8. A clean-up by filter: the small deals that are new or lost, found by crm.item.list, one token")
         cleanup = {"entityTypeId": 2, "filter": {"@stageId": ["NEW", "LOSE"], "<opportunity": 5000}}
@@ -120,15 +121,13 @@ async def _walkthrough(env: dict[str, str]) -> None:
         await _call(client, {"entityTypeId": 4, "id": 31, "dryRun": False})
 
 
-def run_demo() -> int:
-    """Run the walk-through; the journal it writes goes to a temporary folder."""
-    with tempfile.TemporaryDirectory(prefix="b24-mcp-demo-") as folder:
-        journal = Path(folder) / "audit.jsonl"
-        env = {key: value for key, value in os.environ.items() if not key.startswith("B24_")}
-        env |= {"B24_AUDIT_LOG": str(journal), "B24_CONFIRM": "auto", "B24_LOG_LEVEL": "WARNING"}
-        _say("b24-mcp demo: a real MCP client talks to a real `b24-mcp --sandbox` process over stdio.")
-        _say("The sandbox is an emulated Bitrix24 portal inside that process; nothing real is touched.")
-        anyio.run(_walkthrough, env)
-        _step("11. The audit journal (`b24-mcp journal`): every attempt, with a snapshot of what was deleted")
-        print_journal(journal, limit=30, as_json=False)
+def run_demo(journal: Path) -> int:
+    """Run the walk-through; its journal goes to `journal`, the sandbox's, which `b24-mcp journal --sandbox` shows."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("B24_")}
+    env |= {"B24_AUDIT_LOG": str(journal), "B24_CONFIRM": "auto", "B24_LOG_LEVEL": "WARNING"}
+    _say("b24-mcp demo: a real MCP client talks to a real `b24-mcp --sandbox` process over stdio.")
+    _say("The sandbox is an emulated Bitrix24 portal inside that process; nothing real is touched.")
+    anyio.run(_walkthrough, env)
+    _step("11. The audit journal (`b24-mcp journal --sandbox`): every attempt, with a snapshot of what was deleted")
+    print_journal(journal, limit=30, as_json=False)
     return 0

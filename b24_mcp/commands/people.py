@@ -121,6 +121,7 @@ def check_signin(settings: Settings) -> int:
 
     The portal is reached with each person's own tokens once they sign in, so nothing is sent to it here.
     """
+    from b24_mcp.commands.check import operations
     from b24_mcp.signin.config import SignInConfig
 
     config = SignInConfig.from_settings(settings)  # SettingsError names what is missing or in the way
@@ -128,6 +129,7 @@ def check_signin(settings: Settings) -> int:
         f"info  sign-in: people sign in at {config.issuer}/authorize with their {config.portal_host} accounts",
         f"info  the Bitrix24 application {config.client_id} must have the redirect URI {config.callback_url}",
         f"info  MCP clients connect to {config.resource}",
+        *(f"info  {line}" for line in operations(settings, config.issuer)),
     ]
     if settings.database_url is not None:
         from b24_mcp.postgres.database import DatabaseUnavailableError
@@ -173,6 +175,10 @@ def check_signin(settings: Settings) -> int:
 def _report(lines: list[str], status: int) -> int:
     for line in lines:
         print(for_terminal(line))
+    if status == 0:
+        print("Ready: people can sign in once the server runs (b24-mcp --transport http).")
+    else:
+        print("Not ready: fix the FAIL line above, then run check again.")
     return status
 
 

@@ -101,8 +101,10 @@ class ConfirmationTokens:
         ttl: int,
         clock: Callable[[], float] = time.time,
         spent: SpentTokens | None = None,
+        lasting: bool = False,
     ) -> None:
         self._secret = secret
+        self._lasting = lasting  # the secret is B24_CONFIRM_SECRET: tokens outlive a restart
         self._portal = portal
         self._ttl = ttl
         self._clock = clock
@@ -111,7 +113,9 @@ class ConfirmationTokens:
     def bound_to(self, identity: str) -> ConfirmationTokens:
         """Tokens for another caller of the portal (a signed-in person): same secret, lifetime and spent tokens,
         signatures bound to `identity`, so a token issued to one caller is refused for another."""
-        return ConfirmationTokens(self._secret, portal=identity, ttl=self._ttl, clock=self._clock, spent=self._spent)
+        return ConfirmationTokens(
+            self._secret, portal=identity, ttl=self._ttl, clock=self._clock, spent=self._spent, lasting=self._lasting
+        )
 
     def _sign(self, payload: str) -> str:
         message = f"{self._portal}\n{payload}".encode()
@@ -133,7 +137,12 @@ class ConfirmationTokens:
         prefix, _, rest = token.partition(".")
         payload, _, signature = rest.partition(".")
         if prefix != _PREFIX or not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
-            raise invalid("The confirmation token is not one this server issued for this portal.")
+            restart = (
+                ""
+                if self._lasting
+                else " Tokens do not survive a restart of the server unless B24_CONFIRM_SECRET is set."
+            )
+            raise invalid(f"The confirmation token is not one this server issued for this portal.{restart}")
         try:
             raw = json.loads(_unb64(payload))
             claim = Claim(int(raw["t"]), str(raw["i"]), str(raw["u"]), int(raw["x"]), str(raw["n"]))

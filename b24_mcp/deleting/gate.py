@@ -42,6 +42,7 @@ class Answer(StrEnum):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     CANCELLED = "cancelled"
+    UNFIT = "unfit"  # accepted, but with an answer that does not fit the form ("yes", 1): refused like a no
     NOT_ASKED = "not_asked"  # the question could not be put (the item could not be read, a guardrail applies)
 
 
@@ -113,6 +114,20 @@ def confirmation_required(noun: str, reach: Reach = Reach.ASKABLE) -> Refusal:
         "be deleted, then call with dryRun: false and the confirmationToken from that preview."
         + (_NO_BACK_CHANNEL if reach is Reach.NO_BACK_CHANNEL else ""),
     )
+
+
+UNFIT_NOTE = "the answer did not fit the form (only a JSON true or false is an answer)"
+
+
+def not_confirmed(answer: Answer, what: str) -> str:
+    """A result's message when the person did not confirm the deletion of `what` (an item, or a count of them)."""
+    if answer is Answer.UNFIT:
+        return (
+            f"The person's answer did not fit the form (only a JSON true or false is an answer), so the deletion of "
+            f"{what} was refused; nothing was deleted. Ask again only if the person wants it."
+        )
+    verb = "declined" if answer is Answer.DECLINED else "cancelled"
+    return f"The person {verb} the deletion of {what}; nothing was deleted. Do not ask again unless they say so."
 
 
 def not_asked() -> Refusal:
@@ -204,7 +219,8 @@ class Passed(Generic[S]):
 
 @dataclass(frozen=True)
 class Declined(Generic[S]):
-    """The person said no (or dismissed the question); the reading when it could be made."""
+    """The person said no (dismissed the question, or gave an answer that does not fit the form); the reading when
+    it could be made."""
 
     reading: S | None
     answer: Answer
@@ -238,7 +254,7 @@ async def pass_gate(
         if reading.version != consent.shown:
             raise target.changed_since_asked(reading)
         return Passed(reading, ConfirmedBy.ELICITATION)
-    if consent.answer in (Answer.DECLINED, Answer.CANCELLED):
+    if consent.answer in (Answer.DECLINED, Answer.CANCELLED, Answer.UNFIT):
         try:
             found: S | None = await target.read()
         except B24Error:

@@ -6,19 +6,30 @@ Anticipated failures come back as `DeleteResult`s with `status: "error"`, never 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
+from b24_mcp import metrics
 from b24_mcp.deleting.app import App
-from b24_mcp.deleting.gate import Answer, Consent, Declined, Question, Reach, Target, mode_hint, pass_gate
+from b24_mcp.deleting.gate import (
+    UNFIT_NOTE,
+    Answer,
+    Consent,
+    Declined,
+    Question,
+    Reach,
+    Target,
+    mode_hint,
+    not_confirmed,
+    pass_gate,
+)
 from b24_mcp.deleting.questions import item_question
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, ToolResult, error_message, iso_utc, settle_lost_answer
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
-from b24_mcp.journal.record import Attempt, ConfirmedBy
+from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry
 from b24_mcp.portal.catalog import where_it_goes
 from b24_mcp.portal.items import ItemSummary, describe, summarize, version_of
 
@@ -34,8 +45,8 @@ class DeleteResult(ToolResult):
     """The outcome of one `crm_item_delete` call, as the assistant receives it."""
 
     status: Status = Field(description="preview: nothing deleted yet; deleted; cancelled by the person; error.")
-    entityTypeId: int
-    id: int
+    entityTypeId: int = Field(description="The call's entityTypeId; absent only when its arguments were refused.")
+    id: int = Field(description="The call's item id; absent only when its arguments were refused.")
     message: str = Field(description="What happened and what to do next. The portal's text in it is quoted.")
     item: ItemSummary | None = Field(default=None, description="The item as the portal returned it before deletion.")
     confirmationToken: str | None = Field(
@@ -181,14 +192,19 @@ class ItemDeletion:
 
     async def _delete(self, entity_type_id: int, item_id: int, item: dict[str, Any], how: ConfirmedBy) -> DeleteResult:
         attempt = new_attempt(self.app, entity_type_id, item_id, how, item)
-        await self.app.journal.write("intent", attempt)
         note = None
         try:
+            await self.app.journal.write("intent", attempt)
             await self.portal.call("crm.item.delete", {"entityTypeId": entity_type_id, "id": item_id})
+        except Refusal:
+            metrics.deletions(not_sent=1)  # the journal, or a block the portal set earlier: nothing was sent
+            raise
         except (PortalError, TransportError) as exc:
             # When some attempt may have reached the portal without its answer coming back (a NOT_FOUND on a
             # retry may just mean that attempt worked), only a fresh read can tell what happened.
             gone = await settle_lost_answer(exc, [item_id], lambda ids: self._missing(entity_type_id, ids))
+            if not gone:
+                metrics.deletions(failed=1)
             if gone is None:
                 await self._journal_error(attempt, exc, note="outcome unknown: the item could not be checked")
                 return self._unknown(entity_type_id, item_id, exc)
@@ -196,6 +212,7 @@ class ItemDeletion:
                 await self._journal_error(attempt, exc)
                 raise
             note = LOST_ANSWER_NOTE
+        metrics.deletions(deleted=1)
         recycle_bin = await self.app.catalog.recycle_bin(entity_type_id)
         message = f"Deleted {describe(entity_type_id, item_id, item)} ({_HOW[how]})."
         if recycle_bin is not None:
@@ -204,10 +221,12 @@ class ItemDeletion:
                 if recycle_bin
                 else " It is gone for good."
             )
-        try:
-            await self.app.journal.write("deleted", attempt, note=note)
-        except Refusal as exc:
-            message += f" Warning: the deletion could not be journaled: {exc.description}"
+        refused = await self.app.journal.write_outcomes([Entry("deleted", attempt, note=note)])
+        if refused is not None:
+            message += (
+                f" Warning: the deletion could not be journaled yet: {refused.description} The server keeps the "
+                "outcome and writes it as soon as the journal takes writes again."
+            )
         if note:
             message += " " + note
         return DeleteResult(
@@ -222,8 +241,7 @@ class ItemDeletion:
 
     async def _journal_error(self, attempt: Attempt, exc: B24Error, note: str | None = None) -> None:
         # The intent line is already there; the error itself is what the caller reports.
-        with contextlib.suppress(Refusal):
-            await self.app.journal.write("error", attempt, error=exc.code, error_description=exc.description, note=note)
+        await self.app.journal.write_outcomes([Entry("error", attempt, exc.code, exc.description, note)])
 
     def _unknown(self, entity_type_id: int, item_id: int, exc: B24Error) -> DeleteResult:
         return DeleteResult.failure(
@@ -238,15 +256,14 @@ class ItemDeletion:
     async def _cancelled(self, entity_type_id: int, item_id: int, declined: Declined[ItemReading]) -> DeleteResult:
         item = declined.reading.item if declined.reading is not None else None
         attempt = new_attempt(self.app, entity_type_id, item_id, ConfirmedBy.ELICITATION, item)
-        await self.app.journal.write("cancelled", attempt)
-        verb = "declined" if declined.answer is Answer.DECLINED else "cancelled"
+        note = UNFIT_NOTE if declined.answer is Answer.UNFIT else None
+        await self.app.journal.write("cancelled", attempt, note=note)
         return DeleteResult(
             status="cancelled",
             entityTypeId=entity_type_id,
             id=item_id,
             item=summarize(item) if item is not None else None,
-            message=f"The person {verb} the deletion of {describe(entity_type_id, item_id, item)}; nothing was "
-            "deleted. Do not ask again unless they say so.",
+            message=not_confirmed(declined.answer, describe(entity_type_id, item_id, item)),
         )
 
     def _error(self, entity_type_id: int, item_id: int, exc: B24Error, *, deleting: bool) -> DeleteResult:

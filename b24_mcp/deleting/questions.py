@@ -41,7 +41,7 @@ def set_question(
     conditions: str | None = None,
 ) -> str:
     """The one question for a set of items: the ids asked for, or what a filter matched (`conditions`, the
-    filter in words; `more` when further items match beyond the server's cap)."""
+    filter in words, from `Query.describe`; `more` when further items match beyond the server's cap)."""
     count = len(items)
     latest = max((version_of(item) for item in items.values()), default="")
     facts = f"Delete {counted(entity_type_id, count)} from {host}?"
@@ -54,7 +54,7 @@ def set_question(
     if latest:
         facts += f" Latest change among them: {for_display(latest, 40)}."
     if conditions is not None:
-        facts += f" Filter: {quoted(conditions, 200)}."
+        facts += f" Filter: «{conditions}»."
     return f"{facts} {describe_set(entity_type_id, items)}"
 
 
@@ -62,10 +62,8 @@ def filter_preview(entity_type_id: int, items: Mapping[int, Mapping[str, Any]], 
     """What a filter preview says it found, before the breakdown: the count, the filter, and the cap."""
     count = len(items)
     if not count:
-        return (
-            f"No {type_name(entity_type_id)} matches the filter {quoted(conditions, 200)}: there is nothing to delete."
-        )
-    text = f"{counted(entity_type_id, count)} match the filter {quoted(conditions, 200)}"
+        return f"No {type_name(entity_type_id)} matches the filter «{conditions}»: there is nothing to delete."
+    text = f"{counted(entity_type_id, count)} match the filter «{conditions}»"
     if more:
         text += (
             f", and more beyond them: this preview covers the first {count} by id, the most one call deletes on this "

@@ -7,21 +7,38 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
+from b24_mcp import metrics
 from b24_mcp.errors import B24Error, Refusal, may_have_acted
 
+INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
 LOST_ANSWER_NOTE = (
     "The portal's answer to the delete was lost; the item is no longer found, so the deletion is confirmed by absence."
 )
 _ERROR_FIELDS = ("error", "error_description", "retryable", "httpStatus")
 
 
+def _refused_calls_echo_nothing(schema: dict[str, Any]) -> None:
+    """A call whose arguments were refused (`INVALID_ARGUMENTS`, before the tool runs) has only `status`, `message`
+    and the error fields: every other required field is required of every other result."""
+    required = schema.get("required", [])
+    echoed = [name for name in required if name not in ("status", "message")]
+    if not echoed:
+        return
+    schema["required"] = [name for name in required if name not in echoed]
+    schema["if"] = {"properties": {"error": {"const": INVALID_ARGUMENTS}}, "required": ["error"]}
+    schema["else"] = {"required": echoed}
+
+
 class ToolResult(BaseModel):
     """The base of a tool's result: subclasses declare `status`, `message` and the four error fields.
 
-    The base declares no field itself, so each result's schema keeps its own order.
+    The base declares no field itself, so each result's schema keeps its own order. The published schema (the
+    tool's `outputSchema`) lets a refused call's result leave out what the call could not supply.
     """
+
+    model_config = ConfigDict(json_schema_extra=_refused_calls_echo_nothing)
 
     def wire(self) -> dict[str, Any]:
         """The structured content: unset fields left out, except the error fields an error always has."""
@@ -32,7 +49,10 @@ class ToolResult(BaseModel):
 
     @classmethod
     def failure(cls, exc: B24Error, message: str, **fields: Any) -> Self:
-        """An error result carrying `exc`'s code, description, retryability and HTTP status."""
+        """An error result carrying `exc`'s code, description, retryability and HTTP status (a refusal of our own
+        is counted in `b24mcp_refusals_total`)."""
+        if isinstance(exc, Refusal):
+            metrics.refused(exc.code)
         values: dict[str, Any] = {
             "status": "error",
             "message": message,

@@ -29,9 +29,11 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 
+from b24_mcp import metrics
 from b24_mcp.journal.record import Entry, JournalStore, JournalUnwritable, entry_record
 from b24_mcp.secure.files import Unfit, make_private_folder, open_no_follow, unfit
 from b24_mcp.text import safe_json
@@ -55,9 +57,16 @@ class Journal(JournalStore):
     """Appends deletion events to a JSON Lines file (see the module docstring for the file's rules)."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
 
-    async def write_many(self, entries: Sequence[Entry]) -> None:
+    async def unfinished(self) -> list[dict[str, Any]]:
+        """The file's intents without an outcome (the whole file is read, in a thread)."""
+        from b24_mcp.journal.reader import unfinished_intents  # only when asked: off the start-up path
+
+        return await anyio.to_thread.run_sync(unfinished_intents, self.path)
+
+    async def _take(self, entries: Sequence[Entry]) -> None:
         """Append `entries` in order, as whole lines, with one fsync at the end (a batch's intents together).
 
         Returns once every line is on disk. Otherwise raises `JournalUnwritable` whose `durable` is how many of
@@ -66,7 +75,12 @@ class Journal(JournalStore):
         if not entries:
             return
         lines = [_line(entry) for entry in entries]
-        await anyio.to_thread.run_sync(self._append, lines)
+        with metrics.journal_write("file"):
+            await anyio.to_thread.run_sync(self._append, lines)
+
+    async def problem(self) -> str | None:
+        """Why a line could not be appended now (`check_journal`), or None."""
+        return await anyio.to_thread.run_sync(check_journal, self.path, abandon_on_cancel=True)  # a hung disk
 
     def _append(self, lines: Sequence[bytes]) -> None:
         try:
@@ -128,9 +142,11 @@ def check_journal(path: Path) -> str | None:
         fd, _ = _open(path, os.O_WRONLY | os.O_APPEND)
     except FileNotFoundError:
         folder = next((parent for parent in path.parents if os.path.lexists(parent)), Path("/"))
-        if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+        if not folder.is_dir():
+            return f"{folder} is not a folder, so the journal's folder cannot be made"
+        if os.access(folder, os.W_OK | os.X_OK):
             return None
-        return f"{folder} does not take a new journal"
+        return f"permission denied: this user cannot create files in {folder}"
     except _UnusableError as exc:
         return f"{exc}. {exc.hint}"
     except OSError as exc:

@@ -83,6 +83,28 @@ def read_tail(path: Path, limit: int) -> Tail:
     return Tail([entry for _, entry in tail], unfinished, before, reach, skipped, problem)
 
 
+def unfinished_intents(path: Path) -> list[dict[str, Any]]:
+    """Every intent of the journal without an outcome (see `Tail`), in the file's order; empty when there is no
+    journal. Raises `OSError` as `read_tail` does."""
+    try:
+        fd, _ = _open(path, os.O_RDONLY, strict=False)
+    except FileNotFoundError:
+        return []
+    except _UnusableError as exc:
+        raise OSError(errno.EINVAL, str(exc)) from None
+    open_intents: dict[tuple[str, ...], dict[str, Any]] = {}
+    with os.fdopen(fd, "rb") as file:
+        for line in _lines(file):
+            entry = _parse(line)
+            if entry is None:
+                continue
+            if entry.get("event") == "intent":
+                open_intents[_attempt_key(entry)] = entry
+            elif entry.get("event") in OUTCOMES:
+                open_intents.pop(_attempt_key(entry), None)
+    return list(open_intents.values())
+
+
 def read_recent(path: Path, limit: int) -> list[dict[str, Any]]:
     """The last `limit` entries of a journal, oldest first; empty when there is no journal (see `read_tail`)."""
     return read_tail(path, limit).entries

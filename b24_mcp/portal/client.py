@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 
+from b24_mcp import metrics
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError, may_have_acted
 from b24_mcp.portal.answer import ErrorBody, PortalResponse, read_answer
 from b24_mcp.portal.auth import Auth
@@ -129,7 +130,9 @@ class PortalClient:
         previous: B24Error | None = None  # the last attempt's error, once retrying
         while True:
             if self._limiter is not None:
+                waiting = time.perf_counter()
                 until = await self._limiter.acquire(method)
+                metrics.rate_limit_waited(time.perf_counter() - waiting)
                 if until is not None:  # another replica met the portal's block of this method
                     self._blocked_until[method] = until
                     if previous is not None:
@@ -177,23 +180,27 @@ class PortalClient:
 
     async def _send(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
         url, body = self._auth.prepare(method, params)
-        answer = await self._wire.post(url, json_body=body, who="The portal", what=method, host=self.host, acts=True)
-        read = read_answer(method, answer, host=self.host, secrets=self._auth.secrets)
-        if isinstance(read, ErrorBody):
-            raise self._portal_error(method, read)
+        with metrics.portal_request(method):
+            answer = await self._wire.post(
+                url, json_body=body, who="The portal", what=method, host=self.host, acts=True
+            )
+            read = read_answer(method, answer, host=self.host, secrets=self._auth.secrets)
+            if isinstance(read, ErrorBody):
+                raise self._portal_error(method, read)
         return read
 
     async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
         """POST a form to an OAuth server (a token request) under this client's limits: (HTTP status, body).
         Raises `TransportError` when no answer came back; such a failure never counts as a REST call sent."""
-        answer = await self._wire.post(
-            url,
-            form=dict(form),
-            who="The OAuth server",
-            what="the token refresh",
-            host=urlsplit(url).netloc,
-            acts=False,
-        )
+        with metrics.portal_request("oauth.token"):
+            answer = await self._wire.post(
+                url,
+                form=dict(form),
+                who="The OAuth server",
+                what="the token refresh",
+                host=urlsplit(url).netloc,
+                acts=False,
+            )
         return answer.status, answer.content
 
     def _portal_error(self, method: str, error: ErrorBody) -> PortalError:

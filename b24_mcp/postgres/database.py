@@ -30,6 +30,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from b24_mcp import metrics
 from b24_mcp.postgres.schema import SchemaTooNewError, ensure_schema
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,13 @@ class Database:
     """One pool of connections to the shared database, opened on first use (see the module docstring)."""
 
     def __init__(
-        self, url: str, *, timeout: float = TIMEOUT_SECONDS, max_size: int = POOL_MAX, manage_schema: bool = True
+        self,
+        url: str,
+        *,
+        timeout: float = TIMEOUT_SECONDS,
+        max_size: int = POOL_MAX,
+        manage_schema: bool = True,
+        role: str = "shared",
     ) -> None:
         self._url = url
         self._manage_schema = manage_schema  # False: a reader, which creates nothing
@@ -74,6 +81,8 @@ class Database:
         self._lock = anyio.Lock()
         self._password = _password(url)
         self.replica = replica_name()
+        self.role = role  # how /metrics names its pool: shared (the replicas' state) or people (sign-in)
+        metrics.watch_pool(self)
 
     def __repr__(self) -> str:
         return "Database(B24_DATABASE_URL)"
@@ -160,6 +169,10 @@ class Database:
                 self._down = isinstance(exc, psycopg.OperationalError)
                 raise DatabaseUnavailableError(self.reason(exc)) from None
         raise AssertionError("unreachable")
+
+    def pool_stats(self) -> dict[str, int] | None:
+        """The pool's use (psycopg_pool's `get_stats()`), or None while it is not open."""
+        return self._pool.get_stats() if self._pool is not None else None
 
     async def aclose(self) -> None:
         """Close every connection."""

@@ -16,10 +16,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from b24_mcp import metrics
 from b24_mcp.journal.reader import Tail, print_tail
 from b24_mcp.journal.record import Entry, JournalStore, JournalUnwritable, entry_record
 from b24_mcp.postgres.database import Database, DatabaseUnavailableError
-from b24_mcp.postgres.schema import SCHEMA, schema_version
+from b24_mcp.postgres.schema import LATEST, SCHEMA, schema_version
 from b24_mcp.postgres.spent import unrecordable
 from b24_mcp.text import for_terminal, safe_json
 
@@ -29,14 +30,16 @@ VALUES (%s, %s, %s, %s, %s, %s, %s::json)
 ON CONFLICT (attempt, event) DO NOTHING
 """
 _TAIL = f"SELECT seq, entry FROM {SCHEMA}.journal ORDER BY seq DESC LIMIT %s"
-_UNFINISHED = f"""
-SELECT intent.seq FROM {SCHEMA}.journal AS intent
+_OPEN_INTENTS = f"""
+FROM {SCHEMA}.journal AS intent
 WHERE intent.event = 'intent' AND NOT EXISTS (
     SELECT 1 FROM {SCHEMA}.journal AS outcome
     WHERE outcome.attempt = intent.attempt AND outcome.event IN ('deleted', 'error')
 )
 ORDER BY intent.seq
 """
+_UNFINISHED = f"SELECT intent.seq {_OPEN_INTENTS}"
+_UNFINISHED_ENTRIES = f"SELECT intent.entry {_OPEN_INTENTS}"
 _SINCE = f"SELECT count(*) FROM {SCHEMA}.journal WHERE seq >= %s"
 
 
@@ -44,12 +47,24 @@ class TableJournal(JournalStore):
     """The `journal.JournalStore` of every replica sharing the database."""
 
     def __init__(self, database: Database) -> None:
+        super().__init__()
         self._database = database
 
     def __repr__(self) -> str:
         return "TableJournal(B24_DATABASE_URL)"
 
-    async def write_many(self, entries: Sequence[Entry]) -> None:
+    async def unfinished(self) -> list[dict[str, Any]]:
+        """The table's intents without an outcome, oldest first."""
+
+        async def read(connection: Any) -> list[dict[str, Any]]:
+            if await schema_version(connection) == 0:
+                return []
+            cursor = await connection.execute(_UNFINISHED_ENTRIES)
+            return [entry for (entry,) in await cursor.fetchall() if isinstance(entry, dict)]
+
+        return await self._database.run(read)
+
+    async def _take(self, entries: Sequence[Entry]) -> None:
         """Insert `entries` in one transaction: all are committed when it returns, none when it raises
         `JournalUnwritable` (whose `durable` is then 0)."""
         if not entries:
@@ -73,9 +88,21 @@ class TableJournal(JournalStore):
                 await cursor.executemany(_INSERT, rows)
 
         try:
-            await self._database.run(insert)
+            with metrics.journal_write("database"):
+                await self._database.run(insert)
         except DatabaseUnavailableError as exc:
             raise unrecordable(str(exc)) from None
+
+    async def problem(self) -> str | None:
+        """Why a row could not be inserted now (the database does not answer, or its schema is not this
+        server's), or None."""
+        try:
+            version = await self._database.run(schema_version)
+        except DatabaseUnavailableError as exc:
+            return f"the shared database cannot be used: {exc}"
+        if version != LATEST:
+            return f"the shared database's schema is at version {version}, this server's is {LATEST}"
+        return None
 
 
 async def read_table_tail(database: Database, limit: int) -> Tail:

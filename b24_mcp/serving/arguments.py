@@ -19,7 +19,7 @@ from mcp.server.mcpserver import Context, Resolve
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
+from b24_mcp.deleting.results import INVALID_ARGUMENTS
 
 
 def strict_model(fn: Callable[..., Any]) -> type[BaseModel]:
@@ -61,14 +61,19 @@ def explain(error: ValidationError, model: type[BaseModel]) -> str:
     return "; ".join(lines)
 
 
-def invalid_arguments(tool: str, description: str) -> CallToolResult:
-    """The result of a call whose arguments were refused: nothing was read or deleted."""
+def invalid_arguments(tool: str, description: str, **known: Any) -> CallToolResult:
+    """The result of a call whose arguments were refused: nothing was read or deleted.
+
+    `known`: arguments valid on their own, echoed as the tool's other results echo them (its output schema lets a
+    refused call's result leave them out).
+    """
     message = (
         f"The arguments of {tool} are invalid, so nothing was done (the portal was not contacted): {description}. "
         "Types are strict: send numbers as JSON numbers, booleans as true/false, lists as JSON arrays."
     )
     structured = {
         "status": "error",
+        **known,
         "message": message,
         "error": INVALID_ARGUMENTS,
         "error_description": description,

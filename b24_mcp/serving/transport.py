@@ -1,6 +1,7 @@
 """Streamable HTTP for a shared team server: bearer token, Host/Origin checks, slow-client limits, graceful stop.
 
-What guards a request, outermost first:
+What guards a request, outermost first (`/healthz`, `/readyz` and `/metrics` are answered before all of it, by
+`probes.Operations`, under rules of their own):
 
 1. uvicorn with `GuardedH11Protocol` (library_hooks): a request must arrive whole within `REQUEST_READ_SECONDS`,
    and at most `connection_limits()` connections stay open.
@@ -15,12 +16,14 @@ What guards a request, outermost first:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
 import resource
+import socket
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,6 +36,8 @@ from b24_mcp.settings import ConfirmMode, Settings, SettingsError, is_loopback_h
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from b24_mcp.journal.record import JournalStore
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +100,11 @@ def start_warnings(settings: Settings, host: str, stateless: bool) -> list[str]:
             "--stateless with B24_CONFIRM=auto: a client on the 2025-11-25 protocol cannot be asked here (no back "
             "channel), so its deletions need a preview's confirmation token instead; set B24_CONFIRM=elicit to "
             "refuse them rather than fall back"
+        )
+    if settings.mcp_http_token is None and settings.public_url is None:  # on loopback: elsewhere it is refused
+        warnings.append(
+            "no B24_MCP_HTTP_TOKEN: any program or user on this machine can call the tools, and so delete CRM "
+            "items; set one (openssl rand -hex 32) unless this machine is yours alone"
         )
     if _is_unspecified(host) and not settings.mcp_allowed_hosts:
         warnings.append(
@@ -166,10 +176,20 @@ class BearerTokenGate:
     client should tell its user the token is missing or wrong, not start an OAuth flow.
     """
 
-    def __init__(self, app: ASGIApp, token: str, *, realm: str = "b24-mcp") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        *,
+        realm: str = "b24-mcp",
+        also: Sequence[str] = (),
+        named: str = "B24_MCP_HTTP_TOKEN",
+    ) -> None:
         self.app = app
-        self._digest = hashlib.sha256(token.encode()).digest()
+        # `also`: further tokens accepted (/metrics takes B24_METRICS_TOKEN too); `named` is what 401s call them.
+        self._digests = [hashlib.sha256(each.encode()).digest() for each in (token, *also)]
         self._realm = realm
+        self._named = named
         self._refused = 0  # since the last log line: at most one a minute, however many requests are refused
         self._logged_at = float("-inf")
 
@@ -189,12 +209,13 @@ class BearerTokenGate:
     def _problem(self, scope: Scope) -> str | None:
         values = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
         if not values:
-            return "no bearer token: send Authorization: Bearer <B24_MCP_HTTP_TOKEN>"
+            return f"no bearer token: send Authorization: Bearer <{self._named}>"
         scheme, _, credentials = values[0].strip().partition(b" ")
         if len(values) > 1 or scheme.lower() != b"bearer":
             return "the Authorization header is not one Bearer token"
-        if not hmac.compare_digest(hashlib.sha256(credentials.strip()).digest(), self._digest):
-            return "the bearer token is not this server's B24_MCP_HTTP_TOKEN"
+        digest = hashlib.sha256(credentials.strip()).digest()
+        if not any([hmac.compare_digest(digest, each) for each in self._digests]):  # a list: each one compared
+            return f"the bearer token is not this server's {self._named}"
         return None
 
     def _log_refusal(self, scope: Scope, problem: str) -> None:
@@ -222,8 +243,27 @@ class BearerTokenGate:
         await send({"type": "http.response.body", "body": body})
 
 
-def http_app(server: MCPServer, settings: Settings, *, host: str, port: int, stateless: bool) -> ASGIApp:
-    """The ASGI application serving MCP at `/mcp`: the SDK's, behind the Host/Origin check and the bearer token."""
+def metrics_app(settings: Settings, security: TransportSecuritySettings) -> ASGIApp:
+    """`/metrics` as this server's settings protect it (`probes`: a token, off with sign-in, or the Host check)."""
+    from b24_mcp.serving.probes import HostChecked, metrics_off, serve_metrics
+
+    tokens = [token.get_secret_value() for token in (settings.metrics_token, settings.mcp_http_token) if token]
+    if tokens:
+        named = "B24_METRICS_TOKEN" if settings.mcp_http_token is None else "B24_METRICS_TOKEN or B24_MCP_HTTP_TOKEN"
+        return BearerTokenGate(serve_metrics, tokens[0], also=tokens[1:], named=named, realm="b24-mcp metrics")
+    if settings.public_url is not None:
+        return metrics_off
+    return HostChecked(serve_metrics, security)  # a loopback server without a token: its /mcp is open too
+
+
+def http_app(
+    server: MCPServer, settings: Settings, *, host: str, port: int, stateless: bool, journal: JournalStore
+) -> ASGIApp:
+    """The ASGI application serving MCP at `/mcp`: the SDK's, behind the Host/Origin check and the bearer token;
+    the probes and `/metrics` in front of all (`probes`), with metrics recorded from now on."""
+    from b24_mcp import metrics
+    from b24_mcp.serving.probes import Operations, Readiness
+
     allowed = settings.mcp_allowed_hosts
     if settings.public_url is not None:  # sign-in: clients reach the server at B24_PUBLIC_URL
         allowed = (*allowed, settings.public_url.partition("://")[2])
@@ -237,7 +277,8 @@ def http_app(server: MCPServer, settings: Settings, *, host: str, port: int, sta
         app = IssuerMetadata(app, settings.public_url, settings.trusted_proxies)
     if settings.mcp_http_token is not None:
         app = BearerTokenGate(app, settings.mcp_http_token.get_secret_value())
-    return app
+    metrics.enable(per_user=settings.metrics_user_ids)
+    return Operations(app, readiness=Readiness(journal), metrics_app=metrics_app(settings, security))
 
 
 def connection_limits() -> tuple[int, int]:
@@ -263,28 +304,100 @@ def connection_limits() -> tuple[int, int]:
     return burst, max(8, min(MAX_CONNECTIONS, files - 4 * burst - FD_HEADROOM))
 
 
-def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings) -> None:
-    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish, and exit."""
+class NamesAllowedHosts(logging.Filter):
+    """The SDK's line for a refused Host or Origin, naming what to set; the header as a terminal shows it safely."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for header, status in (("Host", 421), ("Origin", 403)):
+            prefix = f"Invalid {header} header: "
+            if message.startswith(prefix):
+                from b24_mcp.text import for_terminal
+
+                shown = for_terminal(message.removeprefix(prefix), 200)
+                record.msg = (
+                    f"refused a request with {header} {shown} ({status}): not this server's address; if clients "
+                    "reach it by that name, add it to B24_MCP_ALLOWED_HOSTS"
+                )
+                record.args = ()
+        return True
+
+
+def start_line(settings: Settings, *, host: str, port: int, sandbox: bool) -> str:
+    """The one line that says where the server listens, how callers authenticate, and against what."""
+    shown = f"[{host}]" if ":" in host else host
+    where = f"http://{shown}:{port}{MCP_PATH}"
+    if _is_unspecified(host):
+        where += " (every address of this machine)"
+    if settings.public_url is not None:
+        auth = f"each person signs in (B24_PUBLIC_URL; clients connect to {settings.public_url}{MCP_PATH})"
+    elif settings.mcp_http_token is not None:
+        auth = "bearer token (B24_MCP_HTTP_TOKEN)"
+    else:
+        auth = "none (no B24_MCP_HTTP_TOKEN)"
+    portal = "the sandbox (an emulated portal, nothing real is touched)" if sandbox else "the configured portal"
+    return f"serving MCP at {where} for {portal}; authentication: {auth}"
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    """The listening socket; `SettingsError`, one line, when the address cannot be had (in use, not ours)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=backlog)
+    except OSError as exc:
+        where = f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            problem = f"port {port} is in use on {host} (another server?); stop it or choose another with --port"
+        elif exc.errno == errno.EACCES:
+            problem = f"permission denied for {where} (ports below 1024 need privileges); choose another with --port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            problem = f"{host} is not an address of this machine (--host)"
+        else:
+            problem = f"{where}: {exc.strerror or type(exc).__name__}"
+        raise SettingsError([f"cannot listen: {problem}"]) from None
+
+
+def serve_http(
+    server: MCPServer,
+    *,
+    host: str,
+    port: int,
+    stateless: bool,
+    settings: Settings,
+    journal: JournalStore,
+    sandbox: bool = False,
+) -> int:
+    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish; the exit status.
+
+    uvicorn leaves logging to the process's handler (`b24_mcp.logs`), so its lines share the server's format."""
     import uvicorn
 
     from b24_mcp.serving.library_hooks import DrainingServer, guarded_protocol, hold_event_streams
 
     host = bind_address(host)
+    app = http_app(server, settings, host=host, port=port, stateless=stateless, journal=journal)
+    logging.getLogger("mcp.server.transport_security").addFilter(NamesAllowedHosts())
+    backlog, max_connections = connection_limits()
+    listener = _listen(host, port, backlog)
     for warning in start_warnings(settings, host, stateless):
         logger.warning("%s", warning)
-    app = http_app(server, settings, host=host, port=port, stateless=stateless)
     hold_event_streams()  # DrainingServer releases them once in-flight calls are answered
-    backlog, max_connections = connection_limits()
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         backlog=backlog,
         http=guarded_protocol(read_seconds=REQUEST_READ_SECONDS, max_connections=max_connections),
+        log_config=None,
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # X-Forwarded-For is believed only from B24_TRUSTED_PROXIES (signin.sources)
         timeout_graceful_shutdown=5,
     )
     draining = type("Draining", (DrainingServer,), {"drain_seconds": DRAIN_SECONDS})
-    draining(config).run()
+    logger.info("%s", start_line(settings, host=host, port=port, sandbox=sandbox))
+    try:
+        draining(config).run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has stopped
+        return 130
+    return 0

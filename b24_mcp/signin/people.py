@@ -140,4 +140,6 @@ def shared_store(settings: Settings, database: Database | None = None) -> People
     assert settings.database_url is not None
     assert settings.confirm_secret is not None  # the settings require it with a database
     secret = settings.confirm_secret.get_secret_value().encode()
-    return PostgresPeopleStore(database or Database(settings.database_url.get_secret_value()), people_key(secret))
+    return PostgresPeopleStore(
+        database or Database(settings.database_url.get_secret_value(), role="people"), people_key(secret)
+    )
