@@ -17,6 +17,7 @@ PACKAGE = ROOT / "b24_mcp"
 # b24_mcp/ or a module loose at its top; `b24_mcp` itself (`__version__`) is below every part.
 LAYERS = [
     "errors",  # the error kinds
+    "telemetry",  # the log, metrics, the call in hand
     "text",  # CRM text made safe to show
     "secure",  # key derivation, sealing, token digests
     "addresses",  # URLs and host names in the settings

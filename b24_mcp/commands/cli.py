@@ -202,7 +202,7 @@ def _check(settings: Any, *, sandbox: bool, env_file: str | None) -> int:
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
-    from b24_mcp.logs import configure
+    from b24_mcp.telemetry.logs import configure
 
     configure(settings.log_level, settings.log_format)
     from b24_mcp.app import assemble

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from b24_mcp import metrics
 from b24_mcp.deleting.app import App
 from b24_mcp.deleting.gate import (
     UNFIT_NOTE,
@@ -32,6 +31,7 @@ from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry
 from b24_mcp.portal.catalog import where_it_goes
 from b24_mcp.portal.items import ItemSummary, describe, summarize, version_of
+from b24_mcp.telemetry import metrics
 
 Status = Literal["preview", "deleted", "cancelled", "error"]
 _HOW = {

@@ -36,7 +36,8 @@ from pydantic import (
 )
 
 from b24_mcp import __version__
-from b24_mcp.bulk.selection import MAX_CONDITIONS, MAX_VALUES, Query, check_filter
+from b24_mcp.bulk.filters import MAX_CONDITIONS, MAX_VALUES, check_filter
+from b24_mcp.bulk.selection import Query
 from b24_mcp.bulk.sets import MAX_IDS, BatchResult, BulkDeletion, Selected
 from b24_mcp.deleting.app import App
 from b24_mcp.deleting.gate import Answer, Consent, Plan, Question, Reach, Route, mode_hint, route_for

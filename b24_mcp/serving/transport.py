@@ -261,8 +261,8 @@ def http_app(
 ) -> ASGIApp:
     """The ASGI application serving MCP at `/mcp`: the SDK's, behind the Host/Origin check and the bearer token;
     the probes and `/metrics` in front of all (`probes`), with metrics recorded from now on."""
-    from b24_mcp import metrics
     from b24_mcp.serving.probes import Operations, Readiness
+    from b24_mcp.telemetry import metrics
 
     allowed = settings.mcp_allowed_hosts
     if settings.public_url is not None:  # sign-in: clients reach the server at B24_PUBLIC_URL
@@ -369,7 +369,7 @@ def serve_http(
 ) -> int:
     """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish; the exit status.
 
-    uvicorn leaves logging to the process's handler (`b24_mcp.logs`), so its lines share the server's format."""
+    uvicorn leaves logging to the process's handler (`telemetry.logs`), so its lines share the server's format."""
     import uvicorn
 
     from b24_mcp.serving.library_hooks import DrainingServer, guarded_protocol, hold_event_streams
