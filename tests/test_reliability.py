@@ -193,6 +193,37 @@ async def test_a_portal_that_stays_slow_gives_portal_timeout(
     assert (result.error, result.retryable, result.httpStatus) == ("PORTAL_TIMEOUT", True, None)
 
 
+def test_the_default_timeout_outlasts_the_portals_own_60_second_limit(
+    make_settings: Callable[..., Settings], webhook_url: str
+) -> None:
+    settings = make_settings()
+    assert settings.timeout > 60
+    app = item_deletion(settings, parse_webhook_url(webhook_url, allow_http=False)).app
+    assert app.portal._wire.timeout == settings.timeout
+
+
+async def test_a_slow_delete_answered_within_the_timeout_is_sent_once(
+    over_https: Callable[..., ItemDeletion], portal: Portal
+) -> None:
+    # 35 s of a 75 s limit, scaled down: the portal answers late, but before the limit.
+    portal.inject("crm.item.delete", Fault(status=200, json={"result": []}, perform=True, delay=0.7))
+    result = await delete_42(over_https(timeout=1.5))
+    assert (result.status, result.error) == ("deleted", None)
+    assert "absence" not in result.message
+    assert len(portal.calls_to("crm.item.delete")) == 1
+
+
+async def test_a_timed_out_delete_is_not_sent_again_while_the_portal_may_still_run_it(
+    over_https: Callable[..., ItemDeletion], portal: Portal
+) -> None:
+    # B24_TIMEOUT set below the portal's 60 s: the abandoned delete is settled by reading, never repeated.
+    portal.inject("crm.item.delete", Fault(status=200, json={"result": []}, perform=True, delay=1.0))
+    result = await delete_42(over_https(timeout=0.3))
+    assert (result.status, result.error) == ("deleted", None)
+    assert "confirmed by absence" in result.message
+    assert len(portal.calls_to("crm.item.delete")) == 1
+
+
 # Never misreport a deletion
 
 

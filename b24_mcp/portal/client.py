@@ -27,7 +27,7 @@ from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError, may_h
 from b24_mcp.portal.answer import ErrorBody, PortalResponse, read_answer
 from b24_mcp.portal.auth import Auth
 from b24_mcp.portal.limiter import Pacing
-from b24_mcp.portal.wire import DEFAULT_MAX_ANSWER_BYTES, Wire
+from b24_mcp.portal.wire import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT, PORTAL_TIME_LIMIT, Wire
 
 __all__ = ["DEFAULT_MAX_ANSWER_BYTES", "PortalClient", "PortalResponse"]
 
@@ -51,7 +51,7 @@ class PortalClient:
         self,
         auth: Auth,
         *,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         ca_bundle: str | None = None,
         http_transport: httpx2.AsyncBaseTransport | None = None,
         limiter: Pacing | None = None,
@@ -137,6 +137,7 @@ class PortalClient:
                     self._check_blocked(method)
             generation = self._auth.generation
             error: B24Error
+            started = time.monotonic()
             try:
                 answer = await self._send(method, params)
             except PortalError as exc:
@@ -161,6 +162,10 @@ class PortalClient:
             if lost:
                 error = error.with_lost_answer()
             delay = self._retry_base * 2**retries * (0.5 + random.random())  # noqa: S311 (jitter, not crypto)
+            if error.is_code("PORTAL_TIMEOUT") and may_have_acted(error) and _may_write(method):
+                # The abandoned attempt may still be running on the portal: never send it again before the
+                # portal's own limit has ended it (a shorter B24_TIMEOUT than that would otherwise delete twice).
+                delay = max(delay, started + PORTAL_TIME_LIMIT - time.monotonic())
             end = _deadline.get()
             if (
                 not _worth_retrying(error)
@@ -232,6 +237,14 @@ class PortalClient:
                 retryable=True,
                 hint=f"Retry after {_utc(until)}.",
             )
+
+
+_READS = frozenset({"get", "list", "fields", "current", "profile", "scope"})
+
+
+def _may_write(method: str) -> bool:
+    """Whether a method may change the portal (`batch` too: it may hold deletes); reads are named so."""
+    return method.rsplit(".", 1)[-1].lower() not in _READS
 
 
 def _worth_retrying(error: B24Error) -> bool:

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 # No real answer comes near this (a batch of 50 full items is a few hundred KiB); measured after decompression.
 DEFAULT_MAX_ANSWER_BYTES = 16 * 1024 * 1024
+# The portal ends every REST request within 60 s, nested batch commands included (limits.md). An attempt abandoned
+# before then may still be running there: a repeat would do it twice, so the default waits past that limit.
+PORTAL_TIME_LIMIT = 60.0
+DEFAULT_TIMEOUT = 75.0
 
 
 class Answer(NamedTuple):
@@ -48,7 +52,7 @@ class Wire:
     def __init__(
         self,
         *,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         ca_bundle: str | None = None,
         http_transport: httpx2.AsyncBaseTransport | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
