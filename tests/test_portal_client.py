@@ -11,7 +11,8 @@ from b24_mcp.errors import PortalError, Refusal, TransportError
 from b24_mcp.portal.auth import WebhookAuth
 from b24_mcp.portal.client import PortalClient
 from b24_mcp.sandbox.emulator import Fault, Portal
-from b24_mcp.sandbox.seed import SANDBOX_WEBHOOK_CODE
+from b24_mcp.sandbox.seed import SANDBOX_HOST, SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE
+from b24_mcp.sandbox.serve import sandbox_transport
 from b24_mcp.settings import parse_webhook_url
 from emulator.emulator_helpers import EXTRANET_HOOK, NOSCOPE_HOOK, READONLY_HOOK
 from helpers import TLSFiles, assert_no_secret
@@ -99,14 +100,22 @@ async def test_extranet_user_gets_the_lowercase_intranet_code(https_origin: str,
 async def test_webhook_without_crm_scope_gets_insufficient_scope(https_origin: str, tls: TLSFiles) -> None:
     client = client_for(https_origin + NOSCOPE_HOOK, tls)
     error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
-    assert error.code == "insufficient_scope"
-    assert error.retryable is False
+    assert (error.code, error.http_status, error.retryable) == ("insufficient_scope", 403, False)
 
 
 async def test_wrong_webhook_code_gets_invalid_credentials(https_origin: str, tls: TLSFiles) -> None:
     client = client_for(f"{https_origin}/rest/1/not-the-right-code/", tls)
     error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
-    assert (error.code, error.retryable) == ("INVALID_CREDENTIALS", False)
+    assert (error.code, error.http_status, error.retryable) == ("INVALID_CREDENTIALS", 403, False)
+
+
+async def test_a_webhook_over_plain_http_gets_400_invalid_request_decided_by_its_code(portal: Portal) -> None:
+    url = f"http://{SANDBOX_HOST}/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/"
+    client = PortalClient(
+        WebhookAuth(parse_webhook_url(url, allow_http=True)), http_transport=sandbox_transport(portal), max_retries=0
+    )
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert (error.code, error.http_status, error.retryable) == ("INVALID_REQUEST", 400, False)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx2
@@ -319,7 +320,19 @@ async def test_an_expired_token_is_refreshed_once_and_the_call_repeated(oauth: A
     result = await service.preview(2, 42)
     assert result.status == "preview"
     assert portal.token_requests == 1
-    assert all(oauth.refresh not in url and SANDBOX_CLIENT_SECRET not in url for url in oauth.urls)
+
+
+async def test_the_token_endpoint_is_asked_as_documented_a_get_with_a_query_string(
+    oauth: Any, portal: Portal, https_origin: str
+) -> None:
+    portal.expire_access_tokens()
+    assert (await oauth.service().preview(2, 42)).status == "preview"
+    (asked,) = [url for url in oauth.urls if "/oauth/token/" in url]
+    query = parse_qs(urlsplit(asked).query)
+    assert query["grant_type"] == ["refresh_token"] and query["refresh_token"] == [oauth.refresh]
+    assert query["client_id"] == [SANDBOX_CLIENT_ID] and query["client_secret"] == [SANDBOX_CLIENT_SECRET]
+    rest = [url for url in oauth.urls if "/rest/" in url]
+    assert all(oauth.refresh not in url and SANDBOX_CLIENT_SECRET not in url for url in rest)
 
 
 async def test_concurrent_calls_share_one_refresh(oauth: Any, portal: Portal) -> None:
@@ -369,9 +382,12 @@ async def test_oauth_secrets_never_reach_results_or_logs(
     oauth: Any, portal: Portal, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx2")  # even where a configuration turns the library's log on
+    caplog.set_level(logging.DEBUG, logger="httpcore2")
     service = oauth.service()
     portal.expire_access_tokens()
     results = [await service.preview(2, 42), await delete_42(service)]
+    assert portal.token_requests == 1  # the refresh's GET, its secrets in the query string, was made
     saved = json.loads(oauth.token_file.read_text())
     text = caplog.text + "".join(result.model_dump_json() for result in results)
     for secret in (oauth.access, oauth.refresh, SANDBOX_CLIENT_SECRET, saved["access_token"], saved["refresh_token"]):

@@ -2,7 +2,7 @@
 
 `PortalClient` is the call policy: pacing by the shared leaky bucket, retries with backoff when a retry can help,
 one renewal on `expired_token` when the credential can be refreshed, and the methods the portal blocked until
-its `operating_reset_at`. The POST itself is `wire.Wire` (bounded in time and size); reading what came
+its `operating_reset_at`. The request itself is `wire.Wire` (bounded in time and size); reading what came
 back is `answer.read_answer`. The webhook base URL carries the secret code, so it lives only inside the request
 the credential prepares: it is never formatted into a message.
 """
@@ -144,7 +144,7 @@ class PortalClient:
                 if exc.is_code("expired_token") and self._auth.can_refresh and not refreshed:
                     refreshed = True
                     try:
-                        await self._auth.refresh(self.post_form, generation)
+                        await self._auth.refresh(self.request_token, generation)
                     except (PortalError, TransportError) as failure:
                         raise (failure.with_lost_answer() if lost else failure) from None
                     continue
@@ -182,18 +182,23 @@ class PortalClient:
 
     async def _send(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
         url, body = self._auth.prepare(method, params)
-        answer = await self._wire.post(url, json_body=body, who="The portal", what=method, host=self.host, acts=True)
+        answer = await self._wire.send(
+            "POST", url, json_body=body, who="The portal", what=method, host=self.host, acts=True
+        )
         read = read_answer(method, answer, host=self.host, secrets=self._auth.secrets)
         if isinstance(read, ErrorBody):
             raise self._portal_error(method, read)
         return read
 
-    async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
-        """POST a form to an OAuth server (a token request) under this client's limits: (HTTP status, body).
-        Raises `TransportError` when no answer came back; such a failure never counts as a REST call sent."""
-        answer = await self._wire.post(
+    async def request_token(self, url: str, params: Mapping[str, str]) -> tuple[int, bytes]:
+        """Ask an OAuth server's token endpoint under this client's limits: (HTTP status, body). A GET with the
+        parameters as its query string, the one form documented (the official PHP and Python SDKs use it; a POSTed
+        form is known to work on one OAuth host only). Raises `TransportError` when no answer came back; such a
+        failure never counts as a REST call sent."""
+        answer = await self._wire.send(
+            "GET",
             url,
-            form=dict(form),
+            query=dict(params),
             who="The OAuth server",
             what="the token refresh",
             host=urlsplit(url).netloc,
