@@ -169,6 +169,22 @@ async def test_unusable_bodies_are_bad_portal_response(
     assert (error.code, error.http_status, error.retryable) == ("BAD_PORTAL_RESPONSE", status, retryable)
 
 
+async def test_a_time_block_without_operating_reset_at_is_read_and_blocks_nothing(
+    client: PortalClient, portal: Portal
+) -> None:
+    timing = {"start": 1.5, "finish": 1.75, "duration": 0.25, "processing": 0.125, "operating": 0}
+    portal.inject("crm.item.get", Fault(status=200, json={"result": {"item": {"id": 42}}, "time": timing}))
+    blocked = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked due to operation time limit."}
+    portal.inject("crm.item.get", Fault(status=429, json=blocked))
+    answer = await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert answer.time == timing
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert (error.code, error.hint) == (
+        "OPERATION_TIME_LIMIT",
+        "The portal blocked crm.item.get for a while; retry in a few minutes.",
+    )
+
+
 async def test_a_slow_answer_is_portal_timeout(webhook_url: str, tls: TLSFiles, portal: Portal) -> None:
     portal.inject("crm.item.get", Fault(status=200, json={"result": {}}, delay=2.0))
     error = await transport_error(client_for(webhook_url, tls, timeout=0.3))

@@ -268,7 +268,7 @@ class Portal:
         return self.status_overrides.get(str(err.code), err.status)
 
     def time_block(self, start: float, finish: float, processing: float, credential: str, method: str) -> Any:
-        operating, reset_at = self.operating.reading(credential, method, start)
+        operating, reset_at = self.operating.reading(credential, method)
         return time_block(start, finish, processing, self.tz, operating, reset_at)
 
     def _user(self, user_id: int) -> User:
