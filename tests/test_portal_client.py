@@ -247,6 +247,7 @@ BLOCKED = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is bloc
 async def test_the_portals_operation_time_limit_passes_through_and_says_when_it_unblocks(
     client: PortalClient, portal: Portal
 ) -> None:
+    portal.set_operating_cost("crm.item.get", 1.0)  # charged, so its answer says when the charge expires
     await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})  # learns operating_reset_at
     portal.inject("crm.item.get", Fault(status=429, json=BLOCKED))
     error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
@@ -261,6 +262,7 @@ async def test_the_portals_operation_time_limit_passes_through_and_says_when_it_
 async def test_a_method_the_portal_blocked_is_refused_here_without_sending_until_it_unblocks(
     client: PortalClient, portal: Portal
 ) -> None:
+    portal.set_operating_cost("crm.item.get", 1.0)
     await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
     portal.inject("crm.item.get", Fault(status=429, json=BLOCKED))
     await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})

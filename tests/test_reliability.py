@@ -166,6 +166,7 @@ async def test_operation_time_limit_is_not_retried_and_says_when_it_unblocks(
     over_https: Callable[..., ItemDeletion], portal: Portal
 ) -> None:
     service = over_https()
+    portal.set_operating_cost("crm.item.get", 1.0)  # charged, so its answer says when the charge expires
     assert (await service.preview(2, 42)).status == "preview"  # learns operating_reset_at
     blocked = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked due to operation time limit."}
     portal.inject("crm.item.get", Fault(status=429, json=blocked))
