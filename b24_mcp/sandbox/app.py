@@ -39,6 +39,7 @@ def create_app(portal: Portal) -> Starlette:
                 path=request.path_params.get("path", ""),
                 params=await _read_params(request),
                 bearer=_bearer(request),
+                query=parse_php_query(request.url.query),
             )
             return await _deliver(serve(portal, incoming))
 

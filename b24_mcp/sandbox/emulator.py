@@ -226,9 +226,10 @@ class Portal:
         """Store an item (assigning id and timestamps when missing) and return the stored dict."""
         return self.crm.add_item(entity_type_id, fields)
 
-    def touch(self, entity_type_id: int, item_id: int, **changes: Any) -> None:
-        """Apply changes to an item and move its updatedTime strictly forward (by at least one second)."""
-        self.crm.touch(entity_type_id, item_id, **changes)
+    def touch(self, entity_type_id: int, item_id: int, *, same_second: bool = False, **changes: Any) -> None:
+        """Apply changes to an item and move its updatedTime strictly forward (by at least one second); with
+        `same_second`, leave it: the change falls in the second it names (dates have whole seconds)."""
+        self.crm.touch(entity_type_id, item_id, same_second=same_second, **changes)
 
     # ------------------------------------------------------------------ faults and the request log
 
@@ -268,7 +269,7 @@ class Portal:
         return self.status_overrides.get(str(err.code), err.status)
 
     def time_block(self, start: float, finish: float, processing: float, credential: str, method: str) -> Any:
-        operating, reset_at = self.operating.reading(credential, method, start)
+        operating, reset_at = self.operating.reading(credential, method)
         return time_block(start, finish, processing, self.tz, operating, reset_at)
 
     def _user(self, user_id: int) -> User:
