@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     confirm_secret: SecretStr | None = None
     confirm_ttl: int = Field(default=300, ge=10, le=86_400)
     ca_bundle: Path | None = None
-    timeout: float = Field(default=30.0, gt=0, le=600)
+    timeout: float = Field(default=75.0, gt=0, le=600)  # above the portal's own 60 s: see portal/wire.py
     read_only: bool = False
     allowed_entity_types: Annotated[frozenset[int] | None, NoDecode] = None
     audit_log: Path = Field(default_factory=_default_audit_log)

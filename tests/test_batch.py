@@ -228,6 +228,46 @@ async def test_an_item_changed_since_the_preview_refuses_the_whole_set(
     assert portal.calls_to("crm.item.delete") == []
 
 
+@pytest.mark.parametrize("change", [{"stageId": "WON"}, {"opportunity": 999_999.0}], ids=["stage", "amount"])
+async def test_an_item_of_the_set_changed_within_the_second_of_the_preview_refuses_the_whole_set(
+    connect: Connect, portal: Portal, deals: list[int], change: dict[str, object]
+) -> None:
+    async with connect() as client:
+        preview = await client.call_tool(TOOL, {"entityTypeId": 2, "ids": deals[:3]})
+        assert preview.structured_content is not None
+        portal.touch(2, FIRST + 1, same_second=True, **change)  # updatedTime stays: the same second
+        done = await client.call_tool(
+            TOOL,
+            {
+                "entityTypeId": 2,
+                "ids": deals[:3],
+                "dryRun": False,
+                "confirmationToken": preview.structured_content["confirmationToken"],
+            },
+        )
+    assert done.structured_content is not None
+    assert (done.is_error, done.structured_content["error"]) == (True, "ITEM_CHANGED")
+    assert portal.calls_to("crm.item.delete") == []
+
+
+async def test_a_set_changed_within_the_same_second_while_the_person_was_asked_is_not_deleted(
+    connect: Connect, portal: Portal, deals: list[int]
+) -> None:
+    class Meanwhile(Person):
+        async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
+            portal.touch(2, FIRST + 1, same_second=True, stageId="WON")
+            return await super().__call__(context, params)
+
+    result = await call(
+        connect,
+        {"entityTypeId": 2, "ids": deals[:3], "dryRun": False},
+        confirm="auto",
+        client={"elicitation_callback": Meanwhile("accept"), "mode": "legacy"},
+    )
+    assert result.structured_content is not None and result.structured_content["error"] == "ITEM_CHANGED"
+    assert portal.calls_to("crm.item.delete") == []
+
+
 async def test_a_single_item_token_does_not_confirm_a_batch(connect: Connect, portal: Portal, deals: list[int]) -> None:
     async with connect() as client:
         single = await client.call_tool("crm_item_delete", {"entityTypeId": 2, "id": FIRST})

@@ -11,6 +11,7 @@ import pytest
 
 from b24_mcp.deleting.gate import Answer, Consent, Route
 from b24_mcp.deleting.item import ItemDeletion
+from b24_mcp.portal.items import version_of
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.link import sandbox_webhook
 from b24_mcp.sandbox.seed import READONLY_USER_ID, READONLY_WEBHOOK_CODE, SANDBOX_HOST, SANDBOX_WEBHOOK_CODE
@@ -119,6 +120,51 @@ async def test_an_item_changed_since_the_preview_is_not_deleted(service: ItemDel
     assert 42 in portal.items[2] and deletes(portal) == 0
 
 
+# updatedTime has whole seconds: a change in the second of the preview keeps it, the shown fields do not.
+SAME_SECOND_CHANGES = [
+    {"title": "Acme renewal (renegotiated)"},
+    {"stageId": "WON"},
+    {"assignedById": 3},
+    {"opportunity": 999_999.0},
+    {"currencyId": "EUR"},
+]
+
+
+@pytest.mark.parametrize("change", SAME_SECOND_CHANGES, ids=lambda change: next(iter(change)))
+async def test_a_shown_field_changed_within_the_second_of_the_preview_is_item_changed(
+    service: ItemDeletion, portal: Portal, change: dict[str, object]
+) -> None:
+    token = await token_for(service)
+    updated = portal.items[2][42]["updatedTime"]
+    portal.touch(2, 42, same_second=True, **change)
+    result = await service.delete(2, 42, with_token(token))
+    assert (result.error, result.retryable) == ("ITEM_CHANGED", False)
+    assert f"within the same second, updatedTime {updated}" in result.message
+    assert 42 in portal.items[2] and deletes(portal) == 0
+
+
+@pytest.mark.parametrize("change", SAME_SECOND_CHANGES, ids=lambda change: next(iter(change)))
+async def test_a_yes_to_an_item_changed_within_the_same_second_deletes_nothing(
+    service: ItemDeletion, portal: Portal, change: dict[str, object]
+) -> None:
+    question = await service.question(2, 42)
+    assert question is not None
+    consent = Consent(route=Route.ASK, answer=Answer.ACCEPTED, shown=question.version)
+    portal.touch(2, 42, same_second=True, **change)
+    result = await service.delete(2, 42, consent)
+    assert (result.status, result.error) == ("error", "ITEM_CHANGED")
+    assert deletes(portal) == 0
+
+
+async def test_a_field_the_person_was_not_shown_does_not_void_the_confirmation(
+    service: ItemDeletion, portal: Portal
+) -> None:
+    token = await token_for(service)
+    portal.touch(2, 42, same_second=True, comments="a note added meanwhile")
+    result = await service.delete(2, 42, with_token(token))
+    assert result.status == "deleted"
+
+
 async def test_the_same_delete_again_reports_the_portals_not_found(service: ItemDeletion, portal: Portal) -> None:
     token = await token_for(service)
     await service.delete(2, 42, with_token(token))
@@ -177,7 +223,7 @@ async def test_a_client_that_cannot_be_asked_is_refused_when_asking_is_required(
 
 def accepted(portal: Portal, entity_type_id: int = 2, item_id: int = 42) -> Consent:
     """The person's yes to a question that showed the item as it is now."""
-    shown = portal.items[entity_type_id][item_id]["updatedTime"]
+    shown = version_of(portal.items[entity_type_id][item_id])
     return Consent(route=Route.ASK, answer=Answer.ACCEPTED, shown=shown)
 
 
@@ -223,7 +269,7 @@ async def test_an_unasked_question_for_a_missing_item_reports_not_found(service:
     assert result.error == "NOT_FOUND"
 
 
-async def test_the_question_names_type_id_title_and_portal(service: ItemDeletion) -> None:
+async def test_the_question_names_type_id_title_and_portal(service: ItemDeletion, portal: Portal) -> None:
     question = await service.question(2, 42)
     assert question is not None
     assert question.text == (
@@ -231,7 +277,8 @@ async def test_the_question_names_type_id_title_and_portal(service: ItemDeletion
         "It goes to the CRM recycle bin if the portal keeps one; it can be restored there, not through this server. "
         "Title: «Acme renewal»."
     )
-    assert question.version == "2026-03-08T14:05:00+03:00"
+    assert question.version == version_of(portal.items[2][42])
+    assert question.version.startswith("2026-03-08T14:05:00+03:00~")  # updatedTime and the shown fields
 
 
 @pytest.mark.parametrize(

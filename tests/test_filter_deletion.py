@@ -112,15 +112,15 @@ async def test_every_item_has_an_intent_and_an_outcome_with_its_full_snapshot_us
     assert {entry["attempt"] for entry in entries[:3]} == {entry["attempt"] for entry in entries[3:]}
 
 
-@pytest.mark.parametrize("change", ["modified", "deleted elsewhere"])
+@pytest.mark.parametrize("change", ["modified", "modified within the same second", "deleted elsewhere"])
 async def test_an_item_changed_between_preview_and_delete_deletes_nothing(
     connect_https: Connect, portal: Portal, change: str
 ) -> None:
     ids = add_deals(portal, 120)
     async with connect_https() as client:
         preview = await client.call_tool(TOOL, {"entityTypeId": 2, "filter": MATCHING})
-        if change == "modified":
-            portal.touch(2, ids[70], stageId="WON")
+        if change.startswith("modified"):
+            portal.touch(2, ids[70], same_second=change.endswith("second"), stageId="WON")
         else:
             del portal.items[2][ids[70]]
         token = data(preview)["confirmationToken"]

@@ -11,7 +11,8 @@ from b24_mcp.errors import PortalError, Refusal, TransportError
 from b24_mcp.portal.auth import WebhookAuth
 from b24_mcp.portal.client import PortalClient
 from b24_mcp.sandbox.emulator import Fault, Portal
-from b24_mcp.sandbox.seed import SANDBOX_WEBHOOK_CODE
+from b24_mcp.sandbox.seed import SANDBOX_HOST, SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE
+from b24_mcp.sandbox.serve import sandbox_transport
 from b24_mcp.settings import parse_webhook_url
 from emulator.emulator_helpers import EXTRANET_HOOK, NOSCOPE_HOOK, READONLY_HOOK
 from helpers import TLSFiles, assert_no_secret
@@ -99,14 +100,22 @@ async def test_extranet_user_gets_the_lowercase_intranet_code(https_origin: str,
 async def test_webhook_without_crm_scope_gets_insufficient_scope(https_origin: str, tls: TLSFiles) -> None:
     client = client_for(https_origin + NOSCOPE_HOOK, tls)
     error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
-    assert error.code == "insufficient_scope"
-    assert error.retryable is False
+    assert (error.code, error.http_status, error.retryable) == ("insufficient_scope", 403, False)
 
 
 async def test_wrong_webhook_code_gets_invalid_credentials(https_origin: str, tls: TLSFiles) -> None:
     client = client_for(f"{https_origin}/rest/1/not-the-right-code/", tls)
     error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
-    assert (error.code, error.retryable) == ("INVALID_CREDENTIALS", False)
+    assert (error.code, error.http_status, error.retryable) == ("INVALID_CREDENTIALS", 403, False)
+
+
+async def test_a_webhook_over_plain_http_gets_400_invalid_request_decided_by_its_code(portal: Portal) -> None:
+    url = f"http://{SANDBOX_HOST}/rest/{SANDBOX_USER_ID}/{SANDBOX_WEBHOOK_CODE}/"
+    client = PortalClient(
+        WebhookAuth(parse_webhook_url(url, allow_http=True)), http_transport=sandbox_transport(portal), max_retries=0
+    )
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert (error.code, error.http_status, error.retryable) == ("INVALID_REQUEST", 400, False)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +167,22 @@ async def test_unusable_bodies_are_bad_portal_response(
     portal.inject("crm.item.get", Fault(status=status, body=body, content_type=content_type))
     error = await transport_error(client)
     assert (error.code, error.http_status, error.retryable) == ("BAD_PORTAL_RESPONSE", status, retryable)
+
+
+async def test_a_time_block_without_operating_reset_at_is_read_and_blocks_nothing(
+    client: PortalClient, portal: Portal
+) -> None:
+    timing = {"start": 1.5, "finish": 1.75, "duration": 0.25, "processing": 0.125, "operating": 0}
+    portal.inject("crm.item.get", Fault(status=200, json={"result": {"item": {"id": 42}}, "time": timing}))
+    blocked = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked due to operation time limit."}
+    portal.inject("crm.item.get", Fault(status=429, json=blocked))
+    answer = await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert answer.time == timing
+    error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
+    assert (error.code, error.hint) == (
+        "OPERATION_TIME_LIMIT",
+        "The portal blocked crm.item.get for a while; retry in a few minutes.",
+    )
 
 
 async def test_a_slow_answer_is_portal_timeout(webhook_url: str, tls: TLSFiles, portal: Portal) -> None:
@@ -222,6 +247,7 @@ BLOCKED = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is bloc
 async def test_the_portals_operation_time_limit_passes_through_and_says_when_it_unblocks(
     client: PortalClient, portal: Portal
 ) -> None:
+    portal.set_operating_cost("crm.item.get", 1.0)  # charged, so its answer says when the charge expires
     await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})  # learns operating_reset_at
     portal.inject("crm.item.get", Fault(status=429, json=BLOCKED))
     error = await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
@@ -236,6 +262,7 @@ async def test_the_portals_operation_time_limit_passes_through_and_says_when_it_
 async def test_a_method_the_portal_blocked_is_refused_here_without_sending_until_it_unblocks(
     client: PortalClient, portal: Portal
 ) -> None:
+    portal.set_operating_cost("crm.item.get", 1.0)
     await client.call("crm.item.get", {"entityTypeId": 2, "id": 42})
     portal.inject("crm.item.get", Fault(status=429, json=BLOCKED))
     await portal_error(client, "crm.item.get", {"entityTypeId": 2, "id": 42})

@@ -9,6 +9,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx2
@@ -165,6 +166,7 @@ async def test_operation_time_limit_is_not_retried_and_says_when_it_unblocks(
     over_https: Callable[..., ItemDeletion], portal: Portal
 ) -> None:
     service = over_https()
+    portal.set_operating_cost("crm.item.get", 1.0)  # charged, so its answer says when the charge expires
     assert (await service.preview(2, 42)).status == "preview"  # learns operating_reset_at
     blocked = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked due to operation time limit."}
     portal.inject("crm.item.get", Fault(status=429, json=blocked))
@@ -191,6 +193,37 @@ async def test_a_portal_that_stays_slow_gives_portal_timeout(
     portal.inject("crm.item.get", Fault(status=200, json={"result": {}}, delay=1.5))
     result = await over_https(timeout=0.3, max_retries=0).preview(2, 42)
     assert (result.error, result.retryable, result.httpStatus) == ("PORTAL_TIMEOUT", True, None)
+
+
+def test_the_default_timeout_outlasts_the_portals_own_60_second_limit(
+    make_settings: Callable[..., Settings], webhook_url: str
+) -> None:
+    settings = make_settings()
+    assert settings.timeout > 60
+    app = item_deletion(settings, parse_webhook_url(webhook_url, allow_http=False)).app
+    assert app.portal._wire.timeout == settings.timeout
+
+
+async def test_a_slow_delete_answered_within_the_timeout_is_sent_once(
+    over_https: Callable[..., ItemDeletion], portal: Portal
+) -> None:
+    # 35 s of a 75 s limit, scaled down: the portal answers late, but before the limit.
+    portal.inject("crm.item.delete", Fault(status=200, json={"result": []}, perform=True, delay=0.7))
+    result = await delete_42(over_https(timeout=1.5))
+    assert (result.status, result.error) == ("deleted", None)
+    assert "absence" not in result.message
+    assert len(portal.calls_to("crm.item.delete")) == 1
+
+
+async def test_a_timed_out_delete_is_not_sent_again_while_the_portal_may_still_run_it(
+    over_https: Callable[..., ItemDeletion], portal: Portal
+) -> None:
+    # B24_TIMEOUT set below the portal's 60 s: the abandoned delete is settled by reading, never repeated.
+    portal.inject("crm.item.delete", Fault(status=200, json={"result": []}, perform=True, delay=1.0))
+    result = await delete_42(over_https(timeout=0.3))
+    assert (result.status, result.error) == ("deleted", None)
+    assert "confirmed by absence" in result.message
+    assert len(portal.calls_to("crm.item.delete")) == 1
 
 
 # Never misreport a deletion
@@ -288,7 +321,19 @@ async def test_an_expired_token_is_refreshed_once_and_the_call_repeated(oauth: A
     result = await service.preview(2, 42)
     assert result.status == "preview"
     assert portal.token_requests == 1
-    assert all(oauth.refresh not in url and SANDBOX_CLIENT_SECRET not in url for url in oauth.urls)
+
+
+async def test_the_token_endpoint_is_asked_as_documented_a_get_with_a_query_string(
+    oauth: Any, portal: Portal, https_origin: str
+) -> None:
+    portal.expire_access_tokens()
+    assert (await oauth.service().preview(2, 42)).status == "preview"
+    (asked,) = [url for url in oauth.urls if "/oauth/token/" in url]
+    query = parse_qs(urlsplit(asked).query)
+    assert query["grant_type"] == ["refresh_token"] and query["refresh_token"] == [oauth.refresh]
+    assert query["client_id"] == [SANDBOX_CLIENT_ID] and query["client_secret"] == [SANDBOX_CLIENT_SECRET]
+    rest = [url for url in oauth.urls if "/rest/" in url]
+    assert all(oauth.refresh not in url and SANDBOX_CLIENT_SECRET not in url for url in rest)
 
 
 async def test_concurrent_calls_share_one_refresh(oauth: Any, portal: Portal) -> None:
@@ -338,9 +383,12 @@ async def test_oauth_secrets_never_reach_results_or_logs(
     oauth: Any, portal: Portal, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx2")  # even where a configuration turns the library's log on
+    caplog.set_level(logging.DEBUG, logger="httpcore2")
     service = oauth.service()
     portal.expire_access_tokens()
     results = [await service.preview(2, 42), await delete_42(service)]
+    assert portal.token_requests == 1  # the refresh's GET, its secrets in the query string, was made
     saved = json.loads(oauth.token_file.read_text())
     text = caplog.text + "".join(result.model_dump_json() for result in results)
     for secret in (oauth.access, oauth.refresh, SANDBOX_CLIENT_SECRET, saved["access_token"], saved["refresh_token"]):

@@ -118,6 +118,41 @@ async def test_a_person_signs_in_through_the_portal_and_uses_the_tools(
     assert [entry.params["grant_type"] for entry in exchanges] == ["authorization_code"]
 
 
+async def test_a_code_exchange_answer_without_user_id_signs_in_whom_the_profile_names(
+    server: SignInServer, portal: Portal, sales: Person
+) -> None:
+    assert not portal.oauth.code_answer_names_user  # the documented answer: no user_id
+    async with sales.connect(portal, server) as session:
+        result = await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
+    assert result["status"] == "preview"
+    profiles = [entry for entry in portal.calls_to("profile") if entry.status == 200]
+    assert [entry.user_id for entry in profiles] == [SALES_USER_ID]
+    assert f"User {SALES_USER_ID} signed in" in server.stop()
+
+
+async def test_a_code_exchange_answer_naming_the_user_signs_them_in_too(
+    server: SignInServer, portal: Portal, sales: Person
+) -> None:
+    portal.oauth.code_answer_names_user = True
+    async with sales.connect(portal, server) as session:
+        await session.list_tools()
+    assert f"User {SALES_USER_ID} signed in" in server.stop()
+
+
+async def test_the_code_exchange_is_a_get_whose_secrets_no_log_line_holds_even_at_debug(
+    env: dict[str, str], portal: Portal, sales: Person, tmp_path: Path
+) -> None:
+    with signin_server(env | {"B24_LOG_LEVEL": "DEBUG"}, tmp_path / "logs") as server:
+        async with sales.connect(portal, server) as session:
+            await session.list_tools()
+        stderr = server.stop()
+    (exchange,) = [entry for entry in portal.calls_to("oauth.token") if entry.status == 200]
+    assert exchange.params["grant_type"] == "authorization_code"  # read from the query string: a GET
+    assert f"User {SALES_USER_ID} signed in" in stderr
+    assert SANDBOX_CLIENT_SECRET not in stderr
+    assert "code=" not in stderr and "client_secret" not in stderr
+
+
 async def test_the_client_gets_our_tokens_never_the_portals(
     server: SignInServer, portal: Portal, sales: Person
 ) -> None:

@@ -26,7 +26,8 @@ class Reading:
 
     @property
     def version(self) -> str:
-        """A digest of the existing ids and their `updatedTime`s: what a bulk token is bound to."""
+        """A digest of the existing ids and their versions (`updatedTime` and the shown fields): what a bulk token,
+        or a yes to the question about the set, is bound to."""
         pairs = sorted((item_id, version_of(item)) for item_id, item in self.items.items())
         digest = hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).digest()
         return base64.urlsafe_b64encode(digest[:18]).decode()

@@ -38,7 +38,7 @@ class Claim:
 
     entity_type_id: int
     subject: str
-    version: str  # an item's updatedTime, or the digest of a batch's ids and updatedTimes
+    version: str  # an item's version (`items.version_of`), or the digest of a set's ids and versions
     expires_at: int
     nonce: str
 

@@ -30,7 +30,7 @@ from b24_mcp.deleting.results import LOST_ANSWER_NOTE, ToolResult, error_message
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry
 from b24_mcp.portal.catalog import where_it_goes
-from b24_mcp.portal.items import ItemSummary, describe, summarize, version_of
+from b24_mcp.portal.items import ItemSummary, changed_at, describe, summarize, version_of, version_time
 from b24_mcp.telemetry import metrics
 
 Status = Literal["preview", "deleted", "cancelled", "error"]
@@ -164,11 +164,16 @@ class ItemDeletion:
             return ItemReading(await self.fetch(entity_type_id, item_id))
 
         def changed_since_preview(previewed: str, now: ItemReading) -> Refusal:
+            before, after = version_time(previewed), changed_at(now.item)
+            how = (
+                f"updatedTime {before} → {after}"
+                if before != after
+                else f"a field the preview showed changed within the same second, updatedTime {after}"
+            )
             return Refusal(
                 "ITEM_CHANGED",
                 f"{describe(entity_type_id, item_id, now.item)} was modified on the portal after the preview "
-                f"(updatedTime {previewed} → {now.version}). Preview it again, show the person the current "
-                "version, and confirm with the new token.",
+                f"({how}). Preview it again, show the person the current version, and confirm with the new token.",
             )
 
         def changed_since_asked(now: ItemReading) -> Refusal:

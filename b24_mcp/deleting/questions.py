@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from b24_mcp.portal.catalog import where_it_goes
-from b24_mcp.portal.items import counted, display_name, type_name, version_of
+from b24_mcp.portal.items import changed_at, counted, display_name, type_name
 from b24_mcp.text import for_display, quoted
 
 NAMED = 10  # up to this many items, every one is named
@@ -23,8 +23,8 @@ def item_question(
     host: str, entity_type_id: int, item_id: int, item: Mapping[str, Any], recycle_bin: bool | None
 ) -> str:
     """The question for one item."""
-    version = version_of(item)
-    changed = f" (last changed {for_display(version, 40)})" if version else ""
+    updated = changed_at(item)
+    changed = f" (last changed {for_display(updated, 40)})" if updated else ""
     name = display_name(item)
     title = f" Title: {quoted(name)}." if name else ""
     return f"Delete {type_name(entity_type_id)} #{item_id} from {host}{changed}? {where_it_goes(recycle_bin)}{title}"
@@ -43,7 +43,7 @@ def set_question(
     """The one question for a set of items: the ids asked for, or what a filter matched (`conditions`, the
     filter in words, from `Query.describe`; `more` when further items match beyond the server's cap)."""
     count = len(items)
-    latest = max((version_of(item) for item in items.values()), default="")
+    latest = max((changed_at(item) for item in items.values()), default="")
     facts = f"Delete {counted(entity_type_id, count)} from {host}?"
     facts += f" {where_it_goes(recycle_bin, many=count > 1)}"
     if skipped:
@@ -80,7 +80,7 @@ def describe_set(entity_type_id: int, items: Mapping[int, Mapping[str, Any]]) ->
     parts = ["By stage: " + ", ".join(f"{for_display(stage, 40)} {n}" for stage, n in stages.items()) + "."]
     if any(item.get("assignedById") not in (None, "") for item in items.values()):
         parts.append("By assignee: " + ", ".join(f"{_assignee(who)} {n}" for who, n in assignees.items()) + ".")
-    recent = sorted(items.items(), key=lambda pair: (version_of(pair[1]), pair[0]), reverse=True)[:SAMPLE]
+    recent = sorted(items.items(), key=lambda pair: (changed_at(pair[1]), pair[0]), reverse=True)[:SAMPLE]
     parts.append("Most recently changed: " + ", ".join(_named(item_id, item) for item_id, item in recent) + ".")
     with_amount = [(item_id, item) for item_id, item in items.items() if _amount(item) is not None]
     if with_amount:

@@ -45,8 +45,9 @@ _REAUTHORISE = (
     "and B24_ACCESS_TOKEN / B24_REFRESH_TOKEN set anew."
 )
 
-# POSTs a form to a URL and returns (HTTP status, decoded body); raises `TransportError` when no answer came.
-PostForm = Callable[[str, Mapping[str, str]], Awaitable[tuple[int, bytes]]]
+# Asks an OAuth token endpoint with these parameters (a GET with a query string, as documented) and returns
+# (HTTP status, decoded body); raises `TransportError` when no answer came.
+TokenRequest = Callable[[str, Mapping[str, str]], Awaitable[tuple[int, bytes]]]
 
 
 @dataclass(frozen=True, repr=False)
@@ -142,7 +143,7 @@ class Auth(Protocol):
         """The URL and JSON body for a call of `method`."""
         ...
 
-    async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
+    async def refresh(self, request_token: TokenRequest, seen_generation: int) -> None:
         """Renew the credential, unless another caller already did since `seen_generation`."""
         ...
 
@@ -185,7 +186,7 @@ class WebhookAuth(Auth):
     def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         return self._webhook.base_url + method, dict(params)
 
-    async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
+    async def refresh(self, request_token: TokenRequest, seen_generation: int) -> None:
         raise RuntimeError("a webhook cannot be refreshed")
 
 
@@ -204,7 +205,7 @@ def json_object(content: bytes) -> dict[str, Any] | None:
 
 
 async def exchange_refresh_token(
-    post_form: PostForm,
+    request_token: TokenRequest,
     oauth_url: str,
     client_id: str,
     client_secret: str,
@@ -218,13 +219,13 @@ async def exchange_refresh_token(
     Raises `PortalError` with the OAuth server's code when it refused (its texts passed through `secrets`, the hint
     `hint(code)`), `TransportError` when its answer was lost or is not a token answer.
     """
-    form = {
+    params = {
         "grant_type": "refresh_token",
         "client_id": client_id,
         "client_secret": client_secret,
         "refresh_token": refresh_token or "",
     }
-    status, content = await post_form(oauth_url, form)
+    status, content = await request_token(oauth_url, params)
     body = json_object(content)
     if body is not None and "error" in body:
         code = secrets.outside_text(body["error"], MAX_CODE)

@@ -2,7 +2,7 @@
 
 `PortalClient` is the call policy: pacing by the shared leaky bucket, retries with backoff when a retry can help,
 one renewal on `expired_token` when the credential can be refreshed, and the methods the portal blocked until
-its `operating_reset_at`. The POST itself is `wire.Wire` (bounded in time and size); reading what came
+its `operating_reset_at`. The request itself is `wire.Wire` (bounded in time and size); reading what came
 back is `answer.read_answer`. The webhook base URL carries the secret code, so it lives only inside the request
 the credential prepares: it is never formatted into a message.
 """
@@ -27,7 +27,7 @@ from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError, may_h
 from b24_mcp.portal.answer import ErrorBody, PortalResponse, read_answer
 from b24_mcp.portal.auth import Auth
 from b24_mcp.portal.limiter import Pacing
-from b24_mcp.portal.wire import DEFAULT_MAX_ANSWER_BYTES, Wire
+from b24_mcp.portal.wire import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT, PORTAL_TIME_LIMIT, Wire
 from b24_mcp.telemetry import metrics
 
 __all__ = ["DEFAULT_MAX_ANSWER_BYTES", "PortalClient", "PortalResponse"]
@@ -52,7 +52,7 @@ class PortalClient:
         self,
         auth: Auth,
         *,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         ca_bundle: str | None = None,
         http_transport: httpx2.AsyncBaseTransport | None = None,
         limiter: Pacing | None = None,
@@ -140,13 +140,14 @@ class PortalClient:
                     self._check_blocked(method)
             generation = self._auth.generation
             error: B24Error
+            started = time.monotonic()
             try:
                 answer = await self._send(method, params)
             except PortalError as exc:
                 if exc.is_code("expired_token") and self._auth.can_refresh and not refreshed:
                     refreshed = True
                     try:
-                        await self._auth.refresh(self.post_form, generation)
+                        await self._auth.refresh(self.request_token, generation)
                     except (PortalError, TransportError) as failure:
                         raise (failure.with_lost_answer() if lost else failure) from None
                     continue
@@ -164,6 +165,10 @@ class PortalClient:
             if lost:
                 error = error.with_lost_answer()
             delay = self._retry_base * 2**retries * (0.5 + random.random())  # noqa: S311 (jitter, not crypto)
+            if error.is_code("PORTAL_TIMEOUT") and may_have_acted(error) and _may_write(method):
+                # The abandoned attempt may still be running on the portal: never send it again before the
+                # portal's own limit has ended it (a shorter B24_TIMEOUT than that would otherwise delete twice).
+                delay = max(delay, started + PORTAL_TIME_LIMIT - time.monotonic())
             end = _deadline.get()
             if (
                 not _worth_retrying(error)
@@ -181,21 +186,24 @@ class PortalClient:
     async def _send(self, method: str, params: Mapping[str, Any]) -> PortalResponse:
         url, body = self._auth.prepare(method, params)
         with metrics.portal_request(method):
-            answer = await self._wire.post(
-                url, json_body=body, who="The portal", what=method, host=self.host, acts=True
+            answer = await self._wire.send(
+                "POST", url, json_body=body, who="The portal", what=method, host=self.host, acts=True
             )
             read = read_answer(method, answer, host=self.host, secrets=self._auth.secrets)
             if isinstance(read, ErrorBody):
                 raise self._portal_error(method, read)
         return read
 
-    async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
-        """POST a form to an OAuth server (a token request) under this client's limits: (HTTP status, body).
-        Raises `TransportError` when no answer came back; such a failure never counts as a REST call sent."""
+    async def request_token(self, url: str, params: Mapping[str, str]) -> tuple[int, bytes]:
+        """Ask an OAuth server's token endpoint under this client's limits: (HTTP status, body). A GET with the
+        parameters as its query string, the one form documented (the official PHP and Python SDKs use it; a POSTed
+        form is known to work on one OAuth host only). Raises `TransportError` when no answer came back; such a
+        failure never counts as a REST call sent."""
         with metrics.portal_request("oauth.token"):
-            answer = await self._wire.post(
+            answer = await self._wire.send(
+                "GET",
                 url,
-                form=dict(form),
+                query=dict(params),
                 who="The OAuth server",
                 what="the token refresh",
                 host=urlsplit(url).netloc,
@@ -239,6 +247,14 @@ class PortalClient:
                 retryable=True,
                 hint=f"Retry after {_utc(until)}.",
             )
+
+
+_READS = frozenset({"get", "list", "fields", "current", "profile", "scope"})
+
+
+def _may_write(method: str) -> bool:
+    """Whether a method may change the portal (`batch` too: it may hold deletes); reads are named so."""
+    return method.rsplit(".", 1)[-1].lower() not in _READS
 
 
 def _worth_retrying(error: B24Error) -> bool:

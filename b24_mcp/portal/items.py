@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,9 +67,29 @@ def describe(entity_type_id: int, item_id: int, item: Mapping[str, Any] | None =
     return f"{type_name(entity_type_id)} #{item_id}" + (f" {quoted(name)}" if name else "")
 
 
-def version_of(item: Mapping[str, Any]) -> str:
-    """The item's `updatedTime`: what a confirmation is bound to."""
+def changed_at(item: Mapping[str, Any]) -> str:
+    """The item's `updatedTime` (whole seconds), or an empty string."""
     return str(item.get("updatedTime", ""))
+
+
+def version_of(item: Mapping[str, Any]) -> str:
+    """What a confirmation is bound to: `updatedTime` and every field a person is shown of the item (its title or
+    name, stage, assignee, amount, currency). `updatedTime` has whole seconds, so a change made in the second of a
+    preview keeps it: the shown fields tell that change apart."""
+    shown = [
+        display_name(item),
+        _text(item, "stageId"),
+        _number(item, "assignedById"),
+        _number(item, "opportunity"),
+        _text(item, "currencyId"),
+    ]
+    digest = hashlib.sha256(json.dumps(shown, separators=(",", ":")).encode()).digest()
+    return f"{changed_at(item)}~{base64.urlsafe_b64encode(digest[:12]).decode()}"
+
+
+def version_time(version: str) -> str:
+    """The `updatedTime` a version (of `version_of`) was taken at."""
+    return version.rpartition("~")[0] if "~" in version else version
 
 
 class ItemSummary(BaseModel):
@@ -85,21 +108,27 @@ class ItemSummary(BaseModel):
 _MAX_FIELD = 2000  # the portal's text stays as sent in structured results, but bounded
 
 
+def _text(item: Mapping[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return str(value) if value is not None and value != "" else None
+
+
+def _number(item: Mapping[str, Any], key: str) -> float | None:
+    try:
+        value = float(item[key]) if item.get(key) not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
 def summarize(item: Mapping[str, Any]) -> ItemSummary:
     """Summarize an item as the portal returned it, tolerating missing or oddly typed fields."""
 
     def text(key: str) -> str | None:
-        value = item.get(key)
-        return str(value)[:_MAX_FIELD] if value is not None and value != "" else None
+        value = _text(item, key)
+        return value[:_MAX_FIELD] if value is not None else None
 
-    def number(key: str) -> float | None:
-        try:
-            value = float(item[key]) if item.get(key) not in (None, "") else None
-        except (TypeError, ValueError, OverflowError):
-            return None
-        return value if value is not None and math.isfinite(value) else None
-
-    assigned = number("assignedById")
+    assigned = _number(item, "assignedById")
     name = display_name(item)
     return ItemSummary(
         id=int(item["id"]),
@@ -108,6 +137,6 @@ def summarize(item: Mapping[str, Any]) -> ItemSummary:
         assignedById=None if assigned is None else int(assigned),
         createdTime=text("createdTime"),
         updatedTime=text("updatedTime"),
-        opportunity=number("opportunity"),
+        opportunity=_number(item, "opportunity"),
         currencyId=text("currencyId"),
     )

@@ -15,9 +15,9 @@ from b24_mcp.portal.auth import (
     _REAUTHORISE,
     Auth,
     GrantStore,
-    PostForm,
     Secrets,
     TokenPair,
+    TokenRequest,
     WebhookAuth,
     exchange_refresh_token,
 )
@@ -82,7 +82,7 @@ class OAuthSession(Auth):
     def prepare(self, method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         return self._config.rest_base + method, {**params, "auth": self._access}
 
-    async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
+    async def refresh(self, request_token: TokenRequest, seen_generation: int) -> None:
         """Exchange the refresh token for a new pair; concurrent callers wait for one exchange. With a grant store,
         replicas too: the one holding the stored grant's lock exchanges, the others take the pair it stored.
 
@@ -95,7 +95,7 @@ class OAuthSession(Auth):
             current = TokenPair(self._access, self._refresh, self._user_id)
 
             async def renew(pair: TokenPair) -> TokenPair:
-                return await self._exchange(post_form, pair)
+                return await self._exchange(request_token, pair)
 
             pair = await (self._grants.refresh(current, renew) if self._grants is not None else renew(current))
             renewed = pair.expires_in is not None  # a pair taken from the store does not say
@@ -112,11 +112,11 @@ class OAuthSession(Auth):
             if self._config.token_file is not None:
                 await anyio.to_thread.run_sync(self._save, self._config.token_file)
 
-    async def _exchange(self, post_form: PostForm, pair: TokenPair) -> TokenPair:
+    async def _exchange(self, request_token: TokenRequest, pair: TokenPair) -> TokenPair:
         """One refresh at the OAuth server with `pair`'s refresh token: the next pair."""
         self._remember(pair.access_token, pair.refresh_token)  # a stored pair's tokens are secrets here too
         renewed = await exchange_refresh_token(
-            post_form,
+            request_token,
             self._config.oauth_url,
             self._config.client_id or "",
             self._config.client_secret or "",

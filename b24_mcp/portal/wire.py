@@ -1,4 +1,4 @@
-"""One POST on the wire to the portal or its OAuth server: bounded in time and size, the library's failures made ours.
+"""One request to the portal or its OAuth server: bounded in time and size, the library's failures made ours.
 
 `Wire` owns the process's pooled HTTP client (created on first use, so start-up builds no TLS context).
 - `timeout` bounds each attempt as a whole (connecting, sending, and reading the last byte of the body), not
@@ -6,7 +6,8 @@
 - an answer is read as a stream and abandoned once its decoded size passes `max_answer_bytes` (16 MiB by
   default, far beyond any real answer): a huge body or a compression bomb is `BAD_PORTAL_RESPONSE`;
 - every failure of the HTTP library (a body that does not decode included) becomes a `TransportError` whose
-  text is ours, never the library's (that may hold the URL, and a webhook URL holds its secret code).
+  text is ours, never the library's (that may hold the URL, and a webhook URL holds its secret code, a token
+  request's query string the client secret and the refresh token or code).
 """
 
 from __future__ import annotations
@@ -22,15 +23,21 @@ import httpx2
 from b24_mcp import __version__
 from b24_mcp.errors import AnswerTooLarge, TransportError
 
-# httpx2 logs every request URL at INFO, and a webhook URL contains its secret code: keep those records from
-# ever being created, whatever logging configuration the process ends up with.
+# httpx2 logs every request URL at INFO, and a webhook URL contains its secret code (a token request's query string
+# the client secret and the refresh token or code): keep those records from ever being created, and drop any that
+# a logging configuration lowering the level would let through.
 for _name in ("httpx2", "httpcore2"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+logging.getLogger("httpx2").addFilter(lambda record: False)
 
 logger = logging.getLogger(__name__)
 
 # No real answer comes near this (a batch of 50 full items is a few hundred KiB); measured after decompression.
 DEFAULT_MAX_ANSWER_BYTES = 16 * 1024 * 1024
+# The portal ends every REST request within 60 s, nested batch commands included (limits.md). An attempt abandoned
+# before then may still be running there: a repeat would do it twice, so the default waits past that limit.
+PORTAL_TIME_LIMIT = 60.0
+DEFAULT_TIMEOUT = 75.0
 
 
 class Answer(NamedTuple):
@@ -43,12 +50,12 @@ class Answer(NamedTuple):
 
 
 class Wire:
-    """POSTs through one pooled HTTP client, each bounded by `timeout` as a whole and by `max_answer_bytes`."""
+    """Requests through one pooled HTTP client, each bounded by `timeout` as a whole and by `max_answer_bytes`."""
 
     def __init__(
         self,
         *,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         ca_bundle: str | None = None,
         http_transport: httpx2.AsyncBaseTransport | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
@@ -75,13 +82,14 @@ class Wire:
         return self._http
 
     async def aclose(self) -> None:
-        """Close the pooled connections; a later POST opens new ones."""
+        """Close the pooled connections; a later request opens new ones."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
 
-    async def post(
+    async def send(
         self,
+        verb: str,
         url: str,
         *,
         who: str,
@@ -89,9 +97,9 @@ class Wire:
         host: str,
         acts: bool,
         json_body: Any = None,
-        form: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
     ) -> Answer:
-        """One POST of `json_body` or `form`; `who` answering `what` at `host` names it in errors.
+        """One `verb` request with `json_body` or `query`; `who` answering `what` at `host` names it in errors.
 
         `acts` says whether reaching the other side may have done the work (a REST call) or not (a token
         refresh): it decides `maybe_sent` of the `TransportError` raised when no usable answer came back.
@@ -101,7 +109,7 @@ class Wire:
         try:
             with anyio.move_on_after(self.timeout) as scope:
                 async with self._client().stream(
-                    "POST", url, json=json_body, data=form, extensions={"trace": progress.trace}
+                    verb, url, json=json_body, params=query, extensions={"trace": progress.trace}
                 ) as response:
                     status = response.status_code
                     headers = response.headers

@@ -37,6 +37,7 @@ def create_app(portal: PortalState) -> Starlette:
                 path=request.path_params.get("path", ""),
                 params=await _read_params(request),
                 bearer=_bearer(request),
+                query=parse_php_query(request.url.query),
             )
             return await _deliver(serve(portal, incoming))
 

@@ -69,7 +69,7 @@ def batch(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcom
                 raise RestError(405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage")
             needed = required_scopes(method)
             if needed and not needed & caller.scopes:
-                raise RestError(401, "insufficient_scope", "")
+                raise RestError(403, "insufficient_scope", "")
             if portal.operating.blocked(caller.credential, method):
                 raise operation_time_limit()
             outcome = run(portal, method, sub_params, caller)

@@ -112,10 +112,13 @@ class CrmStore:
         self.items[entity_type_id][item_id] = item
         return item
 
-    def touch(self, entity_type_id: int, item_id: int, **changes: Any) -> None:
-        """Apply changes to an item and move its updatedTime strictly forward (by at least one second)."""
+    def touch(self, entity_type_id: int, item_id: int, *, same_second: bool = False, **changes: Any) -> None:
+        """Apply changes to an item and move its updatedTime strictly forward (by at least one second); with
+        `same_second`, leave it: the change falls in the second it names (dates have whole seconds)."""
         item = self.items[entity_type_id][item_id]
         item.update(self.types[entity_type_id].fields.store(changes))
+        if same_second:
+            return
         now = datetime.now(self.tz).replace(microsecond=0)
         previous = item.get("updatedTime")
         if isinstance(previous, str):

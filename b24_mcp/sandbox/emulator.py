@@ -212,9 +212,10 @@ class Portal(PortalState):
         """Store an item (assigning id and timestamps when missing) and return the stored dict."""
         return self.crm.add_item(entity_type_id, fields)
 
-    def touch(self, entity_type_id: int, item_id: int, **changes: Any) -> None:
-        """Apply changes to an item and move its updatedTime strictly forward (by at least one second)."""
-        self.crm.touch(entity_type_id, item_id, **changes)
+    def touch(self, entity_type_id: int, item_id: int, *, same_second: bool = False, **changes: Any) -> None:
+        """Apply changes to an item and move its updatedTime strictly forward (by at least one second); with
+        `same_second`, leave it: the change falls in the second it names (dates have whole seconds)."""
+        self.crm.touch(entity_type_id, item_id, same_second=same_second, **changes)
 
     # ------------------------------------------------------------------ faults and the request log
 

@@ -101,19 +101,22 @@ def method_name(raw: str) -> str:
 
 
 def time_block(
-    start: float, finish: float, processing: float, tz: timezone, operating: float, reset_at: float
+    start: float, finish: float, processing: float, tz: timezone, operating: float, reset_at: float | None
 ) -> dict[str, Any]:
-    """The ``time`` object of a successful answer (spec §0.1)."""
-    return {
+    """The ``time`` object of a successful answer (spec §0.1): ``operating_reset_at`` only once the method was
+    charged (``reset_at`` not None; spec §10)."""
+    block: dict[str, Any] = {
         "start": start,
         "finish": finish,
         "duration": finish - start,
         "processing": processing,
         "date_start": _iso(start, tz),
         "date_finish": _iso(finish, tz),
-        "operating_reset_at": int(reset_at),
-        "operating": operating,
     }
+    if reset_at is not None:
+        block["operating_reset_at"] = int(reset_at)
+    block["operating"] = operating
+    return block
 
 
 def _iso(timestamp: float, tz: timezone) -> str:

@@ -1,6 +1,7 @@
 """The portal's front door, free of HTTP plumbing: one request in, one ``Answer`` out.
 
-For ``/rest/…`` (spec §1.2 step 1, §2, §3): credentials (webhook path or OAuth token), scope, the leaky bucket,
+For ``/rest/…`` (spec §1.2 step 1, §2, §3; statuses per §10: ``INVALID_CREDENTIALS`` and ``insufficient_scope`` 403,
+``INVALID_REQUEST`` 400): credentials (webhook path or OAuth token), scope, the leaky bucket,
 the operating-time limit, injected faults, the method, the envelope, the request log — in that order. The OAuth
 endpoints get the same fault injection and logging (secrets masked).
 """
@@ -26,13 +27,15 @@ _SECRET_PARAMS = frozenset({"client_secret", "refresh_token", "code"})
 
 @dataclass(frozen=True)
 class Incoming:
-    """A request as the portal sees it: where it came in, the path after ``/rest/``, the merged parameters."""
+    """A request as the portal sees it: where it came in, the path after ``/rest/``, the merged parameters (and
+    those of the query string alone)."""
 
     scheme: str
     netloc: str
     path: str
     params: dict[str, Any]
     bearer: str | None = None
+    query: dict[str, Any] | None = None  # None: the same as ``params``
 
     @property
     def origin(self) -> str:
@@ -58,7 +61,7 @@ def serve_rest(portal: PortalState, request: Incoming) -> Answer:
     needed = required_scopes(method)
     if needed and not needed & caller.scopes:
         description = f"The request requires higher privileges than provided by the {caller.holder}"
-        return fail(RestError(401, "insufficient_scope", description), user_id)
+        return fail(RestError(403, "insufficient_scope", description), user_id)
     if not portal.bucket.admit():
         return fail(RestError(503, "QUERY_LIMIT_EXCEEDED", "Too many requests"), user_id)
     if portal.operating.blocked(caller.credential, method):
@@ -89,16 +92,17 @@ def serve_rest(portal: PortalState, request: Incoming) -> Answer:
 
 
 def serve_token(portal: PortalState, request: Incoming) -> Answer:
-    """The authorization server's ``/oauth/token/``, served by the same app."""
+    """The authorization server's ``/oauth/token/``, served by the same app. It reads the query string, the one
+    form documented; a POSTed form only when ``portal.oauth.accepts_form`` (as ``oauth.bitrix24.tech`` does)."""
     method = "oauth.token"
     portal.oauth.token_requests += 1
-    params = request.params
+    params = request.params if portal.oauth.accepts_form or request.query is None else request.query
     logged = _masked(params)
     fault = portal.faults.pop(method, params)
     if fault is not None and not fault.perform:
         return _fault_answer(portal, fault, method, logged, None)
     try:
-        body, user_id = portal.oauth.exchange(params, request.origin, request.netloc, portal.member_id)
+        body, user_id = portal.oauth.exchange(params, request.origin, portal.member_id)
     except RestError as err:
         if fault is not None:
             return _fault_answer(portal, fault, method, logged, None)
@@ -144,10 +148,10 @@ def _authenticate(portal: PortalState, request: Incoming, segments: list[str], p
     if len(segments) != 3 or not (segments[0].isascii() and segments[0].isdigit()):
         raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
     if portal.require_https and request.scheme != "https":
-        raise RestError(401, "INVALID_REQUEST", "Https required.")
+        raise RestError(400, "INVALID_REQUEST", "Https required.")
     webhook = portal.directory.webhooks.get((int(segments[0]), segments[1]))
     if webhook is None:
-        raise RestError(401, "INVALID_CREDENTIALS", "Invalid request credentials")
+        raise RestError(403, "INVALID_CREDENTIALS", "Invalid request credentials")
     return portal.directory.webhook_caller(webhook)
 
 

@@ -97,10 +97,11 @@ class OperatingLimiter:
             return 0.0, None
         return sum(cost for _, cost in charges), charges[0][0] + self.window - now
 
-    def reading(self, credential: str, method: str, start: float) -> tuple[float, float]:
-        """``time.operating`` and ``time.operating_reset_at`` (unix time) for an answer that started at ``start``."""
+    def reading(self, credential: str, method: str) -> tuple[float, float | None]:
+        """``time.operating`` and ``time.operating_reset_at`` (unix time): None until the method has been charged
+        within the window (data-types.md#time, limits.md; so never for the outer ``batch``)."""
         operating, expires_in = self.usage(credential, method)
-        return operating, start + self.window if expires_in is None else time.time() + expires_in
+        return operating, None if expires_in is None else time.time() + expires_in
 
     def reset(self) -> None:
         """Forget every charge."""

@@ -4,13 +4,18 @@
   (``Portal.sign_in_as``) and redirects (302) to the application's redirect URI **as registered**
   (``add_app(redirect_uri=…)``; a ``redirect_uri`` in the request is not used) with ``code`` (valid 30 s, one use),
   ``state``, ``domain`` (the portal's address), ``member_id``, ``scope`` (the application's scopes) and
-  ``server_domain`` (the authorization server's address; here the emulator itself).
+  ``server_domain`` (the authorization server's name, ``OAuthServer.domain``: never the portal's).
   An application without a redirect URI gets the code shown on a page (docs: "the simplified first authorization
   code will be displayed to the user directly on the page"); nobody signed in gets the sign-in page (200, no
   redirect) [INFER]; an unknown ``client_id`` gets an error page ("the user will see an appropriate error
   message"; 400 here [INFER]).
 * ``/oauth/token/`` exchanges ``grant_type=authorization_code`` (``client_id``, ``client_secret``, ``code``) or
-  ``grant_type=refresh_token`` (``refresh_token``; it rotates) for a token pair acting as that user.
+  ``grant_type=refresh_token`` (``refresh_token``; it rotates) for a token pair acting as that user. The parameters
+  come as a GET query string, the one form documented (settings/oauth/index.md, auto-renewal.md; spec §10); a
+  POSTed form is read as no parameters (``invalid_request``) unless ``accepts_form`` is set, as on the one host
+  known to take it. Like the documentation's example, the code exchange's answer has neither ``user_id`` nor
+  ``expires`` (``code_answer_names_user`` puts them in, as real answers were reported to); the refresh answer has
+  both. Its ``domain`` is the authorization server's name, not the portal's.
 * Tokens belong to one (application, user, scopes); calls with them act as that user with that user's rights.
 """
 
@@ -56,6 +61,9 @@ class OAuthServer:
     def __init__(self, *, access_ttl: float = 3600.0, code_ttl: float = 30.0) -> None:
         self.access_ttl = access_ttl
         self.code_ttl = code_ttl
+        self.domain = "oauth.bitrix.info"  # how the authorization server names itself (served at the portal's address)
+        self.accepts_form = False
+        self.code_answer_names_user = False
         self.apps: dict[str, App] = {}
         self.signed_in: int | None = None
         self.token_requests = 0
@@ -104,13 +112,13 @@ class OAuthServer:
             "domain": portal_domain,
             "member_id": member_id,
             "scope": ",".join(sorted(app.scopes)),
-            "server_domain": portal_domain,
+            "server_domain": self.domain,
         }
         separator = "&" if "?" in app.redirect_uri else "?"
         location = app.redirect_uri + separator + urlencode(query)
         return Answer(302, b"", {"location": location, "content-type": "text/html; charset=utf-8"}), self.signed_in
 
-    def exchange(self, params: dict[str, Any], origin: str, netloc: str, member_id: str) -> tuple[dict[str, Any], int]:
+    def exchange(self, params: dict[str, Any], origin: str, member_id: str) -> tuple[dict[str, Any], int]:
         """``/oauth/token/``: the token pair's body and the user it acts as."""
         grant_type = _text_param(params, "grant_type")
         if grant_type is None:
@@ -129,10 +137,10 @@ class OAuthServer:
             raise RestError(401, "invalid_client", "Invalid client credentials")
         grant = self._redeem(proof, values[proof], app.client_id)
         access, refresh, live = self._issue(grant)
-        body = {
+        body: dict[str, Any] = {
             "access_token": access,
             "client_endpoint": f"{origin}/rest/",
-            "domain": netloc,
+            "domain": self.domain,
             "expires": int(live.expires_at),
             "expires_in": math.ceil(self.access_ttl),
             "member_id": member_id,
@@ -142,6 +150,8 @@ class OAuthServer:
             "status": app.status,
             "user_id": grant.user_id,
         }
+        if proof == "code" and not self.code_answer_names_user:
+            del body["expires"], body["user_id"]
         return body, grant.user_id
 
     def _redeem(self, proof: str, value: str, client_id: str) -> Grant:

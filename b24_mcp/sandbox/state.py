@@ -84,5 +84,5 @@ class PortalState:
         return self.status_overrides.get(str(err.code), err.status)
 
     def time_block(self, start: float, finish: float, processing: float, credential: str, method: str) -> Any:
-        operating, reset_at = self.operating.reading(credential, method, start)
+        operating, reset_at = self.operating.reading(credential, method)
         return time_block(start, finish, processing, self.tz, operating, reset_at)

@@ -1,8 +1,9 @@
 """Signing a person in at the portal: the authorization-code exchange and who the portal says signed in.
 
 Everything that comes back is hostile until checked: the code exchange's answer must be a token answer for this
-portal (its `client_endpoint` names the configured portal; `member_id` and `user_id` have their shapes), and the
-person is who the portal's `profile` says, with the new token, not what the browser's redirect claimed.
+portal (its `client_endpoint` names the configured portal; `member_id` has its shape), and the person is who the
+portal's `profile` says, with the new token, not what the browser's redirect claimed. The documented answer of the
+code exchange has no `user_id` (settings/oauth/index.md); when one comes, it must be the profile's user.
 """
 
 from __future__ import annotations
@@ -45,14 +46,14 @@ async def sign_in(portal: PortalClient, config: SignInConfig, code: str) -> Sign
 
     `portal` is the application's client of the portal (its HTTP pool, limits and rate limiter).
     """
-    form = {
+    params = {
         "grant_type": "authorization_code",
         "client_id": config.client_id,
         "client_secret": config.client_secret,
         "code": code,
     }
     try:
-        status, content = await portal.post_form(config.oauth_url, form)
+        status, content = await portal.request_token(config.oauth_url, params)
     except B24Error as exc:
         logger.warning("The code exchange at the OAuth server failed: %s", exc.code)
         raise SignInFailed(
@@ -64,19 +65,28 @@ async def sign_in(portal: PortalClient, config: SignInConfig, code: str) -> Sign
         refusal = secrets.outside_text(body["error"], 100)
         logger.warning("The OAuth server refused the code exchange: %s (HTTP %d)", refusal, status)
         raise SignInFailed("access_denied", f"The Bitrix24 OAuth server refused the sign-in ({refusal}).")
-    tokens, user_id, member_id = _token_answer(body, config)
-    if tokens is None or user_id is None or member_id is None:
+    answer = _token_answer(body, config)
+    if answer is None:
         logger.warning("The OAuth server answered the code exchange with HTTP %d and no usable token answer", status)
         raise SignInFailed("server_error", "The Bitrix24 OAuth server did not answer with a usable token.")
-    name = await _profile_name(portal, config, user_id, tokens)
+    tokens, claimed, member_id = answer
+    user_id, name = await _profile(portal, config, tokens, claimed)
     return SignedIn(member_id=member_id, user_id=user_id, name=name, tokens=tokens)
 
 
-def _token_answer(
-    body: dict[str, object] | None, config: SignInConfig
-) -> tuple[BitrixTokens | None, int | None, str | None]:
+def _user_id(value: object) -> int | None:
+    """A Bitrix24 user id as sent (a number, or its digits), or None when it is not one."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31:
+        return value
+    return None
+
+
+def _token_answer(body: dict[str, object] | None, config: SignInConfig) -> tuple[BitrixTokens, int | None, str] | None:
+    """The tokens, the user id when the answer names one, and the portal's `member_id`; None when unusable."""
     if body is None:
-        return None, None, None
+        return None
     access, refresh = body.get("access_token"), body.get("refresh_token")
     user_id, member_id, endpoint = body.get("user_id"), body.get("member_id"), body.get("client_endpoint")
     if isinstance(endpoint, str):
@@ -90,37 +100,40 @@ def _token_answer(
                 "access_denied",
                 f"You signed in to another Bitrix24 portal ({shown}); this server serves {config.portal_host}.",
             )
-    if isinstance(user_id, str) and user_id.isdigit():
-        user_id = int(user_id)
+    claimed = _user_id(user_id)
     valid = (
         isinstance(access, str)
         and is_token(access)
         and (refresh is None or is_token(refresh))
-        and isinstance(user_id, int)
-        and not isinstance(user_id, bool)
-        and 0 < user_id < 2**31
+        and (user_id is None or claimed is not None)
         and isinstance(member_id, str)
         and _MEMBER_ID.fullmatch(member_id) is not None
     )
     if not valid:
-        return None, None, None
+        return None
     assert isinstance(access, str)
-    assert isinstance(user_id, int)
     assert isinstance(member_id, str)
-    return BitrixTokens(access, refresh if isinstance(refresh, str) else None), user_id, member_id
+    return BitrixTokens(access, refresh if isinstance(refresh, str) else None), claimed, member_id
 
 
-async def _profile_name(portal: PortalClient, config: SignInConfig, user_id: int, tokens: BitrixTokens) -> str:
-    """The person's name from the portal's `profile` (any scope), which must be the user the token is for."""
-    auth = PersonAuth(config, user_id=user_id, name="", version=0, tokens=tokens, store=None)
+async def _profile(
+    portal: PortalClient, config: SignInConfig, tokens: BitrixTokens, claimed: int | None
+) -> tuple[int, str]:
+    """Who signed in and their name, from the portal's `profile` (any scope) with the new token; the token
+    answer's `user_id`, when it named one, must be that user."""
+    # The user is not known until `profile` answers (0); this credential makes that one call and is dropped.
+    auth = PersonAuth(config, user_id=claimed or 0, name="", version=0, tokens=tokens, store=None)
     try:
         answer = await portal.for_credential(auth).call("profile", {})
     except B24Error as exc:
         logger.warning("The portal did not answer profile for a new sign-in: %s", exc.code)
         raise SignInFailed("server_error", f"The portal did not say who signed in ({exc.code}).") from None
     result = answer.result if isinstance(answer.result, dict) else {}
-    if str(result.get("ID", "")) != str(user_id):
+    user_id = _user_id(result.get("ID"))
+    if user_id is None:
+        raise SignInFailed("server_error", "The portal's profile did not say who signed in.")
+    if claimed is not None and claimed != user_id:
         raise SignInFailed("server_error", "The portal's profile is not the user the sign-in was for.")
     parts = [result.get("NAME"), result.get("LAST_NAME")]
     name = clean_name(" ".join(part for part in parts if isinstance(part, str)))
-    return name or f"user {user_id}"
+    return user_id, name or f"user {user_id}"

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from b24_mcp.errors import PortalError, Refusal
-from b24_mcp.portal.auth import Auth, PostForm, Secrets, exchange_refresh_token
+from b24_mcp.portal.auth import Auth, Secrets, TokenRequest, exchange_refresh_token
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.records import BitrixTokens
 from b24_mcp.signin.store import PeopleStore
@@ -95,7 +95,7 @@ class PersonAuth(Auth):
         self._generation += 1
         self._remember()
 
-    async def refresh(self, post_form: PostForm, seen_generation: int) -> None:
+    async def refresh(self, request_token: TokenRequest, seen_generation: int) -> None:
         """Renew the person's tokens, unless another call did since `seen_generation` (see the module docstring).
 
         Raises `PortalError` with the OAuth server's code when it refused, `TransportError` when its answer was
@@ -110,7 +110,7 @@ class PersonAuth(Auth):
             renewed: list[BitrixTokens] = []
 
             async def renew(stored: BitrixTokens) -> BitrixTokens:
-                renewed.append(await self._exchange(post_form, stored))
+                renewed.append(await self._exchange(request_token, stored))
                 return renewed[-1]
 
             try:
@@ -131,12 +131,12 @@ class PersonAuth(Auth):
             if renewed:
                 logger.info("Refreshed the Bitrix24 tokens of user %d", self._user_id)
 
-    async def _exchange(self, post_form: PostForm, stored: BitrixTokens) -> BitrixTokens:
+    async def _exchange(self, request_token: TokenRequest, stored: BitrixTokens) -> BitrixTokens:
         """One exchange of `stored`'s refresh token at the OAuth server: the next pair."""
         if stored.refresh is None:
             raise RuntimeError("this credential cannot be refreshed")
         renewed = await exchange_refresh_token(
-            post_form,
+            request_token,
             self._config.oauth_url,
             self._config.client_id,
             self._config.client_secret,

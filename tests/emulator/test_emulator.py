@@ -55,22 +55,13 @@ async def test_delete_answers_empty_array_result_with_time(client: httpx2.AsyncC
 async def test_time_block_has_floats_iso_dates_and_operating(client: httpx2.AsyncClient) -> None:
     before = time.time()
     timing = (await call(client, "crm.item.get", {"entityTypeId": 2, "id": 42})).json()["time"]
-    assert list(timing) == [
-        "start",
-        "finish",
-        "duration",
-        "processing",
-        "date_start",
-        "date_finish",
-        "operating_reset_at",
-        "operating",
-    ]
+    # No operating_reset_at: the method has not been charged (data-types.md#time, spec section 10).
+    assert list(timing) == ["start", "finish", "duration", "processing", "date_start", "date_finish", "operating"]
     assert isinstance(timing["start"], float)
     assert before - 1 <= timing["start"] <= timing["finish"]
     assert timing["duration"] == pytest.approx(timing["finish"] - timing["start"])
     assert datetime.fromisoformat(timing["date_start"]).utcoffset() is not None
     assert timing["date_start"].endswith("+03:00")
-    assert timing["operating_reset_at"] == int(timing["start"]) + 600
     assert timing["operating"] == 0
 
 
@@ -344,9 +335,9 @@ async def test_unknown_method_is_404_method_not_found(client: httpx2.AsyncClient
 
 
 @pytest.mark.parametrize("hook", [f"/rest/{SANDBOX_USER_ID}/wrong-code/", f"/rest/77/{SANDBOX_WEBHOOK_CODE}/"])
-async def test_unknown_webhook_is_401_invalid_credentials(client: httpx2.AsyncClient, hook: str) -> None:
+async def test_unknown_webhook_is_403_invalid_credentials(client: httpx2.AsyncClient, hook: str) -> None:
     response = await call(client, "crm.item.get", {"entityTypeId": 2, "id": 42}, hook=hook)
-    assert response.status_code == 401
+    assert response.status_code == 403
     assert response.json() == {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}
 
 
@@ -356,10 +347,10 @@ async def test_webhook_path_without_user_id_is_method_not_found(client: httpx2.A
     assert response.json()["error"] == "ERROR_METHOD_NOT_FOUND"
 
 
-async def test_plain_http_webhook_gets_https_required(portal: Portal) -> None:
+async def test_plain_http_webhook_gets_400_https_required(portal: Portal) -> None:
     async with make_client(portal, base_url=f"http://{SANDBOX_HOST}") as client:
         response = await call(client, "crm.item.get", {"entityTypeId": 2, "id": 42})
-    assert response.status_code == 401
+    assert response.status_code == 400
     assert response.json() == {"error": "INVALID_REQUEST", "error_description": "Https required."}
 
 
@@ -393,9 +384,9 @@ async def test_oauth_route_with_any_token_is_invalid_token(
     assert 42 in portal.items[2]
 
 
-async def test_webhook_without_crm_scope_gets_insufficient_scope(client: httpx2.AsyncClient) -> None:
+async def test_webhook_without_crm_scope_gets_403_insufficient_scope(client: httpx2.AsyncClient) -> None:
     response = await call(client, "crm.item.delete", {"entityTypeId": 2, "id": 42}, hook=NOSCOPE_HOOK)
-    assert response.status_code == 401
+    assert response.status_code == 403
     assert response.json() == {
         "error": "insufficient_scope",
         "error_description": "The request requires higher privileges than provided by the webhook token",
@@ -526,11 +517,11 @@ async def test_dropped_answer_with_perform_deletes_first(client: httpx2.AsyncCli
 
 
 async def test_status_overrides_change_only_the_http_status(client: httpx2.AsyncClient, portal: Portal) -> None:
-    portal.status_overrides["INVALID_CREDENTIALS"] = 403
+    portal.status_overrides["INVALID_CREDENTIALS"] = 401
     response = await call(client, "crm.item.get", {"entityTypeId": 2, "id": 42}, hook="/rest/1/wrong/")
-    assert response.status_code == 403
+    assert response.status_code == 401
     assert response.json() == {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}
-    assert portal.calls[-1].status == 403
+    assert portal.calls[-1].status == 401
 
 
 async def test_status_overrides_key_numeric_codes_as_strings(client: httpx2.AsyncClient, portal: Portal) -> None:
@@ -541,7 +532,7 @@ async def test_status_overrides_key_numeric_codes_as_strings(client: httpx2.Asyn
 
 
 async def test_status_overrides_leave_other_codes_alone(client: httpx2.AsyncClient, portal: Portal) -> None:
-    portal.status_overrides["INVALID_CREDENTIALS"] = 403
+    portal.status_overrides["INVALID_CREDENTIALS"] = 401
     response = await call(client, "crm.item.get", {"entityTypeId": 2, "id": 999})
     assert response.status_code == 400
 

@@ -272,6 +272,7 @@ async def test_batch_commands_are_charged_to_their_own_method_and_batch_to_nothi
         answer = (await call(client, "batch", delete_batch(ids[:10]))).json()
         single = (await call(client, "crm.item.delete", {"entityTypeId": CONTRACTS_TYPE_ID, "id": ids[10]})).json()
     assert answer["time"]["operating"] == 0
+    assert "operating_reset_at" not in answer["time"]  # the outer batch is never charged
     assert answer["result"]["result_time"][f"d{ids[9]}"]["operating"] == pytest.approx(20.0)
     assert single["time"]["operating"] == pytest.approx(22.0)
     assert int(before) + 600 <= single["time"]["operating_reset_at"] <= int(time.time()) + 600

@@ -26,7 +26,7 @@ async def test_log_records_failed_auth_without_user(client: httpx2.AsyncClient, 
             method="crm.item.delete",
             params={"entityTypeId": 2, "id": 42},
             user_id=None,
-            status=401,
+            status=403,
             error="INVALID_CREDENTIALS",
         )
     ]

@@ -23,7 +23,8 @@ from emulator.emulator_helpers import GET_42, make_client
 
 pytestmark = pytest.mark.anyio
 
-# What an answer with a token pair holds, to a refresh and to a code exchange alike.
+# What a refresh answer holds (settings/oauth/auto-renewal.md); the code exchange's lacks `expires` and `user_id`
+# (settings/oauth/index.md, step 2).
 TOKEN_ANSWER_FIELDS = {
     "access_token",
     "client_endpoint",
@@ -37,6 +38,7 @@ TOKEN_ANSWER_FIELDS = {
     "status",
     "user_id",
 }
+CODE_ANSWER_FIELDS = TOKEN_ANSWER_FIELDS - {"expires", "user_id"}
 
 
 # ---------------------------------------------------------------------- OAuth calls
@@ -75,7 +77,7 @@ async def test_token_scopes_limit_its_calls(client: httpx2.AsyncClient, portal: 
     access, _ = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID, frozenset({"user"}))
     denied = await client.post("/rest/crm.item.get", json={**GET_42, "auth": access})
     listed = await client.post("/rest/scope", json={"auth": access})
-    assert denied.status_code == 401
+    assert denied.status_code == 403
     assert denied.json() == {
         "error": "insufficient_scope",
         "error_description": "The request requires higher privileges than provided by the access token",
@@ -133,6 +135,7 @@ async def test_token_endpoint_answers_the_oauth_shape(client: httpx2.AsyncClient
     body = response.json()
     assert set(body) == TOKEN_ANSWER_FIELDS
     assert body["client_endpoint"] == f"https://{SANDBOX_HOST}/rest/"
+    assert body["domain"] == "oauth.bitrix.info"  # the authorization server, not the portal
     assert (body["expires_in"], body["scope"], body["user_id"]) == (3600, "crm,user", SANDBOX_USER_ID)
     assert int(before) + 3600 <= body["expires"] <= time.time() + 3600
     assert body["refresh_token"] != refresh_token
@@ -148,7 +151,24 @@ async def test_refreshed_access_token_works(client: httpx2.AsyncClient, portal: 
 
 
 @pytest.mark.parametrize("encoding", ["data", "json"])
-async def test_token_endpoint_takes_a_post_body(client: httpx2.AsyncClient, portal: Portal, encoding: str) -> None:
+async def test_token_endpoint_reads_only_the_documented_query_string(
+    client: httpx2.AsyncClient, portal: Portal, encoding: str
+) -> None:
+    _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
+    params = refresh_params(refresh_token)
+    if encoding == "json":
+        response = await client.post("/oauth/token/", json=params)
+    else:
+        response = await client.post("/oauth/token/", data=params)
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_request", "error_description": 'No "grant_type" parameter found'}
+
+
+@pytest.mark.parametrize("encoding", ["data", "json"])
+async def test_token_endpoint_takes_a_post_body_where_the_host_accepts_one(
+    client: httpx2.AsyncClient, portal: Portal, encoding: str
+) -> None:
+    portal.oauth.accepts_form = True
     _, refresh_token = portal.issue_tokens(SANDBOX_CLIENT_ID, SANDBOX_USER_ID)
     params = refresh_params(refresh_token)
     if encoding == "json":
@@ -284,7 +304,8 @@ async def test_authorize_redirects_to_the_registered_uri_with_code_and_portal_de
     query = redirect_query(await authorize(client, state="opaque-123"))
     assert list(query) == ["code", "state", "domain", "member_id", "scope", "server_domain"]
     assert query["state"] == "opaque-123"
-    assert query["domain"] == query["server_domain"] == SANDBOX_HOST
+    assert query["domain"] == SANDBOX_HOST
+    assert query["server_domain"] == "oauth.bitrix.info"  # the authorization server, not the portal
     assert query["member_id"] == portal.member_id
     assert query["scope"] == "crm,user_brief"
 
@@ -308,10 +329,23 @@ async def test_code_exchange_answers_the_token_shape_for_the_signed_in_user(
     response = await exchange(client, query["code"])
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == TOKEN_ANSWER_FIELDS
-    assert (body["user_id"], body["scope"], body["expires_in"], body["status"]) == (7, "crm,user_brief", 3600, "L")
+    assert set(body) == CODE_ANSWER_FIELDS  # no user_id, as documented: the person is who `profile` says
+    assert (body["scope"], body["expires_in"], body["status"]) == ("crm,user_brief", 3600, "L")
     assert body["client_endpoint"] == f"https://{SANDBOX_HOST}/rest/"
     assert body["member_id"] == query["member_id"]
+    profile = (await client.post("/rest/profile", json={"auth": body["access_token"]})).json()["result"]
+    assert profile["ID"] == str(READONLY_USER_ID)
+
+
+@pytest.mark.usefixtures("team_portal")
+async def test_a_code_exchange_answer_can_name_the_user_as_real_ones_were_reported_to(
+    client: httpx2.AsyncClient, portal: Portal
+) -> None:
+    portal.oauth.code_answer_names_user = True
+    portal.sign_in_as(READONLY_USER_ID)
+    body = (await exchange(client, redirect_query(await authorize(client, state="s"))["code"])).json()
+    assert set(body) == TOKEN_ANSWER_FIELDS
+    assert body["user_id"] == READONLY_USER_ID
 
 
 @pytest.mark.usefixtures("team_portal")
@@ -397,7 +431,8 @@ async def test_authorize_for_an_app_without_redirect_uri_shows_the_code(client: 
     params = {"client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET, "code": code}
     token = await client.get("/oauth/token/", params={"grant_type": "authorization_code", **params})
     assert response.status_code == 200
-    assert token.json()["user_id"] == SANDBOX_USER_ID
+    profile = (await client.post("/rest/profile", json={"auth": token.json()["access_token"]})).json()["result"]
+    assert profile["ID"] == str(SANDBOX_USER_ID)
 
 
 @pytest.mark.usefixtures("team_portal")

@@ -59,7 +59,7 @@ async def test_user_current_gives_name_email_and_user_type(client: httpx2.AsyncC
 
 async def test_user_current_needs_a_user_scope(client: httpx2.AsyncClient) -> None:
     response = await call(client, "user.current", hook=HOOK)
-    assert (response.status_code, response.json()["error"]) == (401, "insufficient_scope")
+    assert (response.status_code, response.json()["error"]) == (403, "insufficient_scope")
 
 
 async def test_user_current_works_with_the_user_scope(client: httpx2.AsyncClient) -> None:
