@@ -31,6 +31,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from b24_mcp.settings import ConfirmMode, Settings, SettingsError, is_loopback_host
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
@@ -262,27 +263,34 @@ def connection_limits() -> tuple[int, int]:
     return burst, max(8, min(MAX_CONNECTIONS, files - 4 * burst - FD_HEADROOM))
 
 
-def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings) -> None:
-    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish, and exit."""
+def http_config(app: ASGIApp, *, host: str, port: int, read_seconds: float = REQUEST_READ_SECONDS) -> uvicorn.Config:
+    """How uvicorn serves `app`: the guarded protocol (a request arrives whole within `read_seconds`, connections
+    capped below the open-files limit), quiet logs, a short graceful stop."""
     import uvicorn
 
-    from b24_mcp.library_hooks import DrainingServer, guarded_protocol, hold_event_streams
+    from b24_mcp.library_hooks import guarded_protocol
+
+    backlog, max_connections = connection_limits()
+    return uvicorn.Config(
+        app,
+        host=bind_address(host),
+        port=port,
+        backlog=backlog,
+        http=guarded_protocol(read_seconds=read_seconds, max_connections=max_connections),
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def serve_http(server: MCPServer, *, host: str, port: int, stateless: bool, settings: Settings) -> None:
+    """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish, and exit."""
+    from b24_mcp.library_hooks import DrainingServer, hold_event_streams
 
     host = bind_address(host)
     for warning in start_warnings(settings, host, stateless):
         logger.warning("%s", warning)
     app = http_app(server, settings, host=host, port=port, stateless=stateless)
     hold_event_streams()  # DrainingServer releases them once in-flight calls are answered
-    backlog, max_connections = connection_limits()
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        backlog=backlog,
-        http=guarded_protocol(read_seconds=REQUEST_READ_SECONDS, max_connections=max_connections),
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
     draining = type("Draining", (DrainingServer,), {"drain_seconds": DRAIN_SECONDS})
-    draining(config).run()
+    draining(http_config(app, host=host, port=port)).run()
