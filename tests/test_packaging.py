@@ -29,6 +29,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.mark.process
 def test_the_wheel_ships_the_package_the_sandbox_and_py_typed(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("b24_mcp/py.typed", "b24_mcp/cli.py", "b24_mcp/sandbox/emulator.py", "b24_mcp/sandbox/seed.py"):
@@ -36,6 +37,7 @@ def test_the_wheel_ships_the_package_the_sandbox_and_py_typed(wheel: Path) -> No
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
 
 
+@pytest.mark.process
 def test_the_wheel_declares_the_console_script_and_only_the_runtime_dependencies(wheel: Path) -> None:
     archive = zipfile.ZipFile(wheel)
     info = f"b24_mcp-{__version__}.dist-info"
@@ -57,6 +59,7 @@ def test_the_wheel_declares_the_console_script_and_only_the_runtime_dependencies
     ]
 
 
+@pytest.mark.process
 def test_the_installed_wheel_runs(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "installed"
     subprocess.run(

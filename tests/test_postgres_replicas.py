@@ -98,6 +98,7 @@ async def test_one_preview_token_used_twenty_times_at_once_deletes_once(env: dic
     }
 
 
+@pytest.mark.slow
 async def test_150_previews_at_once_over_three_replicas_stay_inside_the_portals_limit(
     env: dict[str, str], portal: Portal
 ) -> None:

@@ -132,6 +132,7 @@ async def test_a_persons_tokens_refreshed_by_two_replicas_at_once_are_exchanged_
     assert await other.bitrix_tokens(3) is None
 
 
+@pytest.mark.process
 async def test_people_lists_and_revokes_the_people_of_the_shared_database(
     stores: Callable[[], PostgresPeopleStore],
     portal: Portal,
@@ -163,6 +164,7 @@ def refreshes(portal: Portal) -> int:
     return sum(1 for entry in portal.calls_to("oauth.token") if entry.params.get("grant_type") == "refresh_token")
 
 
+@pytest.mark.process
 async def test_a_person_signs_in_through_one_replica_and_works_through_the_other(
     portal: Portal, https_origin: str, tls: TLSFiles, database_url: str, tmp_path: Path
 ) -> None:

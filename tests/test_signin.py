@@ -25,7 +25,7 @@ from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID, SANDBOX_CLIENT_SECRET, SANDBOX_USER_ID
 from helpers import TLSFiles, free_port, read_journal
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.process]
 
 TOOLS = ["crm_entity_types", "crm_item_delete", "crm_item_delete_batch"]
 

@@ -144,10 +144,12 @@ def assert_page_unavailable(response: httpx2.Response) -> None:
 # ------------------------------------------------------------------------------------------- while it is down
 
 
+@pytest.mark.process
 async def test_an_mcp_request_with_a_good_token_gets_503_not_401_while_the_database_is_down(outage: Outage) -> None:
     assert_oauth_unavailable(await mcp_request(outage.server, outage.access_token))
 
 
+@pytest.mark.process
 async def test_the_oauth_endpoints_answer_503_with_an_oauth_error_while_the_database_is_down(outage: Outage) -> None:
     assert_oauth_unavailable(await register(outage.server))
     assert_oauth_unavailable(await redeem(outage.server, outage.client, outage.code))
@@ -155,6 +157,7 @@ async def test_the_oauth_endpoints_answer_503_with_an_oauth_error_while_the_data
     assert_oauth_unavailable(await revoke(outage))
 
 
+@pytest.mark.process
 async def test_the_pages_a_browser_is_sent_to_answer_a_short_503_page_while_the_database_is_down(
     outage: Outage,
 ) -> None:
@@ -164,6 +167,7 @@ async def test_the_pages_a_browser_is_sent_to_answer_a_short_503_page_while_the_
     assert_page_unavailable(await browse("POST", f"{public}/oauth/consent", consent="c" * 43, decision="allow"))
 
 
+@pytest.mark.process
 async def test_each_refusal_logs_one_warning_naming_the_failure_without_a_traceback_or_a_secret(
     outage: Outage,
 ) -> None:
@@ -183,12 +187,14 @@ async def test_each_refusal_logs_one_warning_naming_the_failure_without_a_traceb
 # ----------------------------------------------------------------------------------------- once it is back
 
 
+@pytest.mark.process
 async def test_once_the_database_is_back_the_same_access_token_is_accepted_without_a_restart(outage: Outage) -> None:
     assert (await mcp_request(outage.server, outage.access_token)).status_code == 503
     outage.end()
     assert (await mcp_request(outage.server, outage.access_token)).status_code == 200  # the same process, unrestarted
 
 
+@pytest.mark.process
 async def test_a_code_and_a_refresh_token_refused_during_the_outage_are_not_spent(outage: Outage) -> None:
     assert (await redeem(outage.server, outage.client, outage.code)).status_code == 503
     assert (await refresh(outage)).status_code == 503

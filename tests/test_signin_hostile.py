@@ -30,7 +30,7 @@ from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID
 from helpers import TLSFiles, free_port
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.process]
 
 
 @pytest.fixture
