@@ -205,17 +205,27 @@ async def serving_http(
     settings: Settings,
     *,
     host: str = "127.0.0.1",
+    port: int | None = None,
     stateless: bool = False,
     read_seconds: float = REQUEST_READ_SECONDS,
 ) -> AsyncIterator[str]:
-    """The app `b24-mcp --transport http` serves, assembled as the command does (HTTP options, the ASGI app behind
-    the token and the Host/Origin check, uvicorn with the guarded protocol), served in this event loop on a free
-    port of a loopback `host` until the block ends; yields its /mcp URL. No process: what only a process shows
-    (signals, the open-files limit, stderr) is `http_server`'s."""
-    port = free_port(host)
-    server = build_server(make_app(settings), server_options=http_options(settings, host, port))
-    app = http_app(server, settings, host=host, port=port, stateless=stateless)
-    served = uvicorn.Server(http_config(app, host=host, port=port, read_seconds=read_seconds))
+    """The app `b24-mcp --transport http` serves, assembled as the command does (HTTP options; with B24_PUBLIC_URL
+    the sign-in application, its options and routes; the ASGI app behind the token and the Host/Origin check;
+    uvicorn with the guarded protocol), served in this event loop on `port` (a free one by default) of a loopback
+    `host` until the block ends; yields its /mcp URL. No process: what only a process shows (signals, the
+    open-files limit, stderr) is `http_server`'s."""
+    port = port or free_port(host)
+    options = http_options(settings, host, port)
+    if settings.public_url is None:
+        server = build_server(make_app(settings), server_options=options)
+    else:
+        from b24_mcp.signin.people import build_signin_app
+
+        app, people = build_signin_app(settings)
+        server = build_server(app, server_options=options | people.server_options())
+        people.add_routes(server)
+    asgi = http_app(server, settings, host=host, port=port, stateless=stateless)
+    served = uvicorn.Server(http_config(asgi, host=host, port=port, read_seconds=read_seconds))
     async with anyio.create_task_group() as group:
         group.start_soon(served.serve)
         for _ in range(4000):  # 20 s

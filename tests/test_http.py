@@ -19,7 +19,9 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from starlette.types import Receive, Scope, Send
 
+from b24_mcp.library_hooks import GuardedH11Protocol
 from b24_mcp.sandbox.emulator import Fault, Portal
 from b24_mcp.settings import Settings
 from b24_mcp.transport import REQUEST_READ_SECONDS, http_config, start_warnings
@@ -369,10 +371,14 @@ async def test_stalled_requests_are_closed_after_the_read_deadline(settings: Cal
     assert time.monotonic() - started > READ_SECONDS * 0.9
 
 
+async def no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI app that is never called."""
+
+
 def test_the_command_gives_a_request_ten_seconds_to_arrive() -> None:
-    config = http_config(lambda *_: None, host="127.0.0.1", port=8000)
-    assert REQUEST_READ_SECONDS == 10.0
-    assert config.http.read_seconds == REQUEST_READ_SECONDS  # type: ignore[union-attr]
+    protocol = http_config(no_app, host="127.0.0.1", port=8000).http  # serve_http's, with the default deadline
+    assert isinstance(protocol, type) and issubclass(protocol, GuardedH11Protocol)
+    assert protocol.read_seconds == REQUEST_READ_SECONDS == 10.0
 
 
 async def test_a_refusal_is_logged_without_the_token(

@@ -164,7 +164,6 @@ def refreshes(portal: Portal) -> int:
     return sum(1 for entry in portal.calls_to("oauth.token") if entry.params.get("grant_type") == "refresh_token")
 
 
-@pytest.mark.process
 async def test_a_person_signs_in_through_one_replica_and_works_through_the_other(
     portal: Portal, https_origin: str, tls: TLSFiles, database_url: str, tmp_path: Path
 ) -> None:
@@ -172,9 +171,9 @@ async def test_a_person_signs_in_through_one_replica_and_works_through_the_other
     env |= {"B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": SECRET.decode()}
     # Both replicas have the same public address (a load balancer's); the second listens on a port of its own.
     sales = Person(SALES_USER_ID, Browser(tls.ca_bundle))
-    with (
-        signin_server(env, tmp_path / "a", "--stateless") as one,
-        signin_server(env, tmp_path / "b", "--stateless", port=free_port()) as other,
+    async with (
+        signin_server(env, "--stateless") as one,
+        signin_server(env, "--stateless", port=free_port()) as other,
     ):
         async with sales.connect(portal, one) as session:
             assert (await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42}))["status"] == "preview"

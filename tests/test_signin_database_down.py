@@ -80,7 +80,7 @@ async def outage(
     env = signin_env(portal, https_origin, tls.ca_bundle, tmp_path / "state", tmp_path / "audit.jsonl", free_port())
     env |= {"B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": SECRET}
     browser = Browser(tls.ca_bundle)
-    with signin_server(env, tmp_path / "logs", "--stateless") as server:
+    async with signin_server(env, "--stateless") as server:
         client = await registered(server)
         issued = await redeem(server, client, await code_of(server, portal, browser, client, SALES_USER_ID))
         assert issued.status_code == 200, issued.text
@@ -144,12 +144,10 @@ def assert_page_unavailable(response: httpx2.Response) -> None:
 # ------------------------------------------------------------------------------------------- while it is down
 
 
-@pytest.mark.process
 async def test_an_mcp_request_with_a_good_token_gets_503_not_401_while_the_database_is_down(outage: Outage) -> None:
     assert_oauth_unavailable(await mcp_request(outage.server, outage.access_token))
 
 
-@pytest.mark.process
 async def test_the_oauth_endpoints_answer_503_with_an_oauth_error_while_the_database_is_down(outage: Outage) -> None:
     assert_oauth_unavailable(await register(outage.server))
     assert_oauth_unavailable(await redeem(outage.server, outage.client, outage.code))
@@ -157,7 +155,6 @@ async def test_the_oauth_endpoints_answer_503_with_an_oauth_error_while_the_data
     assert_oauth_unavailable(await revoke(outage))
 
 
-@pytest.mark.process
 async def test_the_pages_a_browser_is_sent_to_answer_a_short_503_page_while_the_database_is_down(
     outage: Outage,
 ) -> None:
@@ -167,7 +164,6 @@ async def test_the_pages_a_browser_is_sent_to_answer_a_short_503_page_while_the_
     assert_page_unavailable(await browse("POST", f"{public}/oauth/consent", consent="c" * 43, decision="allow"))
 
 
-@pytest.mark.process
 async def test_each_refusal_logs_one_warning_naming_the_failure_without_a_traceback_or_a_secret(
     outage: Outage,
 ) -> None:
@@ -187,14 +183,12 @@ async def test_each_refusal_logs_one_warning_naming_the_failure_without_a_traceb
 # ----------------------------------------------------------------------------------------- once it is back
 
 
-@pytest.mark.process
 async def test_once_the_database_is_back_the_same_access_token_is_accepted_without_a_restart(outage: Outage) -> None:
     assert (await mcp_request(outage.server, outage.access_token)).status_code == 503
     outage.end()
     assert (await mcp_request(outage.server, outage.access_token)).status_code == 200  # the same process, unrestarted
 
 
-@pytest.mark.process
 async def test_a_code_and_a_refresh_token_refused_during_the_outage_are_not_spent(outage: Outage) -> None:
     assert (await redeem(outage.server, outage.client, outage.code)).status_code == 503
     assert (await refresh(outage)).status_code == 503
