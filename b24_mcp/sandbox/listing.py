@@ -119,9 +119,7 @@ class Selection:
         }
 
 
-def paged(
-    params: dict[str, Any], rows: list[Any], name: str, project: Callable[[Any], Any] | None = None
-) -> Outcome:
+def paged(params: dict[str, Any], rows: list[Any], name: str, project: Callable[[Any], Any] | None = None) -> Outcome:
     """The page of `rows` that `start` asks for, each row through `project` (when given)."""
     start = php_int(params.get("start")) or 0
     if start == -1:
