@@ -62,7 +62,6 @@ def test_the_wheel_declares_the_console_script_and_only_the_runtime_dependencies
         "prometheus-client",
         "pydantic-settings",
         "python-dotenv",
-        "python-json-logger",
         "sse-starlette",
         "uvicorn",
     ]
