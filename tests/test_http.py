@@ -304,12 +304,12 @@ async def test_the_command_logs_its_start_warnings_and_refusals_to_stderr_withou
 
 
 def test_stateless_with_auto_confirmation_warns_at_start(make_settings: Callable[..., Settings]) -> None:
-    (warning,) = start_warnings(make_settings(confirm="auto"), "127.0.0.1", stateless=True)
+    (warning,) = start_warnings(make_settings(confirm="auto", mcp_http_token=TOKEN), "127.0.0.1", stateless=True)
     assert "--stateless with B24_CONFIRM=auto: a client on the 2025-11-25 protocol cannot be asked here" in warning
 
 
 def test_stateless_with_token_confirmation_does_not_warn(make_settings: Callable[..., Settings]) -> None:
-    assert start_warnings(make_settings(confirm="token"), "127.0.0.1", stateless=True) == []
+    assert start_warnings(make_settings(confirm="token", mcp_http_token=TOKEN), "127.0.0.1", stateless=True) == []
 
 
 # ------------------------------------------------------------------------------------------------------ slow clients
