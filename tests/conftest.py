@@ -14,17 +14,32 @@ from typing import Any
 
 import pytest
 import trustme
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from mcp import Client
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from b24_mcp.deleting.item import ItemDeletion
-from b24_mcp.sandbox.emulator import Portal
+from b24_mcp.sandbox.emulator import Portal, create_app
 from b24_mcp.sandbox.link import sandbox_webhook
 from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
-from b24_mcp.sandbox.serve import sandbox_transport, serve_portal
+from b24_mcp.sandbox.serve import sandbox_transport, serve_asgi
 from b24_mcp.serving.tools import build_server
 from b24_mcp.settings import Settings, load_settings
 from conformance import ToolResultCheck
 from helpers import Connect, TLSFiles, item_deletion, make_app
+
+# Hypothesis: every CI run (CI=true) tries 200 examples a property, a development run 20; HYPOTHESIS_PROFILE chooses
+# either. No deadline: an example is a whole MCP exchange, whose time says nothing about the property.
+hypothesis_settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+hypothesis_settings.register_profile(
+    "dev", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
+)
 
 # `postgres` and `database_url`: a real PostgreSQL for the tests of the state replicas share.
 pytest_plugins = ["postgres_cluster"]
@@ -103,11 +118,39 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     return files
 
 
+class PortalOfTheTest:
+    """An ASGI app that answers as the emulator of the test under way (`https_origin` sets it), so one HTTPS server
+    serves the whole session; between tests, a 503."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is not None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture(scope="session")
+def emulator(tls: TLSFiles) -> Iterator[tuple[str, PortalOfTheTest]]:
+    """One emulator over real HTTPS on a loopback port for the session: its origin, and the app each test points at
+    its own portal."""
+    switch = PortalOfTheTest()
+    with serve_asgi(switch, certfile=str(tls.certfile), keyfile=str(tls.keyfile)) as origin:
+        yield origin, switch
+
+
 @pytest.fixture
-def https_origin(portal: Portal, tls: TLSFiles) -> Iterator[str]:
-    """The emulator served over real HTTPS on a loopback port."""
-    with serve_portal(portal, certfile=str(tls.certfile), keyfile=str(tls.keyfile)) as origin:
+def https_origin(portal: Portal, emulator: tuple[str, PortalOfTheTest]) -> Iterator[str]:
+    """The emulator of this test's `portal`, served over real HTTPS on a loopback port (the session's server)."""
+    origin, switch = emulator
+    switch.app = create_app(portal)
+    try:
         yield origin
+    finally:
+        switch.app = None
 
 
 @pytest.fixture
@@ -131,3 +174,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield point
     finally:
         subprocess.run(["umount", str(point)], check=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `postgres` every test that uses the database, so the inner loop can leave them out."""
+    for item in items:
+        if {"postgres", "database_url"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)

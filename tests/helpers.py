@@ -10,20 +10,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, ExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+import anyio
 import httpx2
+import uvicorn
 from mcp import Client
 
 from b24_mcp.app import build_app
 from b24_mcp.deleting.app import App
 from b24_mcp.deleting.item import ItemDeletion
 from b24_mcp.sandbox.seed import SANDBOX_WEBHOOK_CODE
+from b24_mcp.serving.tools import build_server
+from b24_mcp.serving.transport import REQUEST_READ_SECONDS, http_app, http_config, http_options
 from b24_mcp.settings import OAuthConfig, Settings, Webhook
 
 SECRETS = (SANDBOX_WEBHOOK_CODE,)
@@ -195,3 +199,44 @@ def http_server(
 
 Connect = Callable[..., AbstractAsyncContextManager[Client]]
 """The `connect` fixture: `async with connect(confirm="auto", client={...}) as client`."""
+
+
+@asynccontextmanager
+async def serving_http(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    stateless: bool = False,
+    read_seconds: float = REQUEST_READ_SECONDS,
+) -> AsyncIterator[str]:
+    """The app `b24-mcp --transport http` serves, assembled as the command does (HTTP options; with B24_PUBLIC_URL
+    the sign-in application, its options and routes; the ASGI app behind the token and the Host/Origin check;
+    uvicorn with the guarded protocol), served in this event loop on `port` (a free one by default) of a loopback
+    `host` until the block ends; yields its /mcp URL. No process: what only a process shows (signals, the
+    open-files limit, stderr) is `http_server`'s."""
+    port = port or free_port(host)
+    options = http_options(settings, host, port)
+    if settings.public_url is None:
+        app = make_app(settings)
+        server = build_server(app, server_options=options)
+    else:
+        from b24_mcp.app import build_signin_app
+
+        app, people = build_signin_app(settings)
+        server = build_server(app, server_options=options | people.server_options())
+        people.add_routes(server)
+    asgi = http_app(server, settings, host=host, port=port, stateless=stateless, journal=app.journal)
+    served = uvicorn.Server(http_config(asgi, host=host, port=port, read_seconds=read_seconds))
+    async with anyio.create_task_group() as group:
+        group.start_soon(served.serve)
+        for _ in range(4000):  # 20 s
+            if served.started:
+                break
+            await anyio.sleep(0.005)
+        else:
+            raise AssertionError("the server did not start within 20 s")
+        try:
+            yield f"http://{url_host(host)}:{port}/mcp"
+        finally:
+            served.should_exit = True

@@ -1,20 +1,25 @@
-"""What the sign-in tests share: a `b24-mcp --transport http` with sign-in on, against the emulator over HTTPS on
-loopback, and people who sign in through the SDK's own OAuth client with a headless browser."""
+"""What the sign-in tests share: a sign-in server (`b24-mcp --transport http` with sign-in on: served in the test's
+process, or as the command in a process of its own) against the emulator over HTTPS on loopback, and people who sign
+in through the SDK's own OAuth client with a headless browser."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
+import os
 import re
 import secrets
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+from unittest import mock
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx2
@@ -25,7 +30,8 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
-from helpers import Served, http_server
+from b24_mcp.settings import load_settings
+from helpers import b24_environment, http_server, serving_http
 from helpers import run_b24 as run_command
 
 CLIENT_REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the browser stops when it is sent there
@@ -34,22 +40,24 @@ MAX_HOPS = 12
 
 @dataclass
 class SignInServer:
-    """A running sign-in server (`served.url` is where a test reaches it) and its environment."""
+    """A running sign-in server (`url`, its /mcp, is where a test reaches it), its environment, and how to stop it
+    and read its log."""
 
-    served: Served
+    url: str
     env: dict[str, str]
+    _stop: Callable[[], str]
 
     @property
     def public_url(self) -> str:
-        return self.served.url.removesuffix("/mcp")
+        return self.url.removesuffix("/mcp")
 
     @property
     def mcp_url(self) -> str:
-        return self.served.url
+        return self.url
 
     def stop(self) -> str:
-        """Stop the server (SIGTERM) and return what it wrote to stderr."""
-        return self.served.stop()
+        """Stop the process (SIGTERM) and return what it wrote to stderr; in-process, what it has logged."""
+        return self._stop()
 
 
 def signin_env(portal: Portal, origin: str, ca_bundle: Path, state: Path, journal: Path, port: int) -> dict[str, str]:
@@ -78,14 +86,66 @@ def run_b24(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 @contextmanager
-def signin_server(env: dict[str, str], log_folder: Path, *args: str, port: int | None = None) -> Iterator[SignInServer]:
-    """`b24-mcp --transport http [args]` with `env` (its port is the public URL's), until the block ends.
+def signin_process(
+    env: dict[str, str], log_folder: Path, *args: str, port: int | None = None
+) -> Iterator[SignInServer]:
+    """`b24-mcp --transport http [args]` with `env` (its port is the public URL's), a process, until the block ends.
 
     With `port`, a replica behind the public address listening on a port of its own: the `SignInServer`'s URL is
     that port's (where a test reaches this replica), the public URL stays `env`'s."""
     port = port or int(env["B24_PUBLIC_URL"].rsplit(":", 1)[1])
     with http_server(env, *args, port=port, log_folder=log_folder) as served:
-        yield SignInServer(served, env)
+        yield SignInServer(served.url, env, served.stop)
+
+
+class LogLines(logging.Handler):
+    """What a server in this process logs at `level` and above, formatted as the command writes it to stderr."""
+
+    def __init__(self, level: str) -> None:
+        super().__init__(level)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+        self._levels: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def text(self) -> str:
+        return "".join(line + "\n" for line in self.lines)
+
+    def __enter__(self) -> LogLines:
+        for logger in self._loggers():
+            self._levels.append(logger.level)
+            logger.addHandler(self)
+        logging.getLogger().setLevel(self.level)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        for logger, level in zip(self._loggers(), self._levels, strict=True):
+            logger.removeHandler(self)
+            logger.setLevel(level)
+
+    @staticmethod
+    def _loggers() -> list[logging.Logger]:
+        # uvicorn's own loggers do not propagate to the root one
+        return [logging.getLogger(), logging.getLogger("uvicorn"), logging.getLogger("uvicorn.access")]
+
+
+@asynccontextmanager
+async def signin_server(env: dict[str, str], *args: str, port: int | None = None) -> AsyncIterator[SignInServer]:
+    """The sign-in server `b24-mcp --transport http [args]` with `env` would be (its port is the public URL's),
+    assembled as the command does and served in this process until the block ends (`signin_process` for a process).
+
+    With `port`, a replica behind the public address listening on a port of its own, as `signin_process`."""
+    assert set(args) <= {"--stateless"}, args
+    port = port or int(env["B24_PUBLIC_URL"].rsplit(":", 1)[1])
+    with mock.patch.dict(os.environ, b24_environment(env), clear=True):  # the environment the command would have
+        settings = load_settings()
+    with LogLines(settings.log_level) as log:
+        async with serving_http(settings, port=port, stateless="--stateless" in args) as url:
+            yield SignInServer(url, env, log.text)
 
 
 class MemoryStorage:

@@ -75,6 +75,7 @@ async def test_an_unwritable_journal_fails(
     assert "FAIL  journal:" in lines(findings)
 
 
+@pytest.mark.process
 def test_check_against_the_sandbox_exits_zero() -> None:
     done = run_b24("check", "--sandbox")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -82,6 +83,7 @@ def test_check_against_the_sandbox_exits_zero() -> None:
     assert "sandbox-audit.jsonl" in done.stdout
 
 
+@pytest.mark.process
 def test_check_with_bad_configuration_names_the_variable() -> None:
     done = run_b24(
         "check", env={"B24_WEBHOOK_URL": "https://acme.bitrix24.com/rest/1/sekr3tc0de/", "B24_TIMEOUT": "-1"}
@@ -91,6 +93,7 @@ def test_check_with_bad_configuration_names_the_variable() -> None:
     assert "sekr3tc0de" not in done.stdout + done.stderr
 
 
+@pytest.mark.process
 def test_check_against_an_unreachable_portal_fails() -> None:
     done = run_b24("check", env={"B24_WEBHOOK_URL": "https://127.0.0.1:9/rest/1/sekr3tc0de/", "B24_MAX_RETRIES": "0"})
     assert done.returncode == 1

@@ -148,6 +148,7 @@ async def test_a_refused_filter_never_reaches_the_portal(
     assert len(web_form.items[WEB_FORM]) == 6
 
 
+@pytest.mark.slow
 async def test_a_preview_of_5000_matches_takes_three_requests(connect_https: Connect, portal: Portal) -> None:
     ids = add_deals(portal, 5000)
     result = await preview(connect_https, {"entityTypeId": 2, "filter": {"%title": CLEAN_UP}})
@@ -159,6 +160,7 @@ async def test_a_preview_of_5000_matches_takes_three_requests(connect_https: Con
     assert result["confirmationToken"].startswith("b24c1.")
 
 
+@pytest.mark.slow
 async def test_more_matches_than_the_cap_are_previewed_up_to_the_cap_with_more_true(
     connect_https: Connect, portal: Portal
 ) -> None:

@@ -70,6 +70,7 @@ def outcomes_by_event(journal_path: Path) -> Counter[str]:
     return Counter(entry["event"] for entry in read_journal(journal_path))
 
 
+@pytest.mark.slow
 async def test_a_clean_up_of_5000_deletes_them_all_with_progress_after_each_request(
     connect_https: Connect, portal: Portal, journal_path: Path
 ) -> None:
@@ -299,7 +300,8 @@ async def test_the_call_deadline_bounds_each_request_not_the_whole_clean_up(
 ) -> None:
     add_deals(portal, 150)
     settings = make_settings(webhook_url=webhook_url, ca_bundle=tls.ca_bundle, call_deadline=1.0, confirm="none")
-    bulk = BulkDeletion(make_app(settings))
+    app = make_app(settings)
+    bulk = BulkDeletion(app)
 
     async def meanwhile(done: int, total: int, message: str) -> None:
         if done == 50:
@@ -307,7 +309,10 @@ async def test_the_call_deadline_bounds_each_request_not_the_whole_clean_up(
             limit = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
             portal.inject("batch", Fault(status=503, json=limit), when=deleting)
 
-    result = await bulk.delete(2, Query.parse(MATCHING), Consent(route=Route.NONE), meanwhile)
+    try:
+        result = await bulk.delete(2, Query.parse(MATCHING), Consent(route=Route.NONE), meanwhile)
+    finally:
+        await app.aclose()
     assert (result.status, result.deleted) == ("deleted", 150)  # the refused request was retried
     assert [call.error for call in portal.calls if not call.via_batch].count("QUERY_LIMIT_EXCEEDED") == 1
 
@@ -384,11 +389,15 @@ async def test_a_set_larger_than_the_cap_is_deleted_in_parts_lowest_ids_first(
 ) -> None:
     ids = add_deals(portal, 300)
     settings = make_settings(webhook_url=webhook_url, ca_bundle=tls.ca_bundle, confirm="none")
-    bulk = BulkDeletion(make_app(settings), batch_max=120)
+    app = make_app(settings)
+    bulk = BulkDeletion(app, batch_max=120)
     query = Query.parse(MATCHING)
-    preview = await bulk.preview(2, query)
+    try:
+        preview = await bulk.preview(2, query)
+        first = await bulk.delete(2, query, Consent(route=Route.NONE))
+    finally:
+        await app.aclose()
     assert (preview.matched, preview.more) == (120, True)
-    first = await bulk.delete(2, query, Consent(route=Route.NONE))
     assert (first.status, first.deleted, first.more) == ("deleted", 120, True)
     assert "More items match the filter beyond this call's limit (B24_BATCH_MAX)" in first.message
     assert [item_id for item_id in ids if item_id in portal.items[2]] == ids[120:]

@@ -1,4 +1,8 @@
-"""Streamable HTTP for a shared team server: bearer auth, safe binding, stateless replicas, graceful shutdown."""
+"""Streamable HTTP for a shared team server: bearer auth, safe binding, stateless replicas, graceful shutdown.
+
+Request decisions are tested against the app `b24-mcp --transport http` serves, assembled as the command does and
+served in this process (`serving_http`); a `b24-mcp` process only where only a process shows it (bind refusal,
+SIGTERM, the open-files limit, what reaches stderr): those tests are marked `process`."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +19,19 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from starlette.types import Receive, Scope, Send
 
 from b24_mcp.sandbox.emulator import Fault, Portal
-from b24_mcp.serving.transport import REQUEST_READ_SECONDS
-from helpers import TLSFiles, assert_no_secret, free_port, http_server, run_b24, webhook_env
+from b24_mcp.serving.library_hooks import GuardedH11Protocol
+from b24_mcp.serving.transport import REQUEST_READ_SECONDS, http_config, start_warnings
+from b24_mcp.settings import Settings
+from helpers import TLSFiles, assert_no_secret, free_port, http_server, run_b24, serving_http, webhook_env
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "team-token-5f2a9c1e7b3d4a6f8e0c2b4d6f8a0c2e"
+SECRET = "shared-confirm-secret-0123456789"
+READ_SECONDS = 1.0  # the request read deadline the in-process server is given (the command's is REQUEST_READ_SECONDS)
 
 
 # `python -c LIMITED N args...` runs `b24-mcp args...` allowed N open files at most, soft and hard limit alike.
@@ -37,8 +47,19 @@ def env(webhook_url: str, tls: TLSFiles, journal_path: Path) -> dict[str, str]:
     return webhook_env(webhook_url, tls, journal_path) | {
         "B24_CONFIRM": "token",
         "B24_MCP_HTTP_TOKEN": TOKEN,
-        "B24_CONFIRM_SECRET": "shared-confirm-secret-0123456789",
+        "B24_CONFIRM_SECRET": SECRET,
     }
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles) -> Callable[..., Settings]:
+    """The settings `env` gives a process, for the server served in this process; `**changes` on top."""
+
+    def make(**changes: Any) -> Settings:
+        values = {"webhook_url": webhook_url, "ca_bundle": tls.ca_bundle, "mcp_http_token": TOKEN}
+        return make_settings(**(values | {"confirm_secret": SECRET} | changes))
+
+    return make
 
 
 def client(url: str, token: str | None = TOKEN, *, terminate_on_close: bool = True) -> Client:
@@ -66,8 +87,10 @@ async def call(url: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x"])
-async def test_a_request_without_the_token_gets_401(env: dict[str, str], authorization: str | None) -> None:
-    with http_server(env) as (url, _, _):
+async def test_a_request_without_the_token_gets_401(
+    settings: Callable[..., Settings], authorization: str | None
+) -> None:
+    async with serving_http(settings()) as url:
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
         if authorization:
             headers["authorization"] = authorization
@@ -77,16 +100,13 @@ async def test_a_request_without_the_token_gets_401(env: dict[str, str], authori
     assert "bearer" in response.headers.get("www-authenticate", "").lower()
 
 
-async def test_tools_are_listed_with_the_token(env: dict[str, str]) -> None:
-    with http_server(env) as served:
-        async with client(served.url) as session:
-            tools = await session.list_tools()
-        stderr = served.stop()
+async def test_tools_are_listed_with_the_token(settings: Callable[..., Settings]) -> None:
+    async with serving_http(settings()) as url, client(url) as session:
+        tools = await session.list_tools()
     assert sorted(tool.name for tool in tools.tools) == ["crm_entity_types", "crm_item_delete", "crm_item_delete_batch"]
-    assert TOKEN not in stderr
-    assert_no_secret(stderr)
 
 
+@pytest.mark.process
 def test_a_non_loopback_binding_without_a_token_is_refused(env: dict[str, str]) -> None:
     without_token = {k: v for k, v in env.items() if k != "B24_MCP_HTTP_TOKEN"}
     done = run_b24("--transport", "http", "--host", "0.0.0.0", "--port", str(free_port()), env=without_token)
@@ -94,8 +114,11 @@ def test_a_non_loopback_binding_without_a_token_is_refused(env: dict[str, str]) 
     assert "B24_MCP_HTTP_TOKEN is not set" in done.stderr
 
 
-async def test_stateless_replicas_honour_each_others_tokens(env: dict[str, str], portal: Portal) -> None:
-    with http_server(env, "--stateless") as (first, _, _), http_server(env, "--stateless") as (second, _, _):
+async def test_stateless_replicas_honour_each_others_tokens(settings: Callable[..., Settings], portal: Portal) -> None:
+    async with (
+        serving_http(settings(), stateless=True) as first,
+        serving_http(settings(), stateless=True) as second,
+    ):
         preview = await call(first, {"entityTypeId": 2, "id": 42})
         deleted = await call(
             second, {"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": preview["confirmationToken"]}
@@ -104,9 +127,11 @@ async def test_stateless_replicas_honour_each_others_tokens(env: dict[str, str],
     assert 42 not in portal.items[2]
 
 
-async def test_replicas_with_different_secrets_refuse_each_others_tokens(env: dict[str, str], portal: Portal) -> None:
-    other = env | {"B24_CONFIRM_SECRET": "another-secret-entirely-987654321"}
-    with http_server(env, "--stateless") as (first, _, _), http_server(other, "--stateless") as (second, _, _):
+async def test_replicas_with_different_secrets_refuse_each_others_tokens(
+    settings: Callable[..., Settings], portal: Portal
+) -> None:
+    other = settings(confirm_secret="another-secret-entirely-987654321")
+    async with serving_http(settings(), stateless=True) as first, serving_http(other, stateless=True) as second:
         preview = await call(first, {"entityTypeId": 2, "id": 42})
         refused = await call(
             second, {"entityTypeId": 2, "id": 42, "dryRun": False, "confirmationToken": preview["confirmationToken"]}
@@ -115,6 +140,7 @@ async def test_replicas_with_different_secrets_refuse_each_others_tokens(env: di
     assert 42 in portal.items[2]
 
 
+@pytest.mark.process
 async def test_sigterm_lets_an_in_flight_deletion_finish(
     env: dict[str, str], portal: Portal, journal_path: Path
 ) -> None:
@@ -158,30 +184,31 @@ def port_of(url: str) -> int:
 
 
 @pytest.mark.parametrize("host", BINDS)
-async def test_a_request_naming_a_foreign_host_is_refused(env: dict[str, str], host: str) -> None:
-    with http_server(env, "--stateless", host=host) as (url, _, _):
+async def test_a_request_naming_a_foreign_host_is_refused(settings: Callable[..., Settings], host: str) -> None:
+    async with serving_http(settings(), stateless=True, host=host) as url:
         response = await list_tools_raw(url, {"host": f"evil.example:{port_of(url)}"})
     assert response.status_code == 421
 
 
 @pytest.mark.parametrize("host", BINDS)
-async def test_a_request_from_a_foreign_origin_is_refused(env: dict[str, str], host: str) -> None:
-    with http_server(env, "--stateless", host=host) as (url, _, _):
+async def test_a_request_from_a_foreign_origin_is_refused(settings: Callable[..., Settings], host: str) -> None:
+    async with serving_http(settings(), stateless=True, host=host) as url:
         response = await list_tools_raw(url, {"origin": "http://evil.example"})
     assert response.status_code == 403
 
 
-async def test_a_page_elsewhere_cannot_use_a_loopback_server_without_a_token(env: dict[str, str]) -> None:
-    without_token = {k: v for k, v in env.items() if k != "B24_MCP_HTTP_TOKEN"}
-    with http_server(without_token, "--stateless", host="127.0.0.2") as (url, _, _):
+async def test_a_page_elsewhere_cannot_use_a_loopback_server_without_a_token(
+    settings: Callable[..., Settings],
+) -> None:
+    async with serving_http(settings(mcp_http_token=None), stateless=True, host="127.0.0.2") as url:
         rebound = await list_tools_raw(url, {"host": f"evil.example:{port_of(url)}"}, token=None)
         cross_origin = await list_tools_raw(url, {"origin": "http://evil.example"}, token=None)
         direct = await list_tools_raw(url, token=None)
     assert (rebound.status_code, cross_origin.status_code, direct.status_code) == (421, 403, 200)
 
 
-async def test_every_spelling_of_the_bound_ipv6_address_is_accepted(env: dict[str, str]) -> None:
-    with http_server(env, "--stateless", host="0:0:0:0:0:0:0:1") as (url, _, _):
+async def test_every_spelling_of_the_bound_ipv6_address_is_accepted(settings: Callable[..., Settings]) -> None:
+    async with serving_http(settings(), stateless=True, host="0:0:0:0:0:0:0:1") as url:
         port = port_of(url)
         spellings = ["[::1]", "[0:0:0:0:0:0:0:1]", "[0000:0000:0000:0000:0000:0000:0000:0001]", "localhost"]
         statuses = [(await list_tools_raw(url, {"host": f"{name}:{port}"})).status_code for name in spellings]
@@ -190,34 +217,32 @@ async def test_every_spelling_of_the_bound_ipv6_address_is_accepted(env: dict[st
     assert same_origin.status_code == 200
 
 
-async def test_the_names_and_origins_allowed_by_setting_are_accepted(env: dict[str, str]) -> None:
-    allowed = env | {"B24_MCP_ALLOWED_HOSTS": "mcp.example.com, https://tools.example"}
-    with http_server(allowed, "--stateless", host="127.0.0.2") as (url, _, _):
+async def test_the_names_and_origins_allowed_by_setting_are_accepted(settings: Callable[..., Settings]) -> None:
+    allowed = settings(mcp_allowed_hosts="mcp.example.com, https://tools.example")
+    async with serving_http(allowed, stateless=True, host="127.0.0.2") as url:
         proxied = await list_tools_raw(url, {"host": "mcp.example.com", "origin": "https://mcp.example.com"})
         other_tool = await list_tools_raw(url, {"origin": "https://tools.example"})
         unlisted = await list_tools_raw(url, {"origin": "https://tools.example:8443"})
     assert (proxied.status_code, other_tool.status_code, unlisted.status_code) == (200, 200, 403)
 
 
-async def test_a_server_on_ipv6_loopback_with_a_token_serves_a_client(env: dict[str, str]) -> None:
-    with http_server(env, host="::1") as (url, _, _):
-        async with client(url) as session:
-            tools = await session.list_tools()
+async def test_a_server_on_ipv6_loopback_with_a_token_serves_a_client(settings: Callable[..., Settings]) -> None:
+    async with serving_http(settings(), host="::1") as url, client(url) as session:
+        tools = await session.list_tools()
     assert "crm_item_delete" in [tool.name for tool in tools.tools]
 
 
-def test_a_wildcard_bind_without_allowed_hosts_says_what_to_set(env: dict[str, str]) -> None:
-    with http_server(env, host="0.0.0.0") as served:
-        stderr = served.stop()
-    assert "B24_MCP_ALLOWED_HOSTS is empty" in stderr
-    assert TOKEN not in stderr
+def test_a_wildcard_bind_without_allowed_hosts_says_what_to_set(make_settings: Callable[..., Settings]) -> None:
+    (warning,) = start_warnings(make_settings(mcp_http_token=TOKEN), "0.0.0.0", stateless=False)
+    assert "B24_MCP_ALLOWED_HOSTS is empty" in warning
+    assert TOKEN not in warning
 
 
 # ---------------------------------------------------------------------------------- the bearer token, and no OAuth
 
 
-async def test_a_wrong_token_is_called_wrong_and_no_oauth_metadata_is_named(env: dict[str, str]) -> None:
-    with http_server(env) as (url, _, _):
+async def test_a_wrong_token_is_called_wrong_and_no_oauth_metadata_is_named(settings: Callable[..., Settings]) -> None:
+    async with serving_http(settings()) as url:
         response = await list_tools_raw(url, token="wrong-token-" + "0" * 32)
     challenge = response.headers["www-authenticate"]
     assert response.status_code == 401
@@ -228,8 +253,8 @@ async def test_a_wrong_token_is_called_wrong_and_no_oauth_metadata_is_named(env:
     assert response.json()["error"] == "invalid_token"
 
 
-async def test_a_missing_token_is_called_missing(env: dict[str, str]) -> None:
-    with http_server(env) as (url, _, _):
+async def test_a_missing_token_is_called_missing(settings: Callable[..., Settings]) -> None:
+    async with serving_http(settings()) as url:
         response = await list_tools_raw(url, token=None)
     assert response.status_code == 401
     assert (
@@ -243,8 +268,8 @@ async def test_a_missing_token_is_called_missing(env: dict[str, str]) -> None:
     ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp",
      "/.well-known/oauth-authorization-server"],
 )  # fmt: skip
-async def test_no_oauth_discovery_document_is_served(env: dict[str, str], path: str) -> None:
-    with http_server(env) as (url, _, _):
+async def test_no_oauth_discovery_document_is_served(settings: Callable[..., Settings], path: str) -> None:
+    async with serving_http(settings()) as url:
         origin = url.removesuffix("/mcp")
         async with httpx2.AsyncClient(timeout=30) as http:
             anonymous = await http.get(origin + path)
@@ -252,26 +277,39 @@ async def test_no_oauth_discovery_document_is_served(env: dict[str, str], path: 
     assert (anonymous.status_code, with_token.status_code) == (404, 404)
 
 
-async def test_other_paths_need_the_token(env: dict[str, str]) -> None:
-    with http_server(env) as (url, _, _):
-        async with httpx2.AsyncClient(timeout=30) as http:
-            response = await http.get(url.removesuffix("/mcp") + "/anything")
+async def test_other_paths_need_the_token(settings: Callable[..., Settings]) -> None:
+    async with serving_http(settings()) as url, httpx2.AsyncClient(timeout=30) as http:
+        response = await http.get(url.removesuffix("/mcp") + "/anything")
     assert response.status_code == 401
 
 
 # --------------------------------------------------------------------------------------------- stateless and asking
 
 
-def test_stateless_with_auto_confirmation_warns_at_start(env: dict[str, str]) -> None:
-    with http_server(env | {"B24_CONFIRM": "auto"}, "--stateless") as served:
+@pytest.mark.process
+async def test_the_command_logs_its_start_warnings_and_refusals_to_stderr_without_a_secret(env: dict[str, str]) -> None:
+    # A wildcard bind, --stateless and B24_CONFIRM=auto: each warning's own rule is pinned in-process above and below.
+    with http_server(env | {"B24_CONFIRM": "auto"}, "--stateless", host="0.0.0.0") as served:
+        url = served.url.replace("0.0.0.0", "127.0.0.1")
+        async with client(url) as session:
+            tools = await session.list_tools()
+        refused = await list_tools_raw(url, token=TOKEN[:-1] + "x")
         stderr = served.stop()
+    assert (len(tools.tools), refused.status_code) == (3, 401)
     assert "--stateless with B24_CONFIRM=auto: a client on the 2025-11-25 protocol cannot be asked here" in stderr
+    assert "B24_MCP_ALLOWED_HOSTS is empty" in stderr
+    assert "the bearer token is not this server's B24_MCP_HTTP_TOKEN" in stderr
+    assert TOKEN[:-1] not in stderr
+    assert_no_secret(stderr)
 
 
-def test_stateless_with_token_confirmation_does_not_warn(env: dict[str, str]) -> None:
-    with http_server(env, "--stateless") as served:
-        stderr = served.stop()
-    assert "B24_CONFIRM=auto" not in stderr
+def test_stateless_with_auto_confirmation_warns_at_start(make_settings: Callable[..., Settings]) -> None:
+    (warning,) = start_warnings(make_settings(confirm="auto", mcp_http_token=TOKEN), "127.0.0.1", stateless=True)
+    assert "--stateless with B24_CONFIRM=auto: a client on the 2025-11-25 protocol cannot be asked here" in warning
+
+
+def test_stateless_with_token_confirmation_does_not_warn(make_settings: Callable[..., Settings]) -> None:
+    assert start_warnings(make_settings(confirm="token", mcp_http_token=TOKEN), "127.0.0.1", stateless=True) == []
 
 
 # ------------------------------------------------------------------------------------------------------ slow clients
@@ -305,6 +343,7 @@ def closed_within(sockets: list[socket.socket], seconds: float) -> int:
     return closed
 
 
+@pytest.mark.process
 async def test_stalled_requests_do_not_keep_an_authenticated_client_waiting(env: dict[str, str]) -> None:
     # More stalled connections than the server may open files: without a cap, accept() fails and the client waits.
     with http_server(env, python_args=("-c", LIMITED, "256")) as (url, _, _):
@@ -319,27 +358,39 @@ async def test_stalled_requests_do_not_keep_an_authenticated_client_waiting(env:
     assert len(tools.tools) == 3
 
 
-async def test_stalled_requests_are_closed_after_the_read_deadline(env: dict[str, str]) -> None:
-    with http_server(env) as (url, _, _):
+async def test_stalled_requests_are_closed_after_the_read_deadline(settings: Callable[..., Settings]) -> None:
+    async with serving_http(settings(), read_seconds=READ_SECONDS) as url:
         stalled = await anyio.to_thread.run_sync(stall, url, STALLED)
         started = time.monotonic()
         try:
-            closed = await anyio.to_thread.run_sync(closed_within, stalled, REQUEST_READ_SECONDS + 5)
+            closed = await anyio.to_thread.run_sync(closed_within, stalled, READ_SECONDS + 5)
         finally:
             for sock in stalled:
                 sock.close()
     assert closed == STALLED
-    assert time.monotonic() - started > REQUEST_READ_SECONDS - 1
+    assert time.monotonic() - started > READ_SECONDS * 0.9
 
 
-async def test_a_refusal_is_logged_without_the_token(env: dict[str, str]) -> None:
-    with http_server(env) as served:
-        await list_tools_raw(served.url, token=TOKEN[:-1] + "x")
-        stderr = served.stop()
-    assert "the bearer token is not this server's B24_MCP_HTTP_TOKEN" in stderr
-    assert TOKEN[:-1] not in stderr
+async def no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI app that is never called."""
 
 
+def test_the_command_gives_a_request_ten_seconds_to_arrive() -> None:
+    protocol = http_config(no_app, host="127.0.0.1", port=8000).http  # serve_http's, with the default deadline
+    assert isinstance(protocol, type) and issubclass(protocol, GuardedH11Protocol)
+    assert protocol.read_seconds == REQUEST_READ_SECONDS == 10.0
+
+
+async def test_a_refusal_is_logged_without_the_token(
+    settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving_http(settings()) as url:
+        await list_tools_raw(url, token=TOKEN[:-1] + "x")
+    assert "the bearer token is not this server's B24_MCP_HTTP_TOKEN" in caplog.text
+    assert TOKEN[:-1] not in caplog.text
+
+
+@pytest.mark.process
 def test_a_port_out_of_range_is_one_line() -> None:
     done = run_b24("--sandbox", "--transport", "http", "--port", "99999")
     assert done.returncode == 2
@@ -348,7 +399,7 @@ def test_a_port_out_of_range_is_one_line() -> None:
 
 @pytest.mark.parametrize("era", ["legacy", "default"])
 async def test_a_stateless_server_in_auto_mode_says_when_it_cannot_ask_the_person(
-    env: dict[str, str], portal: Portal, era: str
+    settings: Callable[..., Settings], portal: Portal, era: str
 ) -> None:
     asked: list[str] = []
 
@@ -358,7 +409,7 @@ async def test_a_stateless_server_in_auto_mode_says_when_it_cannot_ask_the_perso
         asked.append(params.message)
         return ElicitResult(action="accept", content={"delete": True})
 
-    with http_server(env | {"B24_CONFIRM": "auto"}, "--stateless") as (url, _, _):
+    async with serving_http(settings(confirm="auto"), stateless=True) as url:
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
         options: dict[str, Any] = {"elicitation_callback": person} | ({"mode": "legacy"} if era == "legacy" else {})
         async with Client(streamable_http_client(url, http_client=http), **options) as session:

@@ -202,6 +202,7 @@ async def fill(journal: Journal) -> tuple[int, JournalUnwritable]:
     raise AssertionError("the disk never filled up")
 
 
+@pytest.mark.process
 async def test_a_really_full_disk_leaves_only_whole_lines_and_counts_them(small_disk: Path) -> None:
     journal = Journal(small_disk / "b24-mcp" / "audit.jsonl")
     on_disk, refused = await fill(journal)

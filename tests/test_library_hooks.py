@@ -241,3 +241,19 @@ def test_python_dotenv_still_reports_a_line_it_cannot_parse_by_number() -> None:
 
     bindings = list(parse_stream(StringIO("A=1\nB='unterminated\n")))
     assert [(binding.error, binding.original.line) for binding in bindings] == [(False, 1), (True, 2)]
+
+
+def test_the_mcp_server_still_runs_its_lowlevel_server_over_given_streams() -> None:
+    """serving/terminal.py serves a person's terminal as `MCPServer.run_stdio_async` serves stdio."""
+    import inspect
+
+    from mcp.server.mcpserver import MCPServer
+
+    lowlevel = MCPServer("hooks")._lowlevel_server
+    assert list(inspect.signature(lowlevel.run).parameters)[:3] == [
+        "read_stream",
+        "write_stream",
+        "initialization_options",
+    ]
+    assert callable(lowlevel.create_initialization_options)
+    assert "self._lowlevel_server.run(" in inspect.getsource(MCPServer.run_stdio_async)

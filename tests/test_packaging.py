@@ -31,6 +31,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.mark.process
 def test_the_wheel_ships_the_package_the_sandbox_and_py_typed(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in (
@@ -43,6 +44,7 @@ def test_the_wheel_ships_the_package_the_sandbox_and_py_typed(wheel: Path) -> No
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
 
 
+@pytest.mark.process
 def test_the_wheel_declares_the_console_script_and_only_the_runtime_dependencies(wheel: Path) -> None:
     archive = zipfile.ZipFile(wheel)
     info = f"b24_mcp-{__version__}.dist-info"
@@ -60,12 +62,12 @@ def test_the_wheel_declares_the_console_script_and_only_the_runtime_dependencies
         "prometheus-client",
         "pydantic-settings",
         "python-dotenv",
-        "python-json-logger",
         "sse-starlette",
         "uvicorn",
     ]
 
 
+@pytest.mark.process
 def test_the_installed_wheel_runs(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "installed"
     subprocess.run(

@@ -27,7 +27,7 @@ from b24_mcp.signin.records import (
     StoreFull,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.process]
 
 HOUR = 3600.0
 CAP = 5

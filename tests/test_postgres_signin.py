@@ -132,6 +132,7 @@ async def test_a_persons_tokens_refreshed_by_two_replicas_at_once_are_exchanged_
     assert await other.bitrix_tokens(3) is None
 
 
+@pytest.mark.process
 async def test_people_lists_and_revokes_the_people_of_the_shared_database(
     stores: Callable[[], PostgresPeopleStore],
     portal: Portal,
@@ -170,9 +171,9 @@ async def test_a_person_signs_in_through_one_replica_and_works_through_the_other
     env |= {"B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": SECRET.decode()}
     # Both replicas have the same public address (a load balancer's); the second listens on a port of its own.
     sales = Person(SALES_USER_ID, Browser(tls.ca_bundle))
-    with (
-        signin_server(env, tmp_path / "a", "--stateless") as one,
-        signin_server(env, tmp_path / "b", "--stateless", port=free_port()) as other,
+    async with (
+        signin_server(env, "--stateless") as one,
+        signin_server(env, "--stateless", port=free_port()) as other,
     ):
         async with sales.connect(portal, one) as session:
             assert (await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42}))["status"] == "preview"

@@ -271,6 +271,7 @@ async def test_a_schema_newer_than_this_version_is_left_alone_and_deletions_refu
     assert f"schema is version {LATEST + 1}, newer than this b24-mcp knows" in refused.value.description
 
 
+@pytest.mark.process
 def test_db_upgrade_makes_the_schema_then_finds_nothing_to_do(database_url: str) -> None:
     env = {"B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": SECRET}
     first, again = run_b24("db", "upgrade", env=env), run_b24("db", "upgrade", env=env)
@@ -279,6 +280,7 @@ def test_db_upgrade_makes_the_schema_then_finds_nothing_to_do(database_url: str)
     assert again.stdout.strip() == f"Schema b24mcp is at version {LATEST}, the current one: nothing to do."
 
 
+@pytest.mark.process
 def test_db_upgrade_of_an_unreachable_database_says_so_without_the_password(postgres: Postgres) -> None:
     url = "postgresql://b24mcp:pa55-word-never-shown@127.0.0.1:1/nowhere"
     done = run_b24("db", "upgrade", env={"B24_DATABASE_URL": url, "B24_CONFIRM_SECRET": SECRET})
@@ -308,6 +310,7 @@ def test_a_database_url_that_is_not_postgresql_is_refused_without_being_shown(
     ]
 
 
+@pytest.mark.process
 def test_without_a_database_url_the_driver_is_never_imported() -> None:
     script = (
         "import sys; from b24_mcp.app import build_app; from b24_mcp.settings import load_settings; "
@@ -470,6 +473,7 @@ async def test_an_unreachable_database_is_reported_without_its_password() -> Non
     assert "pa55-word-never-shown" not in str(failed.value)
 
 
+@pytest.mark.process
 def test_check_says_whether_deletions_could_be_journaled_in_the_database(database_url: str) -> None:
     env = {"B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": SECRET}
     reachable = run_b24("check", "--sandbox", env=env)
@@ -483,6 +487,7 @@ def test_check_says_whether_deletions_could_be_journaled_in_the_database(databas
     assert "pa55-word-never-shown" not in unreachable.stdout + unreachable.stderr
 
 
+@pytest.mark.process
 async def test_b24_mcp_journal_reads_the_table(databases: Callable[..., Database], database_url: str) -> None:
     journal = TableJournal(databases())
     await journal.write("intent", attempt(1))

@@ -1,20 +1,28 @@
-"""Property: whatever JSON an assistant sends, nothing is deleted without a valid token for exactly that item."""
+"""Property: whatever JSON an assistant sends, nothing is deleted without a valid token for exactly that item.
+
+One server and one client serve every example of a property, as one server serves an assistant's calls; each example
+has a portal of its own, freshly seeded. The number of examples is the Hypothesis profile's (conftest)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import anyio
+import httpx2
+import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
+from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.link import sandbox_webhook
 from b24_mcp.sandbox.seed import seeded_portal
 from b24_mcp.sandbox.serve import sandbox_transport
 from b24_mcp.serving.tools import build_server
-from b24_mcp.settings import load_settings
+from b24_mcp.settings import Settings
 from helpers import make_app
+
+pytestmark = pytest.mark.anyio
 
 NAMES = ["entityTypeId", "id", "dryRun", "confirmationToken"]
 VALID = "<valid token for deal 43>"
@@ -56,29 +64,58 @@ def with_token(args: dict[str, Any], token: str) -> dict[str, Any]:
     return real
 
 
+class PortalPerExample(httpx2.AsyncBaseTransport):
+    """The emulator, in-process, of the example under way: `fresh()` seeds a new portal for the next one."""
+
+    def __init__(self) -> None:
+        self.fresh()
+
+    def fresh(self) -> Portal:
+        self.portal = seeded_portal()
+        self._transport = sandbox_transport(self.portal)
+        return self.portal
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._transport.handle_async_request(request)
+
+
+Served = tuple[Client, PortalPerExample]
+
+
+@pytest.fixture
+async def served(make_settings: Callable[..., Settings]) -> AsyncIterator[Served]:
+    """The server, with token confirmation and without client-side pacing (a property is no rate test), and a
+    client connected to it, for every example of a test."""
+    portals = PortalPerExample()
+    settings = make_settings(confirm="token", rate_burst=10_000, rate_per_second=1000.0)
+    async with Client(build_server(make_app(settings, sandbox_webhook(), portals))) as client:
+        yield client, portals
+
+
 async def attempt(
-    tool: str, previewed: dict[str, Any], args: dict[str, Any], tmp: str
+    served: Served, tool: str, previewed: dict[str, Any], args: dict[str, Any]
 ) -> tuple[list[Any], dict[str, Any]]:
-    """Preview `previewed` with `tool`, then send `args` (its token placeholders filled in); the deletes sent."""
-    portal = seeded_portal()
-    config = load_settings(confirm="token", audit_log=f"{tmp}/audit.jsonl")
-    server = build_server(make_app(config, sandbox_webhook(), sandbox_transport(portal)))
-    async with Client(server) as client:
-        preview = await client.call_tool(tool, previewed)
-        assert preview.structured_content is not None
-        token = preview.structured_content["confirmationToken"]
-        real = with_token(args, token)
-        await client.call_tool(tool, real)
+    """On a fresh portal, preview `previewed` with `tool`, then send `args` (its token placeholders filled in); the
+    deletes sent."""
+    client, portals = served
+    portal = portals.fresh()
+    preview = await client.call_tool(tool, previewed)
+    assert preview.structured_content is not None
+    token = preview.structured_content["confirmationToken"]
+    real = with_token(args, token)
+    await client.call_tool(tool, real)
     return portal.calls_to("crm.item.delete"), real | {"_token": token}
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The fixture is the long-lived server; each example gets its own portal (attempt), so no state leaks between them.
+ONE_SERVER = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@ONE_SERVER
 @given(args=arguments)
 @example(args={"entityTypeId": 2, "id": 43, "dryRun": False, "confirmationToken": VALID})
-def test_nothing_is_deleted_without_a_valid_token_for_that_item(args: dict[str, Any], tmp_path_factory: Any) -> None:
-    deletes, sent = anyio.run(
-        attempt, "crm_item_delete", {"entityTypeId": 2, "id": 43}, args, str(tmp_path_factory.getbasetemp())
-    )
+async def test_nothing_is_deleted_without_a_valid_token_for_that_item(args: dict[str, Any], served: Served) -> None:
+    deletes, sent = await attempt(served, "crm_item_delete", {"entityTypeId": 2, "id": 43}, args)
     event("deleted" if deletes else "nothing deleted")
     if deletes:
         assert len(deletes) == 1
@@ -101,19 +138,13 @@ batch_arguments = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@ONE_SERVER
 @given(args=batch_arguments)
 @example(args={"entityTypeId": 2, "ids": [44, 43], "dryRun": False, "confirmationToken": VALID})
-def test_nothing_is_deleted_in_bulk_without_a_valid_token_for_those_items(
-    args: dict[str, Any], tmp_path_factory: Any
+async def test_nothing_is_deleted_in_bulk_without_a_valid_token_for_those_items(
+    args: dict[str, Any], served: Served
 ) -> None:
-    deletes, sent = anyio.run(
-        attempt,
-        "crm_item_delete_batch",
-        {"entityTypeId": 2, "ids": [43, 44]},
-        args,
-        str(tmp_path_factory.getbasetemp()),
-    )
+    deletes, sent = await attempt(served, "crm_item_delete_batch", {"entityTypeId": 2, "ids": [43, 44]}, args)
     event("deleted" if deletes else "nothing deleted")
     if deletes:
         assert set(args) <= {"entityTypeId", "ids", "dryRun", "confirmationToken"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import stat
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,12 +32,20 @@ QUERY_LIMIT = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many r
 
 
 @pytest.fixture
-def over_https(make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles) -> Callable[..., ItemDeletion]:
+async def over_https(
+    make_settings: Callable[..., Settings], webhook_url: str, tls: TLSFiles
+) -> AsyncIterator[Callable[..., ItemDeletion]]:
+    """Single-item deletion over the emulator's HTTPS; each one made is closed when the test ends."""
+    made: list[ItemDeletion] = []
+
     def make(**settings: Any) -> ItemDeletion:
         config = make_settings(ca_bundle=tls.ca_bundle, **settings)
-        return item_deletion(config, parse_webhook_url(webhook_url, allow_http=False), retry_base=0.01)
+        made.append(item_deletion(config, parse_webhook_url(webhook_url, allow_http=False), retry_base=0.01))
+        return made[-1]
 
-    return make
+    yield make
+    for service in made:
+        await service.app.aclose()
 
 
 def gets(portal: Portal) -> int:
@@ -74,7 +82,8 @@ def test_a_saturated_bucket_waits_a_full_drain_step() -> None:
 async def test_sixty_concurrent_previews_through_one_server_all_succeed(
     over_https: Callable[..., ItemDeletion], portal: Portal
 ) -> None:
-    service = over_https()
+    portal.rate_limit = (50, 5.0)  # a real portal's burst, drained as fast as an Enterprise one: the same pacing
+    service = over_https(rate_burst=50, rate_per_second=5.0)
     ids = [40, 41, 42, 43, 44, 45] * 10
     results: list[Any] = []
 

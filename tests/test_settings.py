@@ -91,6 +91,7 @@ def test_settings_come_from_the_environment(
     assert SECRET_CODE not in repr(settings)
 
 
+@pytest.mark.process
 def test_the_server_exits_before_serving_on_bad_configuration() -> None:
     done = run_b24(env={"B24_WEBHOOK_URL": f"http://acme.bitrix24.com/rest/1/{SECRET_CODE}/"})
     assert done.returncode == 2
@@ -102,12 +103,14 @@ def test_the_server_exits_before_serving_on_bad_configuration() -> None:
     assert SECRET_CODE not in done.stderr
 
 
+@pytest.mark.process
 def test_the_server_without_credentials_says_which_variable() -> None:
     done = run_b24()
     assert done.returncode == 2
     assert "B24_WEBHOOK_URL is not set" in done.stderr
 
 
+@pytest.mark.process
 def test_version_is_printed() -> None:
     done = run_b24("--version")
     assert done.returncode == 0

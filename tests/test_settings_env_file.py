@@ -50,6 +50,7 @@ def test_a_dotenv_in_the_working_directory_is_ignored(isolated: Path) -> None:
     assert settings.oauth_url == "https://oauth.bitrix.info/oauth/token/"
 
 
+@pytest.mark.process
 def test_the_command_ignores_a_dotenv_in_its_working_directory(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("B24_CONFIRM=none\n")
     done = run_in(tmp_path, "check", "--sandbox")
@@ -57,6 +58,7 @@ def test_the_command_ignores_a_dotenv_in_its_working_directory(tmp_path: Path) -
     assert "confirmation: auto (B24_CONFIRM)" in done.stdout
 
 
+@pytest.mark.process
 def test_the_command_reads_the_env_file_its_option_names(tmp_path: Path) -> None:
     (tmp_path / "team.env").write_text("B24_CONFIRM=token\n")
     done = run_in(tmp_path, "check", "--sandbox", "--env-file", "team.env")
@@ -64,6 +66,7 @@ def test_the_command_reads_the_env_file_its_option_names(tmp_path: Path) -> None
     assert "confirmation: token (B24_CONFIRM)" in done.stdout
 
 
+@pytest.mark.process
 def test_the_option_may_stand_before_the_command(tmp_path: Path) -> None:
     (tmp_path / "team.env").write_text("B24_CONFIRM=token\n")
     done = run_in(tmp_path, "--env-file", str(tmp_path / "team.env"), "check", "--sandbox")
@@ -140,12 +143,14 @@ def test_a_huge_env_file_is_refused(isolated: Path) -> None:
     assert refusal(env_file=isolated / "huge.env").endswith("is larger than 1024 KiB")
 
 
+@pytest.mark.process
 def test_the_command_names_a_bad_env_file_in_one_line(tmp_path: Path) -> None:
     done = run_in(tmp_path, "--env-file", "missing.env")
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["b24-mcp: the env file 'missing.env' does not exist"]
 
 
+@pytest.mark.process
 def test_a_bad_B24_ENV_FILE_stops_the_command_in_one_line(tmp_path: Path) -> None:
     done = run_in(tmp_path, env={"B24_ENV_FILE": str(tmp_path)})
     assert done.returncode == 2

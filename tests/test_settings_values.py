@@ -44,6 +44,7 @@ def test_a_token_no_authorization_header_can_carry_is_refused(make_settings: Cal
     assert "spaces in it" not in line
 
 
+@pytest.mark.process
 def test_the_command_refuses_a_short_token_before_serving() -> None:
     done = run_b24("--sandbox", "--transport", "http", env={"B24_MCP_HTTP_TOKEN": "secret"})
     assert done.returncode == 2
@@ -53,6 +54,7 @@ def test_the_command_refuses_a_short_token_before_serving() -> None:
     ]
 
 
+@pytest.mark.process
 def test_a_webhook_port_out_of_range_is_one_line_from_the_command() -> None:
     done = run_b24("check", env={"B24_WEBHOOK_URL": f"https://acme.bitrix24.com:99999/rest/1/{SECRET_CODE}/"})
     assert done.returncode == 2

@@ -3,7 +3,7 @@ the redirect through the portal and back, the token exchange) and acts with thei
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from signin_helpers import (
     delete_with_preview,
     run_b24,
     signin_env,
+    signin_process,
     signin_server,
 )
 
@@ -41,8 +42,15 @@ def env(portal: Portal, https_origin: str, tls: TLSFiles, state: Path, journal_p
 
 
 @pytest.fixture
-def server(env: dict[str, str], tmp_path: Path) -> Iterator[SignInServer]:
-    with signin_server(env, tmp_path / "logs") as served:
+async def server(env: dict[str, str]) -> AsyncIterator[SignInServer]:
+    async with signin_server(env) as served:
+        yield served
+
+
+@pytest.fixture
+def process(env: dict[str, str], tmp_path: Path) -> Iterator[SignInServer]:
+    """The command itself, for what only its process shows: its stderr, its files once it has stopped."""
+    with signin_process(env, tmp_path / "logs") as served:
         yield served
 
 
@@ -64,9 +72,8 @@ async def preview_through_a_new_server(
     env: dict[str, str], tmp_path: Path, portal: Portal, person: Person, *args: str
 ) -> dict[str, Any]:
     """Start a sign-in server (with `args`), preview deal 42 through it as `person`, and stop it."""
-    with signin_server(env, tmp_path / "logs", *args) as server:
-        async with person.connect(portal, server) as session:
-            return await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
+    async with signin_server(env, *args) as server, person.connect(portal, server) as session:
+        return await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
 
 
 # --------------------------------------------------------------------------------------------------- discovery
@@ -142,7 +149,7 @@ async def test_a_code_exchange_answer_naming_the_user_signs_them_in_too(
 async def test_the_code_exchange_is_a_get_whose_secrets_no_log_line_holds_even_at_debug(
     env: dict[str, str], portal: Portal, sales: Person, tmp_path: Path
 ) -> None:
-    with signin_server(env | {"B24_LOG_LEVEL": "DEBUG"}, tmp_path / "logs") as server:
+    with signin_process(env | {"B24_LOG_LEVEL": "DEBUG"}, tmp_path / "logs") as server:
         async with sales.connect(portal, server) as session:
             await session.list_tools()
         stderr = server.stop()
@@ -287,10 +294,9 @@ async def test_expired_bitrix_tokens_are_refreshed_once_for_concurrent_calls(
 async def test_the_rotated_pair_is_saved_and_used_after_a_restart(
     env: dict[str, str], tmp_path: Path, portal: Portal, sales: Person
 ) -> None:
-    with signin_server(env, tmp_path / "logs") as server:
-        async with sales.connect(portal, server) as session:
-            portal.expire_access_tokens()
-            await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
+    async with signin_server(env) as server, sales.connect(portal, server) as session:
+        portal.expire_access_tokens()
+        await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
     portal.expire_access_tokens()  # the pair the first run got is rotated: only the saved one can refresh now
     preview = await preview_through_a_new_server(env, tmp_path, portal, sales)
     assert preview["status"] == "preview"
@@ -326,6 +332,7 @@ async def test_a_refused_refresh_ends_the_sign_in(server: SignInServer, portal: 
 # ---------------------------------------------------------------------------------------------- people, revoking
 
 
+@pytest.mark.process
 async def test_people_lists_who_signed_in(server: SignInServer, portal: Portal, sales: Person) -> None:
     async with sales.connect(portal, server) as session:
         await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
@@ -337,6 +344,7 @@ async def test_people_lists_who_signed_in(server: SignInServer, portal: Portal, 
     assert row.split()[-1] == "active"
 
 
+@pytest.mark.process
 async def test_revoking_a_person_refuses_their_next_call(server: SignInServer, portal: Portal, sales: Person) -> None:
     async with sales.connect(portal, server) as session:
         await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
@@ -355,6 +363,7 @@ async def test_revoking_a_person_refuses_their_next_call(server: SignInServer, p
     assert run_b24(server.env, "people").stdout.splitlines()[1].split()[-1] == "revoked"
 
 
+@pytest.mark.process
 async def test_a_revoked_person_signs_in_again_from_their_client(
     server: SignInServer, portal: Portal, sales: Person
 ) -> None:
@@ -366,12 +375,14 @@ async def test_a_revoked_person_signs_in_again_from_their_client(
     assert sum(1 for page in sales.browser.pages if page.endswith("/oauth/consent")) == 2  # consent was forgotten
 
 
+@pytest.mark.process
 def test_people_before_anyone_signed_in_says_so(env: dict[str, str]) -> None:
     listed = run_b24(env, "people")
     assert (listed.returncode, listed.stdout.split(":")[0]) == (0, "No one has signed in")
 
 
-def test_check_describes_the_sign_in_without_a_secret(env: dict[str, str], server: SignInServer) -> None:
+@pytest.mark.process
+async def test_check_describes_the_sign_in_without_a_secret(env: dict[str, str], server: SignInServer) -> None:
     done = run_b24(env, "check")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"redirect URI {server.public_url}/oauth/callback" in done.stdout
@@ -380,7 +391,8 @@ def test_check_describes_the_sign_in_without_a_secret(env: dict[str, str], serve
     assert SANDBOX_CLIENT_SECRET not in done.stdout
 
 
-def test_revoking_someone_who_never_signed_in_says_so(env: dict[str, str], server: SignInServer) -> None:
+@pytest.mark.process
+async def test_revoking_someone_who_never_signed_in_says_so(env: dict[str, str], server: SignInServer) -> None:
     done = run_b24(env, "people", "revoke", "999")
     assert done.returncode == 1
     assert "999" in done.stdout
@@ -389,9 +401,11 @@ def test_revoking_someone_who_never_signed_in_says_so(env: dict[str, str], serve
 # ------------------------------------------------------------------------------------------------ secrets at rest
 
 
+@pytest.mark.process
 async def test_the_people_store_is_private_and_holds_no_token_in_clear(
-    server: SignInServer, portal: Portal, sales: Person, state: Path
+    process: SignInServer, portal: Portal, sales: Person, state: Path
 ) -> None:
+    server = process
     async with sales.connect(portal, server) as session:
         await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
     running = sorted(path for path in state.iterdir() if path.is_file())
@@ -417,7 +431,9 @@ async def test_the_people_store_is_private_and_holds_no_token_in_clear(
         assert secret not in stderr
 
 
-async def test_a_log_names_the_person_but_no_secret(server: SignInServer, portal: Portal, sales: Person) -> None:
+@pytest.mark.process
+async def test_a_log_names_the_person_but_no_secret(process: SignInServer, portal: Portal, sales: Person) -> None:
+    server = process
     async with sales.connect(portal, server) as session:
         await call(session, "crm_item_delete", {"entityTypeId": 2, "id": 42})
     stderr = server.stop()
@@ -429,6 +445,7 @@ async def test_a_log_names_the_person_but_no_secret(server: SignInServer, portal
 # ---------------------------------------------------------------------------------------------- configuration
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -452,6 +469,7 @@ def test_sign_in_refuses_a_credential_of_one_user(env: dict[str, str], variable:
     assert value not in done.stderr
 
 
+@pytest.mark.process
 def test_sign_in_needs_the_application(env: dict[str, str]) -> None:
     without = {name: value for name, value in env.items() if name != "B24_CLIENT_SECRET"}
     done = run_b24(without, "--transport", "http", "--port", str(free_port()))
@@ -459,12 +477,14 @@ def test_sign_in_needs_the_application(env: dict[str, str]) -> None:
     assert done.stderr.startswith("b24-mcp: B24_CLIENT_SECRET is not set: sign-in (B24_PUBLIC_URL) needs")
 
 
+@pytest.mark.process
 def test_sign_in_is_for_http_only(env: dict[str, str]) -> None:
     done = run_b24(env)
     assert done.returncode == 2
     assert "people sign in over HTTP only" in done.stderr
 
 
+@pytest.mark.process
 def test_a_public_url_in_clear_text_elsewhere_than_this_machine_is_refused(env: dict[str, str]) -> None:
     done = run_b24(env | {"B24_PUBLIC_URL": "http://mcp.acme.example"}, "--transport", "http")
     assert done.returncode == 2

@@ -80,7 +80,7 @@ async def outage(
     env = signin_env(portal, https_origin, tls.ca_bundle, tmp_path / "state", tmp_path / "audit.jsonl", free_port())
     env |= {"B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": SECRET}
     browser = Browser(tls.ca_bundle)
-    with signin_server(env, tmp_path / "logs", "--stateless") as server:
+    async with signin_server(env, "--stateless") as server:
         client = await registered(server)
         issued = await redeem(server, client, await code_of(server, portal, browser, client, SALES_USER_ID))
         assert issued.status_code == 200, issued.text

@@ -4,7 +4,7 @@ portals, unsafe redirect URIs, text in pages. Requests are made by hand over rea
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,11 +35,11 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def server(
+async def server(
     portal: Portal, https_origin: str, tls: TLSFiles, tmp_path: Path, journal_path: Path
-) -> Iterator[SignInServer]:
+) -> AsyncIterator[SignInServer]:
     env = signin_env(portal, https_origin, tls.ca_bundle, tmp_path / "state", journal_path, free_port())
-    with signin_server(env, tmp_path / "logs") as served:
+    async with signin_server(env) as served:
         yield served
 
 

@@ -409,6 +409,7 @@ def test_sign_in_names_every_missing_variable(make_settings: Callable[..., Setti
     ]
 
 
+@pytest.mark.process
 def test_without_a_public_url_the_sign_in_code_is_never_imported() -> None:
     script = (
         "import sys; from b24_mcp.app import build_app; from b24_mcp.serving.tools import build_server; "

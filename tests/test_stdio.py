@@ -22,7 +22,7 @@ from mcp.client.stdio import stdio_client
 from b24_mcp.sandbox.emulator import Portal
 from helpers import TLSFiles, assert_no_secret, b24_environment, run_b24, webhook_env
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.process]
 
 
 @pytest.fixture

@@ -132,6 +132,7 @@ def test_a_wildcard_bind_with_allowed_hosts_gives_no_warning(make_settings: Call
     assert start_warnings(settings, "0.0.0.0", stateless=False) == []
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("soft", "hard", "limits"),
     [(256, 256, "(32, 28) 256"), (1024, 1024, "(128, 412) 1024"), (1024, 4096, "(128, 1000) 4096")],

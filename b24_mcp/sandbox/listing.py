@@ -138,15 +138,20 @@ class Selection:
         }
 
 
-def paged(params: dict[str, Any], rows: list[Any], name: str) -> Outcome:
+def paged(params: dict[str, Any], rows: list[Any], name: str, project: Callable[[Any], Any] | None = None) -> Outcome:
+    """The page of `rows` that `start` asks for, each row through `project` (when given)."""
     start = php_int(params.get("start")) or 0
     if start == -1:
-        return Outcome({name: rows[:PAGE_SIZE]})
+        return Outcome({name: _projected(rows[:PAGE_SIZE], project)})
     start = max(start, 0)
     page = rows[start : start + PAGE_SIZE]
     total = len(rows)
     more = start + len(page) < total
-    return Outcome({name: page}, total=total, next=start + PAGE_SIZE if more else None)
+    return Outcome({name: _projected(page, project)}, total=total, next=start + PAGE_SIZE if more else None)
+
+
+def _projected(page: list[Any], project: Callable[[Any], Any] | None) -> list[Any]:
+    return page if project is None else [project(row) for row in page]
 
 
 # ---------------------------------------------------------------------- filter

@@ -80,7 +80,7 @@ def crm_item_list(portal: PortalState, caller: Caller, params: dict[str, Any]) -
     rows = filter_rows(rows, filter_, portal.tz, fields)
     rows = order_rows(rows, order, portal.tz, fields)
     selection = Selection.parse(select)
-    return paged(params, [selection.project(row) for row in rows], "items")
+    return paged(params, rows, "items", selection.project)  # only the page is copied out
 
 
 def crm_type_list(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcome:

@@ -6,7 +6,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING
 
 import httpx2
 
@@ -14,7 +15,10 @@ from b24_mcp.sandbox.emulator import Portal, create_app
 from b24_mcp.sandbox.faults import ConnectionDropped
 from b24_mcp.sandbox.seed import seeded_portal
 
-__all__ = ["sandbox_transport", "serve_portal"]
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+__all__ = ["sandbox_transport", "serve_asgi", "serve_portal"]
 
 
 class _InProcessTransport(httpx2.ASGITransport):
@@ -38,16 +42,23 @@ def _not_a_planned_drop(record: logging.LogRecord) -> bool:
     return record.exc_info is None or not isinstance(record.exc_info[1], ConnectionDropped)
 
 
-@contextmanager
 def serve_portal(
     portal: Portal, *, certfile: str | None = None, keyfile: str | None = None, host: str = "127.0.0.1"
-) -> Iterator[str]:
+) -> AbstractContextManager[str]:
     """Serve the emulator on a free loopback port in a background thread (HTTPS with a certificate, else plain
     HTTP); yields its origin."""
+    return serve_asgi(create_app(portal), certfile=certfile, keyfile=keyfile, host=host)
+
+
+@contextmanager
+def serve_asgi(
+    app: ASGIApp, *, certfile: str | None = None, keyfile: str | None = None, host: str = "127.0.0.1"
+) -> Iterator[str]:
+    """`serve_portal` for any ASGI app (the tests' one emulator for the session, whose portal each test sets)."""
     import uvicorn
 
     config = uvicorn.Config(
-        create_app(portal),
+        app,
         host=host,
         port=0,
         ssl_certfile=certfile,

@@ -10,8 +10,10 @@ or a time-out silently no longer working:
 - uvicorn's `H11Protocol` (`connection_made`, `data_received`, `connection_lost`, `conn`, `transport`,
   `connections`): a deadline for reading a request, and a cap on open connections.
 
-(One more lives where it is needed, to keep it off the stdio start: b24_mcp.settings reads an env file's bad line
-number from python-dotenv's `dotenv.parser.parse_stream`; its test is there too.)
+Two more live where they are needed, to keep them off the stdio start; their tests are there too:
+b24_mcp.settings reads an env file's bad line number from python-dotenv's `dotenv.parser.parse_stream`, and
+b24_mcp.serving.terminal runs the MCP SDK's `MCPServer._lowlevel_server` over stdin read in the event loop (what
+`MCPServer.run_stdio_async` does with the process's stdin, which a Ctrl-C at a terminal cannot interrupt).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from b24_mcp.secure.keys import request_state_key
 from b24_mcp.settings import ConfirmMode, Settings, SettingsError, is_loopback_host
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from b24_mcp.journal.record import JournalStore
@@ -357,6 +358,29 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
         raise SettingsError([f"cannot listen: {problem}"]) from None
 
 
+def http_config(app: ASGIApp, *, host: str, port: int, read_seconds: float = REQUEST_READ_SECONDS) -> uvicorn.Config:
+    """How uvicorn serves `app`: the guarded protocol (a request arrives whole within `read_seconds`, connections
+    capped below the open-files limit), logging left to the process's handler (`telemetry.logs`, so uvicorn's lines
+    share the server's format), no forwarded headers believed, a short graceful stop."""
+    import uvicorn
+
+    from b24_mcp.serving.library_hooks import guarded_protocol
+
+    backlog, max_connections = connection_limits()
+    return uvicorn.Config(
+        app,
+        host=bind_address(host),
+        port=port,
+        backlog=backlog,
+        http=guarded_protocol(read_seconds=read_seconds, max_connections=max_connections),
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,  # X-Forwarded-For is believed only from B24_TRUSTED_PROXIES (signin.sources)
+        timeout_graceful_shutdown=5,
+    )
+
+
 def serve_http(
     server: MCPServer,
     *,
@@ -370,34 +394,20 @@ def serve_http(
     """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish; the exit status.
 
     uvicorn leaves logging to the process's handler (`telemetry.logs`), so its lines share the server's format."""
-    import uvicorn
-
-    from b24_mcp.serving.library_hooks import DrainingServer, guarded_protocol, hold_event_streams
+    from b24_mcp.serving.library_hooks import DrainingServer, hold_event_streams
 
     host = bind_address(host)
     app = http_app(server, settings, host=host, port=port, stateless=stateless, journal=journal)
     logging.getLogger("mcp.server.transport_security").addFilter(NamesAllowedHosts())
-    backlog, max_connections = connection_limits()
+    backlog, _ = connection_limits()
     listener = _listen(host, port, backlog)
     for warning in start_warnings(settings, host, stateless):
         logger.warning("%s", warning)
     hold_event_streams()  # DrainingServer releases them once in-flight calls are answered
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        backlog=backlog,
-        http=guarded_protocol(read_seconds=REQUEST_READ_SECONDS, max_connections=max_connections),
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,  # X-Forwarded-For is believed only from B24_TRUSTED_PROXIES (signin.sources)
-        timeout_graceful_shutdown=5,
-    )
     draining = type("Draining", (DrainingServer,), {"drain_seconds": DRAIN_SECONDS})
     logger.info("%s", start_line(settings, host=host, port=port, sandbox=sandbox))
     try:
-        draining(config).run(sockets=[listener])
+        draining(http_config(app, host=host, port=port)).run(sockets=[listener])
     except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has stopped
         return 130
     return 0
