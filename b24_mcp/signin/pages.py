@@ -125,11 +125,15 @@ class SignInPages:
         self._portal = portal
         self._signed_in = signed_in
         self._clock = clock
+        # The end of a portal sign-in begun from the approval page (`approval_page`), told by its state's prefix.
+        self.page_signed_in: tuple[str, Callable[[Request, str], Awaitable[Response]]] | None = None
 
     async def callback(self, request: Request) -> Response:
         """`GET /oauth/callback?code&state&domain&member_id&scope&server_domain` from the portal."""
         query = dict(request.query_params)
         state = _param(query, "state")
+        if state is not None and self.page_signed_in is not None and state.startswith(self.page_signed_in[0]):
+            return await self.page_signed_in[1](request, state)
         authorization = await self._store.take_authorization(state) if state is not None else None
         if authorization is None:
             return _page(
