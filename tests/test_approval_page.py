@@ -342,3 +342,31 @@ def test_check_reports_the_mode_and_the_approval_page(env: dict[str, str]) -> No
     checked = run_b24(env, "check")
     assert "confirmation: page (B24_CONFIRM)" in checked.stdout
     assert f"approval page: {env['B24_PUBLIC_URL']}/approve/" in checked.stdout
+
+
+# ------------------------------------------------------------------------------------------------------ replicas
+
+
+async def test_replicas_share_approvals_so_one_previews_another_approves_and_deletes(
+    portal: Portal, https_origin: str, tls: TLSFiles, database_url: str, tmp_path: Path, admin: Person
+) -> None:
+    env = signin_env(portal, https_origin, tls.ca_bundle, tmp_path / "state", tmp_path / "audit.jsonl", free_port())
+    env |= {"B24_CONFIRM": "page", "B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": "s" * 40}
+    with (
+        signin_server(env, tmp_path / "a", "--stateless") as one,
+        signin_server(env, tmp_path / "b", "--stateless", port=free_port()) as other,
+    ):
+        async with admin.connect(portal, one) as session:
+            previewed = await preview(session)
+        on_other = other.public_url + urlsplit(previewed["approvalUrl"]).path
+        async with browser_of(portal, SANDBOX_USER_ID, tls) as browser:
+            page = await browser.open(on_other)  # signed in through the portal, back at the public address
+            _, token = approval_form(page.text)
+            decided = await browser.http.post(
+                on_other, data={"form_token": token, "decision": "approve"}, headers={"origin": one.public_url}
+            )
+        async with admin.connect(portal, other) as session:
+            deleted = await call(session, "crm_item_delete", delete_arguments(previewed))
+    assert decided.status_code == 200 and "Approved" in decided.text
+    assert (deleted["status"], deleted["confirmation"]) == ("deleted", "page")
+    assert not (tmp_path / "state" / "people.sqlite3").exists()
