@@ -370,3 +370,12 @@ async def test_replicas_share_approvals_so_one_previews_another_approves_and_del
     assert decided.status_code == 200 and "Approved" in decided.text
     assert (deleted["status"], deleted["confirmation"]) == ("deleted", "page")
     assert not (tmp_path / "state" / "people.sqlite3").exists()
+
+
+async def test_a_preview_of_a_set_by_ids_carries_the_approval_link_too(
+    server: SignInServer, portal: Portal, admin: Person
+) -> None:
+    async with admin.connect(portal, server) as session:
+        previewed = await preview(session, "crm_item_delete_batch", entityTypeId=2, ids=[42, 43])
+    assert previewed["approvalUrl"].startswith(server.public_url + "/approve/")
+    assert previewed["approvalUrl"] in previewed["message"]

@@ -345,7 +345,7 @@ def try_later(path: str, status: int, description: str, retry_after: int) -> Res
     """`status` with `Retry-After`: a short page where a person's browser is sent (`path`), elsewhere an OAuth error
     (`temporarily_unavailable`) in JSON."""
     retry = {"Retry-After": str(retry_after)}
-    if path in BROWSER_PATHS:
+    if path in BROWSER_PATHS or path.startswith("/approve/"):  # the approval page (`approval_page`) too
         return _page(status, "Try again in a moment", f"<p>{html.escape(description)}</p>", retry)
     body = {"error": "temporarily_unavailable", "error_description": description}
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"} | retry)
