@@ -109,3 +109,12 @@ async def test_a_store_of_schema_2_gains_the_approval_tables(tmp_path: Path) -> 
     finally:
         await upgraded.aclose()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+async def test_revoking_a_person_ends_their_page_sessions_and_approvals(store: SQLiteStore) -> None:
+    approvals = SQLiteApprovals(store, clock=lambda: NOW)
+    await approvals.open_approval("a1", pending(user_id=3))
+    await approvals.add_session("session-1", 3, NOW + 3600)
+    await store.revoke(3)
+    assert await approvals.find_session("session-1") is None
+    assert await approvals.find_approval("a1") is None

@@ -68,7 +68,7 @@ def _facts(facts: Mapping[str, Any]) -> str:
         ("Type", f"{facts.get('type', '')} (entityTypeId {int(facts.get('entityTypeId', 0))})"),
         ("Count", str(count) + (" (more match the filter; they stay for a later round)" if facts.get("more") else "")),
         ("Ids", shown),
-        ("Where they go", where_it_goes(recycle_bin if isinstance(recycle_bin, bool) else None, many=count > 1)),
+        ("Recycle bin", where_it_goes(recycle_bin if isinstance(recycle_bin, bool) else None, many=count > 1)),
     ]
     table = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>" for name, value in rows)
     # The question escapes markdown for MCP clients (`\<`); here HTML escaping does that job.
