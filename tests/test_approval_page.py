@@ -379,3 +379,40 @@ async def test_a_preview_of_a_set_by_ids_carries_the_approval_link_too(
         previewed = await preview(session, "crm_item_delete_batch", entityTypeId=2, ids=[42, 43])
     assert previewed["approvalUrl"].startswith(server.public_url + "/approve/")
     assert previewed["approvalUrl"] in previewed["message"]
+
+
+async def test_a_2026_client_with_url_mode_gets_the_link_in_the_result_instead(
+    server: SignInServer, portal: Portal, admin: Person
+) -> None:
+    asked: list[ElicitRequestParams] = []
+
+    async def person(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params)
+        return ElicitResult(action="accept")
+
+    async with admin.connect(portal, server) as session:
+        previewed = await preview(session)
+    http = httpx2.AsyncClient(auth=admin.provider(server.mcp_url), timeout=30)
+    transport = streamable_http_client(server.mcp_url, http_client=http)
+    async with http, Client(transport, elicitation_callback=person) as modern:
+        pending = await call(modern, "crm_item_delete", delete_arguments(previewed))
+    assert (pending["error"], pending["approvalUrl"]) == ("APPROVAL_PENDING", previewed["approvalUrl"])
+    assert asked == []  # the SDK's resolvers cannot carry URL mode on 2026-07-28
+    assert 42 in portal.items[2]
+
+
+async def test_auto_still_asks_a_client_that_answers_forms(
+    env: dict[str, str], tmp_path: Path, portal: Portal, admin: Person
+) -> None:
+    async def person(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"delete": True})
+
+    with signin_server(env | {"B24_CONFIRM": "auto"}, tmp_path / "logs") as server:
+        portal.sign_in_as(SANDBOX_USER_ID)
+        http = httpx2.AsyncClient(auth=admin.provider(server.mcp_url), timeout=30)
+        transport = streamable_http_client(server.mcp_url, http_client=http)
+        async with http, Client(transport, elicitation_callback=person) as asking:
+            previewed = await preview(asking)
+            deleted = await call(asking, "crm_item_delete", DEAL | {"dryRun": False})
+    assert "approvalUrl" not in previewed
+    assert (deleted["status"], deleted["confirmation"]) == ("deleted", "elicitation")
