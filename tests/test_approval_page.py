@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import unescape
 from pathlib import Path
@@ -38,8 +38,8 @@ def env(portal: Portal, https_origin: str, tls: TLSFiles, tmp_path: Path, journa
 
 
 @pytest.fixture
-def server(env: dict[str, str], tmp_path: Path) -> Iterator[SignInServer]:
-    with signin_server(env, tmp_path / "logs") as served:
+async def server(env: dict[str, str]) -> AsyncIterator[SignInServer]:
+    async with signin_server(env) as served:
         yield served
 
 
@@ -275,12 +275,11 @@ async def test_the_page_cannot_be_framed_or_cached_and_its_cookie_is_httponly(
 
 
 async def test_auto_on_a_sign_in_server_gives_a_client_without_form_elicitation_the_page(
-    env: dict[str, str], tmp_path: Path, portal: Portal, admin: Person
+    env: dict[str, str], portal: Portal, admin: Person
 ) -> None:
-    with signin_server(env | {"B24_CONFIRM": "auto"}, tmp_path / "logs") as server:
-        async with admin.connect(portal, server) as session:
-            previewed = await preview(session)
-            pending = await call(session, "crm_item_delete", delete_arguments(previewed))
+    async with signin_server(env | {"B24_CONFIRM": "auto"}) as server, admin.connect(portal, server) as session:
+        previewed = await preview(session)
+        pending = await call(session, "crm_item_delete", delete_arguments(previewed))
     assert previewed["approvalUrl"].startswith(server.public_url + "/approve/")
     assert pending["error"] == "APPROVAL_PENDING"
 
@@ -338,6 +337,7 @@ def test_page_mode_without_a_public_url_is_refused_in_one_line_naming_b24_confir
     assert len(lines) == 1 and lines[0].startswith("B24_CONFIRM=page needs sign-in")
 
 
+@pytest.mark.process
 def test_check_reports_the_mode_and_the_approval_page(env: dict[str, str]) -> None:
     checked = run_b24(env, "check")
     assert "confirmation: page (B24_CONFIRM)" in checked.stdout
@@ -352,9 +352,9 @@ async def test_replicas_share_approvals_so_one_previews_another_approves_and_del
 ) -> None:
     env = signin_env(portal, https_origin, tls.ca_bundle, tmp_path / "state", tmp_path / "audit.jsonl", free_port())
     env |= {"B24_CONFIRM": "page", "B24_DATABASE_URL": database_url, "B24_CONFIRM_SECRET": "s" * 40}
-    with (
-        signin_server(env, tmp_path / "a", "--stateless") as one,
-        signin_server(env, tmp_path / "b", "--stateless", port=free_port()) as other,
+    async with (
+        signin_server(env, "--stateless") as one,
+        signin_server(env, "--stateless", port=free_port()) as other,
     ):
         async with admin.connect(portal, one) as session:
             previewed = await preview(session)
@@ -407,7 +407,7 @@ async def test_auto_still_asks_a_client_that_answers_forms(
     async def person(context: Any, params: ElicitRequestParams) -> ElicitResult:
         return ElicitResult(action="accept", content={"delete": True})
 
-    with signin_server(env | {"B24_CONFIRM": "auto"}, tmp_path / "logs") as server:
+    async with signin_server(env | {"B24_CONFIRM": "auto"}) as server:
         portal.sign_in_as(SANDBOX_USER_ID)
         http = httpx2.AsyncClient(auth=admin.provider(server.mcp_url), timeout=30)
         transport = streamable_http_client(server.mcp_url, http_client=http)
