@@ -28,6 +28,8 @@ from b24_mcp.settings import ConfirmMode, OAuthConfig, Settings, Webhook
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
 
+    from b24_mcp.deleting.approval import ApprovalDesk
+
 
 class People(Protocol):
     """The people who sign in to a team server (`b24_mcp.signin`), each acting with their own Bitrix24 rights."""
@@ -54,6 +56,7 @@ class App:
     close_shared: Callable[[], Awaitable[None]] | None = None  # the shared database's pool, when there is one
     user_name: str | None = None  # the signed-in person the portal client acts as (sign-in), for the journal
     people: People | None = None  # sign-in (B24_PUBLIC_URL): who is signed in; tool calls act as one of them
+    approvals: ApprovalDesk | None = None  # sign-in: the page where people approve deletions (B24_CONFIRM=page)
 
     def as_person(self, access: AccessToken | None) -> App:
         """The application a tool call uses: as the person behind `access` when people sign in, else this one."""

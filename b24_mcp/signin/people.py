@@ -22,7 +22,7 @@ import httpx2
 
 from b24_mcp.app import App, build_app
 from b24_mcp.sealing import Sealer, UnusableFileError, load_key
-from b24_mcp.settings import Settings, SettingsError
+from b24_mcp.settings import ConfirmMode, Settings, SettingsError
 from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.metadata import auth_settings
 from b24_mcp.signin.pages import SignInPages
@@ -35,6 +35,8 @@ from b24_mcp.signin.store import PeopleStore
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
     from mcp.server.mcpserver import MCPServer
+
+    from b24_mcp.signin.approval_page import ApprovalPage
 
 MAX_CACHED = 4096  # people whose portal client is kept between requests
 TOUCH_SECONDS = 60.0
@@ -64,6 +66,7 @@ class People:
         self._touched: dict[int, float] = {}
         self.provider = SignInProvider(config, store, self._prepare, clock=clock, limits=limits)
         self.pages = SignInPages(config, store, base.portal, self._signed_in, clock=clock)
+        self.approval_page: ApprovalPage | None = None  # B24_CONFIRM=page or auto: see `open_approvals`
 
     def __repr__(self) -> str:
         return f"People({self.config!r}, signed_in={len(self._apps)})"
@@ -116,9 +119,16 @@ class People:
         return {"auth_server_provider": self.provider, "auth": auth_settings(self.config.issuer)}
 
     def add_routes(self, server: MCPServer) -> None:
-        """The pages the person's browser sees (the portal's callback, the consent), on `server`'s HTTP app."""
+        """The pages the person's browser sees (the portal's callback, the consent, the approval page), on
+        `server`'s HTTP app."""
         server.custom_route(CALLBACK_PATH, methods=["GET"])(self.pages.callback)
         server.custom_route(CONSENT_PATH, methods=["POST"])(self.pages.consent)
+        if self.approval_page is not None:
+            from b24_mcp.deleting.approval import APPROVAL_PATH
+
+            path = APPROVAL_PATH + "{approval_id}"
+            server.custom_route(path, methods=["GET"])(self.approval_page.show)
+            server.custom_route(path, methods=["POST"])(self.approval_page.decide)
 
     async def aclose(self) -> None:
         await self.store.aclose()
@@ -163,4 +173,26 @@ def build_signin_app(
     app = build_app(settings, config.no_one(), http_transport=http_transport, retry_base=retry_base)
     people = People(config, store, app, limits=limits)
     app.people = people
+    if settings.confirm in (ConfirmMode.PAGE, ConfirmMode.AUTO):
+        open_approvals(app, people)
     return app, people
+
+
+def open_approvals(app: App, people: People) -> None:
+    """The approval page, its state in the people store: `app.approvals` opens approvals, `people` serves the
+    page and ends the portal sign-ins it begins."""
+    from b24_mcp.deleting.approval import ApprovalDesk
+    from b24_mcp.signin.approval_page import PAGE_STATE_PREFIX, ApprovalPage
+    from b24_mcp.signin.approvals import PageStore, SQLiteApprovals
+
+    if isinstance(people.store, SQLiteStore):
+        page_store: PageStore = SQLiteApprovals(people.store)
+    else:
+        from b24_mcp.signin.postgres_approvals import PostgresApprovals
+        from b24_mcp.signin.postgres_pending import PendingSignIns
+
+        assert isinstance(people.store, PendingSignIns)
+        page_store = PostgresApprovals(people.store)
+    app.approvals = ApprovalDesk(page_store, people.config.issuer)
+    people.approval_page = ApprovalPage(people.config, page_store, app.portal)
+    people.pages.page_signed_in = (PAGE_STATE_PREFIX, people.approval_page.signed_in)
