@@ -27,7 +27,7 @@ from b24_mcp.portal.client import PortalClient
 from b24_mcp.portal.limiter import LeakyBucket, Pacing
 from b24_mcp.portal.oauth import make_auth
 from b24_mcp.secure.keys import confirmation_key
-from b24_mcp.settings import OAuthConfig, Settings, SettingsError, Webhook, for_sandbox
+from b24_mcp.settings import ConfirmMode, OAuthConfig, Settings, SettingsError, Webhook, for_sandbox
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -141,7 +141,7 @@ def build_signin_app(
 
     from b24_mcp.secure.sealing import UnusableFileError
     from b24_mcp.signin.config import SignInConfig
-    from b24_mcp.signin.people import People, open_store, shared_store
+    from b24_mcp.signin.people import People, open_approvals, open_store, shared_store
 
     config = SignInConfig.from_settings(settings)
     database = _database(settings) if settings.database_url is not None else None
@@ -164,7 +164,10 @@ def build_signin_app(
         finally:
             await people.aclose()
 
-    return replace(base, people=people, closing=closing), people
+    approvals = (
+        open_approvals(people, base.portal) if settings.confirm in (ConfirmMode.PAGE, ConfirmMode.AUTO) else None
+    )
+    return replace(base, people=people, approvals=approvals, closing=closing), people
 
 
 def assemble(settings: Settings, *, sandbox: bool, transport: str, host: str, port: int) -> Assembly:

@@ -54,6 +54,7 @@ class ConfirmMode(StrEnum):
     AUTO = "auto"  # ask the person when the client can be asked, else require a preview token
     ELICIT = "elicit"  # always ask the person; refuse when the client cannot be asked
     TOKEN = "token"  # require a signed token from a preview
+    PAGE = "page"  # sign-in only: the person approves on this server's own page, in their own browser
     NONE = "none"  # no gate: unattended scripted use only
 
 
@@ -149,7 +150,12 @@ class Settings(BaseSettings):
 
     @field_validator("public_url")
     @classmethod
-    def _check_public_url(cls, value: str | None) -> str | None:
+    def _check_public_url(cls, value: str | None, info: Any) -> str | None:
+        if (value is None or not value.strip()) and info.data.get("confirm") is ConfirmMode.PAGE:
+            raise ValueError(
+                f"{ENV_PREFIX}CONFIRM=page needs sign-in ({ENV_PREFIX}PUBLIC_URL is not set): the person approves "
+                "each deletion on this server's own page, in a browser signed in to the portal"
+            )
         return public_origin(value) if value is not None and value.strip() else None
 
     @field_validator("confirm_secret", "mcp_http_token", "metrics_token")
@@ -355,6 +361,9 @@ def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides
         for error in exc.errors(include_input=False, include_url=False):
             name = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else "configuration"
             message = str(error["msg"]).removeprefix("Value error, ")
+            if message.startswith(ENV_PREFIX):  # a line that names its variables itself
+                lines.append(message)
+                continue
             if error["type"] == "bool_parsing":
                 lines.append(f"{name} must be true or false (1/0, yes/no and on/off are accepted too)")
                 continue

@@ -51,6 +51,16 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
+def event_streams_open() -> None:
+    """A `DrainingServer` shut down in a test releases sse-starlette's process-wide event streams
+    (`AppStatus.should_exit`), which would end every later 2025-11-25 stream of this process at once ("SSE stream
+    ended without a response"); each test starts with them open, as a new process would."""
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.should_exit = False
+
+
+@pytest.fixture(autouse=True)
 def results_conform_to_output_schemas(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every tool result a test receives through the SDK's client must validate against the tool's listed
     `outputSchema`, errors included, as a strict client (the TypeScript SDK's 1.x) requires."""

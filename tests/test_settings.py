@@ -74,7 +74,9 @@ def test_a_missing_ca_bundle_is_named(make_settings: Callable[..., Settings], tm
 
 
 def test_every_confirm_mode_is_accepted(make_settings: Callable[..., Settings]) -> None:
-    assert [make_settings(confirm=mode.value).confirm for mode in ConfirmMode] == list(ConfirmMode)
+    signin = {"public_url": "https://mcp.example.com"}  # B24_CONFIRM=page is for sign-in servers
+    modes = [make_settings(confirm=mode.value, **signin).confirm for mode in ConfirmMode]
+    assert modes == list(ConfirmMode)
 
 
 def test_allowed_types_are_a_comma_separated_list(make_settings: Callable[..., Settings]) -> None:

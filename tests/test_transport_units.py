@@ -175,3 +175,9 @@ def test_a_refused_host_is_logged_naming_the_setting_that_allows_it() -> None:
         "refused a request with Host a\\x1bb (421): not this server's address; if clients reach it by that name, "
         "add it to B24_MCP_ALLOWED_HOSTS"
     )
+
+
+def test_stateless_auto_on_a_sign_in_server_falls_back_to_the_approval_page_not_to_tokens(
+    make_settings: Callable[..., Settings],
+) -> None:
+    assert not stateless_cannot_ask(make_settings(confirm="auto", public_url="https://mcp.example.com"), True)

@@ -65,6 +65,11 @@ class BatchResult(ToolResult):
     )
     confirmationToken: str | None = Field(default=None, description="Preview: pass with dryRun: false.")
     confirmationExpiresAt: str | None = None
+    approvalUrl: str | None = Field(
+        default=None,
+        description="When the person approves deletions on this server's page: the page to show them (a preview, "
+        "and APPROVAL_PENDING).",
+    )
     confirmation: ConfirmedBy | None = None
     results: list[ItemOutcome] | None = Field(
         default=None,

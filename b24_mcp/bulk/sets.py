@@ -27,6 +27,7 @@ from b24_mcp.bulk.results import BatchResult, FoundItem, ItemOutcome, SetSummary
 from b24_mcp.bulk.run import DeletionRun, Progress
 from b24_mcp.bulk.selection import ID_ONLY, PREVIEW_FIELDS, Query
 from b24_mcp.deleting.app import App
+from b24_mcp.deleting.approval import ApprovalPending, page_facts, show_link
 from b24_mcp.deleting.gate import (
     UNFIT_NOTE,
     Answer,
@@ -39,10 +40,11 @@ from b24_mcp.deleting.gate import (
     not_confirmed,
     pass_gate,
 )
+from b24_mcp.deleting.offer import offer
 from b24_mcp.deleting.questions import set_question
 from b24_mcp.deleting.results import error_message
 from b24_mcp.errors import B24Error, Refusal
-from b24_mcp.journal.record import ConfirmedBy, Entry
+from b24_mcp.journal.record import Entry
 from b24_mcp.portal.items import counted, type_name
 
 __all__ = [
@@ -94,8 +96,48 @@ class BulkDeletion:
                 return self._error(entity_type_id, exc)
             recycle_bin = await self.app.catalog.recycle_bin(entity_type_id)
         if isinstance(selected, Query):
-            return self.previews.for_filter(entity_type_id, selected, reading, recycle_bin, reach)
-        return self.previews.for_ids(entity_type_id, selected, reading, recycle_bin, reach)
+            result = self.previews.for_filter(entity_type_id, selected, reading, recycle_bin, reach)
+        else:
+            result = self.previews.for_ids(entity_type_id, selected, reading, recycle_bin, reach)
+        if result.confirmationToken is not None:
+            await self._offer_page(entity_type_id, selected, reading, recycle_bin, reach, result)
+        return result
+
+    async def _offer_page(
+        self,
+        entity_type_id: int,
+        selected: Selected,
+        reading: Reading,
+        recycle_bin: bool | None,
+        reach: Reach | None,
+        result: BatchResult,
+    ) -> None:
+        """Open the page's approval of what the preview showed, when the page is the route; its link in `result`."""
+        assert result.confirmationToken is not None
+        by_filter = isinstance(selected, Query)
+        question = set_question(
+            self.portal.host,
+            entity_type_id,
+            reading.items,
+            recycle_bin,
+            skipped=0 if by_filter else len(reading.missing),
+            more=reading.more,
+            conditions=selected.describe() if isinstance(selected, Query) else None,
+        )
+        facts = page_facts(
+            host=self.portal.host,
+            entity_type_id=entity_type_id,
+            type_name=type_name(entity_type_id),
+            ids=list(reading.items),
+            recycle_bin=recycle_bin,
+            question=question,
+            subject=selected.subject if isinstance(selected, Query) else SUBJECT,
+            more=reading.more,
+        )
+        url = await offer(self.app, reach, result.confirmationToken, facts)
+        if url is not None:
+            result.approvalUrl = url
+            result.message += " " + show_link(url)
 
     # ------------------------------------------------------------------ the question
 
@@ -144,7 +186,7 @@ class BulkDeletion:
         try:
             with self.portal.deadline(self.app.call_deadline):
                 target = self._target(entity_type_id, selected, consent, shown)
-                outcome = await pass_gate(consent, target, self.app.tokens, self.app.guardrails)
+                outcome = await pass_gate(consent, target, self.app.tokens, self.app.guardrails, self.app.approvals)
             if isinstance(outcome, Declined):
                 return await self._cancelled(entity_type_id, outcome)
             return await self.runner.delete(entity_type_id, selected, outcome.reading, outcome.by, progress)
@@ -160,7 +202,7 @@ class BulkDeletion:
             subject = selected.subject
             if consent.route is Route.ASK and isinstance(shown, SetQuestion):
                 known = list(shown.ids), shown.more
-            elif consent.route is Route.TOKEN and consent.token:
+            elif consent.route in (Route.TOKEN, Route.PAGE) and consent.token:
                 with contextlib.suppress(Refusal):  # the gate refuses such a token itself, with the same reason
                     known = PREVIEWED.find(self.app.tokens.check(consent.token, entity_type_id, subject).nonce)
 
@@ -213,9 +255,7 @@ class BulkDeletion:
         note = UNFIT_NOTE if declined.answer is Answer.UNFIT else None
         await self.app.journal.write_many(
             [
-                Entry(
-                    "cancelled", self.runner.attempt(entity_type_id, item_id, ConfirmedBy.ELICITATION, item), note=note
-                )
+                Entry("cancelled", self.runner.attempt(entity_type_id, item_id, declined.by, item), note=note)
                 for item_id, item in items.items()
             ]
         )
@@ -229,4 +269,5 @@ class BulkDeletion:
 
     def _error(self, entity_type_id: int, exc: B24Error, *, deleting: bool = False) -> BatchResult:
         message = error_message(exc, f"{type_name(entity_type_id)} items", deleting=deleting)
-        return BatchResult.failure(exc, message, entityTypeId=entity_type_id)
+        url = exc.url if isinstance(exc, ApprovalPending) else None
+        return BatchResult.failure(exc, message, entityTypeId=entity_type_id, approvalUrl=url)

@@ -83,6 +83,9 @@ async def _profile(portal: PortalClient) -> Finding:
 
 def _modes(settings: Settings) -> list[Finding]:
     findings = [Finding("info", f"confirmation: {settings.confirm.value} (B24_CONFIRM)")]
+    page = approval_page(settings)
+    if page is not None:
+        findings.append(Finding("info", page))
     if settings.confirm.value == "none":
         findings.append(
             Finding("warn", "confirmation is OFF (B24_CONFIRM=none): deletions happen without anyone confirming them")
@@ -106,6 +109,14 @@ def _modes(settings: Settings) -> list[Finding]:
     else:
         findings.append(_journal(settings.audit_log))
     return findings
+
+
+def approval_page(settings: Settings) -> str | None:
+    """Where people approve deletions on a sign-in server (B24_CONFIRM=page, or auto), in words; None elsewhere."""
+    if settings.public_url is None or settings.confirm.value not in ("page", "auto"):
+        return None
+    who = "every deletion" if settings.confirm.value == "page" else "deletions by clients that cannot ask in a form"
+    return f"approval page: {settings.public_url}/approve/… ({who}, approved there by the person signed in)"
 
 
 def operations(settings: Settings, origin: str = "http://HOST:PORT") -> list[str]:

@@ -121,7 +121,7 @@ def check_signin(settings: Settings) -> int:
 
     The portal is reached with each person's own tokens once they sign in, so nothing is sent to it here.
     """
-    from b24_mcp.commands.check import operations
+    from b24_mcp.commands.check import approval_page, operations
     from b24_mcp.signin.config import SignInConfig
 
     config = SignInConfig.from_settings(settings)  # SettingsError names what is missing or in the way
@@ -129,6 +129,8 @@ def check_signin(settings: Settings) -> int:
         f"info  sign-in: people sign in at {config.issuer}/authorize with their {config.portal_host} accounts",
         f"info  the Bitrix24 application {config.client_id} must have the redirect URI {config.callback_url}",
         f"info  MCP clients connect to {config.resource}",
+        f"info  confirmation: {settings.confirm.value} (B24_CONFIRM)",
+        *(f"info  {line}" for line in [approval_page(settings)] if line is not None),
         *(f"info  {line}" for line in operations(settings, config.issuer)),
     ]
     if settings.database_url is not None:

@@ -22,6 +22,8 @@ from b24_mcp.settings import ConfirmMode
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
 
+    from b24_mcp.deleting.approval import ApprovalDesk
+
 
 class People(Protocol):
     """The people who sign in to a team server (`b24_mcp.signin`), each acting with their own Bitrix24 rights."""
@@ -45,6 +47,7 @@ class App:
     batch_max: int = 5000  # B24_BATCH_MAX: how many items one clean-up by filter covers
     user_name: str | None = None  # the signed-in person the portal client acts as (sign-in), for the journal
     people: People | None = None  # sign-in (B24_PUBLIC_URL): who is signed in; tool calls act as one of them
+    approvals: ApprovalDesk | None = None  # sign-in: the page where people approve deletions (B24_CONFIRM=page)
     # What the composition root opened for this application (HTTP pool, database pool, people store), closed by
     # `aclose`; None for a person's view, which owns nothing of its own.
     closing: Callable[[], Awaitable[None]] | None = None

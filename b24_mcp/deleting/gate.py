@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
+from b24_mcp.deleting.approval import ApprovalDesk, ApprovalPending, ApprovalState
 from b24_mcp.deleting.confirmation import ConfirmationTokens
 from b24_mcp.errors import B24Error, Refusal
 from b24_mcp.journal.record import ConfirmedBy
@@ -32,6 +33,7 @@ class Route(StrEnum):
 
     ASK = "ask"  # ask the person through MCP elicitation
     TOKEN = "token"  # require a signed token from a preview
+    PAGE = "page"  # require a preview's token and the person's approval of it on this server's page
     NONE = "none"  # no gate (B24_CONFIRM=none)
     UNSUPPORTED = "unsupported"  # must ask, but the client cannot be asked
 
@@ -74,15 +76,20 @@ class Consent:
     reach: Reach = Reach.ASKABLE
 
 
-def route_for(mode: ConfirmMode, reach: Reach) -> Route:
-    """Decide how a deletion is confirmed under `mode`, given whether the client can be asked."""
+def route_for(mode: ConfirmMode, reach: Reach, *, page: bool = False) -> Route:
+    """Decide how a deletion is confirmed under `mode`, given whether the client can be asked and whether this
+    server has an approval page (`page`: sign-in)."""
     if mode is ConfirmMode.NONE:
         return Route.NONE
     if mode is ConfirmMode.TOKEN:
         return Route.TOKEN
+    if mode is ConfirmMode.PAGE:
+        return Route.PAGE
     if reach is Reach.ASKABLE:
         return Route.ASK
-    return Route.UNSUPPORTED if mode is ConfirmMode.ELICIT else Route.TOKEN
+    if mode is ConfirmMode.ELICIT:
+        return Route.UNSUPPORTED
+    return Route.PAGE if page else Route.TOKEN
 
 
 def mode_hint(mode: ConfirmMode, noun: str, reach: Reach | None = None) -> str:
@@ -90,6 +97,8 @@ def mode_hint(mode: ConfirmMode, noun: str, reach: Reach | None = None) -> str:
     with_token = f"the confirmationToken from a preview of the same {noun}"
     if mode is ConfirmMode.NONE:
         return "Confirmation is switched off on this server (B24_CONFIRM=none): dryRun: false deletes at once."
+    if mode is ConfirmMode.PAGE:
+        return PAGE_HINT
     if mode is ConfirmMode.TOKEN or (mode is ConfirmMode.AUTO and reach not in (None, Reach.ASKABLE)):
         hint = f"To delete, call again with dryRun: false and {with_token}; show the person the preview first."
         return hint + (_NO_BACK_CHANNEL if reach is Reach.NO_BACK_CHANNEL and mode is ConfirmMode.AUTO else "")
@@ -101,6 +110,11 @@ def mode_hint(mode: ConfirmMode, noun: str, reach: Reach | None = None) -> str:
     )
 
 
+PAGE_HINT = (
+    "Every deletion is approved by the person on this server's own page: a preview gives an approvalUrl; show it "
+    "to the person, and once they approved in their browser, call again with dryRun: false and the "
+    "confirmationToken of that preview."
+)
 _NO_BACK_CHANNEL = (
     " (This stateless HTTP server cannot ask the person on a 2025-11-25 connection, although the client can "
     "answer questions, so a token is required instead.)"
@@ -224,10 +238,15 @@ class Declined(Generic[S]):
 
     reading: S | None
     answer: Answer
+    by: ConfirmedBy = ConfirmedBy.ELICITATION  # how the person was asked
 
 
 async def pass_gate(
-    consent: Consent, target: Target[S], tokens: ConfirmationTokens, guardrails: Guardrails
+    consent: Consent,
+    target: Target[S],
+    tokens: ConfirmationTokens,
+    guardrails: Guardrails,
+    approvals: ApprovalDesk | None = None,
 ) -> Passed[S] | Declined[S]:
     """Apply the confirmation rule; raise a `Refusal` (or the portal's error reading the target) when it fails.
 
@@ -236,6 +255,8 @@ async def pass_gate(
     guardrails.check_delete(target.entity_type_id)
     if consent.route is Route.UNSUPPORTED:
         raise elicitation_unsupported(consent.reach)
+    if consent.route is Route.PAGE:
+        return await _pass_page(consent, target, tokens, approvals)
     if consent.route is Route.TOKEN:
         if not consent.token:
             raise confirmation_required(target.noun, consent.reach)
@@ -263,3 +284,34 @@ async def pass_gate(
     # The question was not put: surface why (the target's own error), or ask for another try.
     await target.read()
     raise not_asked()
+
+
+async def _pass_page(
+    consent: Consent, target: Target[S], tokens: ConfirmationTokens, approvals: ApprovalDesk | None
+) -> Passed[S] | Declined[S]:
+    """The page's route: the preview's token, approved by the person on the page for exactly what it covers."""
+    if not consent.token:
+        raise confirmation_required(target.noun)
+    claim = tokens.check(consent.token, target.entity_type_id, target.subject)
+    if approvals is None:  # no page on this server: nothing can approve it
+        raise Refusal("APPROVAL_UNAVAILABLE", "This server has no approval page (B24_CONFIRM=page needs sign-in).")
+    if consent.answer in (Answer.DECLINED, Answer.CANCELLED):  # the client's URL-mode answer: not opened
+        return Declined(await _read_or_none(target), consent.answer, ConfirmedBy.PAGE)
+    state = await approvals.state(consent.token)
+    if state is None or state is ApprovalState.PENDING:
+        raise ApprovalPending(approvals.url(consent.token))
+    if state is ApprovalState.DECLINED:
+        await tokens.consume(claim)
+        return Declined(await _read_or_none(target), Answer.DECLINED, ConfirmedBy.PAGE)
+    reading = await target.read()
+    if reading.version != claim.version:
+        raise target.changed_since_preview(claim.version, reading)
+    await tokens.consume(claim)
+    return Passed(reading, ConfirmedBy.PAGE)
+
+
+async def _read_or_none(target: Target[S]) -> S | None:
+    try:
+        return await target.read()
+    except B24Error:
+        return None

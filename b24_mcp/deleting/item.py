@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from b24_mcp.deleting.app import App
+from b24_mcp.deleting.approval import ApprovalPending, page_facts, show_link
 from b24_mcp.deleting.gate import (
     UNFIT_NOTE,
     Answer,
@@ -25,18 +26,20 @@ from b24_mcp.deleting.gate import (
     not_confirmed,
     pass_gate,
 )
+from b24_mcp.deleting.offer import offer
 from b24_mcp.deleting.questions import item_question
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, ToolResult, error_message, iso_utc, settle_lost_answer
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry
 from b24_mcp.portal.catalog import where_it_goes
-from b24_mcp.portal.items import ItemSummary, changed_at, describe, summarize, version_of, version_time
+from b24_mcp.portal.items import ItemSummary, changed_at, describe, summarize, type_name, version_of, version_time
 from b24_mcp.telemetry import metrics
 
 Status = Literal["preview", "deleted", "cancelled", "error"]
 _HOW = {
     ConfirmedBy.ELICITATION: "confirmed by the person",
     ConfirmedBy.TOKEN: "confirmed with the preview's token",
+    ConfirmedBy.PAGE: "approved by the person on this server's page",
     ConfirmedBy.NONE: "no confirmation: B24_CONFIRM=none",
 }
 
@@ -53,6 +56,11 @@ class DeleteResult(ToolResult):
         default=None, description="Preview only: pass with dryRun: false to delete exactly this item."
     )
     confirmationExpiresAt: str | None = Field(default=None, description="Preview only: when the token expires (UTC).")
+    approvalUrl: str | None = Field(
+        default=None,
+        description="When the person approves deletions on this server's page: the page to show them (a preview, "
+        "and APPROVAL_PENDING).",
+    )
     recycleBin: bool | None = Field(
         default=None,
         description="Preview and deleted: true if the type sends deleted items to the CRM recycle bin (when the "
@@ -120,6 +128,19 @@ class ItemDeletion:
             next_step = "This server is read-only (B24_READ_ONLY=true): it will not delete it."
         else:
             next_step = mode_hint(self.app.mode, "item", reach)
+        question = item_question(self.portal.host, entity_type_id, item_id, item, recycle_bin)
+        facts = page_facts(
+            host=self.portal.host,
+            entity_type_id=entity_type_id,
+            type_name=type_name(entity_type_id),
+            ids=[item_id],
+            recycle_bin=recycle_bin,
+            question=question,
+            subject=str(item_id),
+        )
+        url = await offer(self.app, reach, token, facts)
+        if url is not None:
+            next_step = show_link(url)
         return DeleteResult(
             status="preview",
             entityTypeId=entity_type_id,
@@ -130,6 +151,7 @@ class ItemDeletion:
             recycleBin=recycle_bin,
             confirmationToken=token,
             confirmationExpiresAt=iso_utc(expires),
+            approvalUrl=url,
         )
 
     async def question(self, entity_type_id: int, item_id: int) -> Question | None:
@@ -151,7 +173,11 @@ class ItemDeletion:
         with self.portal.deadline(self.app.call_deadline):
             try:
                 outcome = await pass_gate(
-                    consent, self._target(entity_type_id, item_id), self.app.tokens, self.app.guardrails
+                    consent,
+                    self._target(entity_type_id, item_id),
+                    self.app.tokens,
+                    self.app.guardrails,
+                    self.app.approvals,
                 )
                 if isinstance(outcome, Declined):
                     return await self._cancelled(entity_type_id, item_id, outcome)
@@ -260,7 +286,7 @@ class ItemDeletion:
 
     async def _cancelled(self, entity_type_id: int, item_id: int, declined: Declined[ItemReading]) -> DeleteResult:
         item = declined.reading.item if declined.reading is not None else None
-        attempt = new_attempt(self.app, entity_type_id, item_id, ConfirmedBy.ELICITATION, item)
+        attempt = new_attempt(self.app, entity_type_id, item_id, declined.by, item)
         note = UNFIT_NOTE if declined.answer is Answer.UNFIT else None
         await self.app.journal.write("cancelled", attempt, note=note)
         return DeleteResult(
@@ -273,4 +299,5 @@ class ItemDeletion:
 
     def _error(self, entity_type_id: int, item_id: int, exc: B24Error, *, deleting: bool) -> DeleteResult:
         message = error_message(exc, describe(entity_type_id, item_id), deleting=deleting)
-        return DeleteResult.failure(exc, message, entityTypeId=entity_type_id, id=item_id)
+        url = exc.url if isinstance(exc, ApprovalPending) else None
+        return DeleteResult.failure(exc, message, entityTypeId=entity_type_id, id=item_id, approvalUrl=url)

@@ -32,6 +32,7 @@ class ConfirmedBy(StrEnum):
 
     ELICITATION = "elicitation"
     TOKEN = "token"
+    PAGE = "page"  # approved by the signed-in person on this server's own page
     NONE = "none"
 
 

@@ -23,7 +23,8 @@ The tables:
   digests), and each person's Bitrix24 tokens (sealed), as `signin.store.SQLiteStore` keeps them in one file;
   their times are Unix seconds (`double precision`) on the database's clock, so that replicas agree on expiry.
   Migration 3: consents per (person, client, exact redirect URI), those per client dropped; the source address of
-  registrations and sign-ins in flight, for each address's share.
+  registrations and sign-ins in flight, for each address's share. Migration 4: the approval page's approvals,
+  browser sessions and page sign-ins (`signin_approvals`, `signin_page_sessions`, `signin_page_signins`).
 """
 
 from __future__ import annotations
@@ -165,6 +166,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX signin_clients_by_source ON {SCHEMA}.signin_clients (source)",
         f"ALTER TABLE {SCHEMA}.signin_authorizations ADD COLUMN source text",
         f"CREATE INDEX signin_authorizations_by_source ON {SCHEMA}.signin_authorizations (source)",
+    ),
+    (
+        # The approval page (B24_CONFIRM=page, `signin.postgres_approvals`): approvals, its browser sessions and
+        # the sign-ins begun from it; ids as digests, expiry times on the replicas' clock (the tokens' own).
+        f"""CREATE TABLE {SCHEMA}.signin_approvals (
+            id text PRIMARY KEY,
+            user_id bigint NOT NULL,
+            facts text NOT NULL,
+            state text NOT NULL,
+            expires_at double precision NOT NULL
+        )""",
+        f"CREATE INDEX signin_approvals_by_expiry ON {SCHEMA}.signin_approvals (expires_at)",
+        f"""CREATE TABLE {SCHEMA}.signin_page_sessions (
+            session text PRIMARY KEY,
+            user_id bigint NOT NULL,
+            expires_at double precision NOT NULL
+        )""",
+        f"""CREATE TABLE {SCHEMA}.signin_page_signins (
+            state text PRIMARY KEY,
+            target text NOT NULL,
+            expires_at double precision NOT NULL
+        )""",
     ),
 )
 LATEST = len(MIGRATIONS)

@@ -44,6 +44,7 @@ from b24_mcp.deleting.gate import Answer, Consent, Plan, Question, Reach, Route,
 from b24_mcp.deleting.item import DeleteResult, ItemDeletion
 from b24_mcp.deleting.results import ToolResult
 from b24_mcp.portal.catalog import EntityType
+from b24_mcp.serving.approval_url import through_url_mode
 from b24_mcp.serving.arguments import StrictArguments, invalid_arguments
 from b24_mcp.serving.descriptions import _destructive, describe_batch_tool, describe_tool
 from b24_mcp.serving.observing import CallObserver
@@ -197,7 +198,8 @@ def reach_of(ctx: Context[App, Any]) -> Reach:
 async def plan_for(ctx: Context[App, Any], dry_run: bool, question: Callable[[], Awaitable[Question | None]]) -> Plan:
     """Decide the route once; read the question only when the route asks the person."""
     reach = reach_of(ctx)
-    route = route_for(app_of(ctx).mode, reach)
+    app = app_of(ctx)
+    route = route_for(app.mode, reach, page=app.approvals is not None)
     if dry_run or route is not Route.ASK:
         return Plan(route, reach)
     return Plan(route, reach, await question())
@@ -242,7 +244,8 @@ async def plan_set(
     """Resolver: the plan for a set of items. Deterministic, as it may run once per round."""
     what = selected(ids, filter)
     if what is None:  # refused by the tool body, before the portal is contacted
-        return Plan(route_for(app_of(ctx).mode, reach_of(ctx)), reach_of(ctx))
+        app = app_of(ctx)
+        return Plan(route_for(app.mode, reach_of(ctx), page=app.approvals is not None), reach_of(ctx))
     return await plan_for(ctx, dryRun, lambda: BulkDeletion(app_of(ctx)).question(entityTypeId, what))
 
 
@@ -357,7 +360,9 @@ async def crm_item_delete(
     if dryRun:
         result = await deletion.preview(entityTypeId, id, reach=plan.reach)
     else:
-        result = await deletion.delete(entityTypeId, id, consent_from(plan, confirmationToken, answer))
+        consent = consent_from(plan, confirmationToken, answer)
+        consent = await through_url_mode(ctx, deletion.app, consent, f"item #{id}")
+        result = await deletion.delete(entityTypeId, id, consent)
     return to_tool_result(result)
 
 
@@ -384,6 +389,7 @@ async def crm_item_delete_batch(
             await ctx.report_progress(done, total, message)
 
         consent = consent_from(plan, confirmationToken, answer)
+        consent = await through_url_mode(ctx, bulk.app, consent, "a set of items")
         result = await bulk.delete(entityTypeId, what, consent, progress, shown=plan.question)
     return to_tool_result(result)
 

@@ -88,9 +88,10 @@ def stateless_cannot_ask(settings: Settings, stateless: bool) -> bool:
     """Whether a 2025-11-25 client that declared elicitation gets a preview token instead of a question.
 
     Stateless HTTP has no back channel to ask such a client; `B24_CONFIRM=auto` then falls back to tokens (and
-    `elicit` refuses). 2026-07-28 clients are asked either way.
+    `elicit` refuses). 2026-07-28 clients are asked either way. On a sign-in server, `auto` sends such a client's
+    person to the approval page instead, so nothing is lost.
     """
-    return stateless and settings.confirm is ConfirmMode.AUTO
+    return stateless and settings.confirm is ConfirmMode.AUTO and settings.public_url is None
 
 
 def start_warnings(settings: Settings, host: str, stateless: bool) -> list[str]:

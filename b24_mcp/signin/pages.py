@@ -125,11 +125,15 @@ class SignInPages:
         self._portal = portal
         self._signed_in = signed_in
         self._clock = clock
+        # The end of a portal sign-in begun from the approval page (`approval_page`), told by its state's prefix.
+        self.page_signed_in: tuple[str, Callable[[Request, str], Awaitable[Response]]] | None = None
 
     async def callback(self, request: Request) -> Response:
         """`GET /oauth/callback?code&state&domain&member_id&scope&server_domain` from the portal."""
         query = dict(request.query_params)
         state = _param(query, "state")
+        if state is not None and self.page_signed_in is not None and state.startswith(self.page_signed_in[0]):
+            return await self.page_signed_in[1](request, state)
         authorization = await self._store.take_authorization(state) if state is not None else None
         if authorization is None:
             return _page(
@@ -341,7 +345,7 @@ def try_later(path: str, status: int, description: str, retry_after: int) -> Res
     """`status` with `Retry-After`: a short page where a person's browser is sent (`path`), elsewhere an OAuth error
     (`temporarily_unavailable`) in JSON."""
     retry = {"Retry-After": str(retry_after)}
-    if path in BROWSER_PATHS:
+    if path in BROWSER_PATHS or path.startswith("/approve/"):  # the approval page (`approval_page`) too
         return _page(status, "Try again in a moment", f"<p>{html.escape(description)}</p>", retry)
     body = {"error": "temporarily_unavailable", "error_description": description}
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"} | retry)

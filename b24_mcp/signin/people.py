@@ -33,7 +33,10 @@ if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
     from mcp.server.mcpserver import MCPServer
 
+    from b24_mcp.deleting.approval import ApprovalDesk
+    from b24_mcp.portal.client import PortalClient
     from b24_mcp.postgres.database import Database
+    from b24_mcp.signin.approval_page import ApprovalPage
 
 MAX_CACHED = 4096  # people whose portal client is kept between requests
 TOUCH_SECONDS = 60.0
@@ -63,6 +66,7 @@ class People:
         self._touched: dict[int, float] = {}
         self.provider = SignInProvider(config, store, self._prepare, clock=clock, limits=limits)
         self.pages = SignInPages(config, store, base.portal, self._signed_in, clock=clock)
+        self.approval_page: ApprovalPage | None = None  # B24_CONFIRM=page or auto: see `open_approvals`
 
     def __repr__(self) -> str:
         return f"People({self.config!r}, signed_in={len(self._apps)})"
@@ -115,9 +119,16 @@ class People:
         return {"auth_server_provider": self.provider, "auth": auth_settings(self.config.issuer)}
 
     def add_routes(self, server: MCPServer) -> None:
-        """The pages the person's browser sees (the portal's callback, the consent), on `server`'s HTTP app."""
+        """The pages the person's browser sees (the portal's callback, the consent, the approval page), on
+        `server`'s HTTP app."""
         server.custom_route(CALLBACK_PATH, methods=["GET"])(self.pages.callback)
         server.custom_route(CONSENT_PATH, methods=["POST"])(self.pages.consent)
+        if self.approval_page is not None:
+            from b24_mcp.deleting.approval import APPROVAL_PATH
+
+            path = APPROVAL_PATH + "{approval_id}"
+            server.custom_route(path, methods=["GET"])(self.approval_page.show)
+            server.custom_route(path, methods=["POST"])(self.approval_page.decide)
 
     async def aclose(self) -> None:
         await self.store.aclose()
@@ -143,3 +154,23 @@ def shared_store(settings: Settings, database: Database | None = None) -> People
     return PostgresPeopleStore(
         database or Database(settings.database_url.get_secret_value(), role="people"), people_key(secret)
     )
+
+
+def open_approvals(people: People, portal: PortalClient) -> ApprovalDesk:
+    """The approval page, its state in the people store: the desk that opens approvals (the application's
+    `approvals`, set by the composition root); `people` serves the page and ends the portal sign-ins it begins."""
+    from b24_mcp.deleting.approval import ApprovalDesk
+    from b24_mcp.signin.approval_page import PAGE_STATE_PREFIX, ApprovalPage
+    from b24_mcp.signin.approvals import PageStore, SQLiteApprovals
+
+    if isinstance(people.store, SQLiteStore):
+        page_store: PageStore = SQLiteApprovals(people.store)
+    else:
+        from b24_mcp.signin.postgres_approvals import PostgresApprovals
+        from b24_mcp.signin.postgres_pending import PendingSignIns
+
+        assert isinstance(people.store, PendingSignIns)
+        page_store = PostgresApprovals(people.store)
+    people.approval_page = ApprovalPage(people.config, page_store, portal)
+    people.pages.page_signed_in = (PAGE_STATE_PREFIX, people.approval_page.signed_in)
+    return ApprovalDesk(page_store, people.config.issuer)

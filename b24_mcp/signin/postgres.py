@@ -203,7 +203,8 @@ class PostgresPeopleStore(PendingSignIns):
                 (user_id,),
             )
             found = cursor.rowcount == 1
-            for table in ("signin_tokens", "signin_codes", "signin_consents"):
+            tables = ("signin_tokens", "signin_codes", "signin_consents", "signin_page_sessions", "signin_approvals")
+            for table in tables:
                 await db.execute(f"DELETE FROM {_S}.{table} WHERE user_id = %s", (user_id,))
             return bool(found)
 

@@ -329,6 +329,8 @@ class SQLiteStore:
             db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
             db.execute("DELETE FROM codes WHERE user_id = ?", (user_id,))
             db.execute("DELETE FROM consents WHERE user_id = ?", (user_id,))
+            db.execute("DELETE FROM page_sessions WHERE user_id = ?", (user_id,))  # the approval page's
+            db.execute("DELETE FROM approvals WHERE user_id = ?", (user_id,))
             return cursor.rowcount == 1
 
         return await self._run(work)

@@ -26,7 +26,12 @@ CREATE INDEX IF NOT EXISTS tokens_user ON tokens (user_id);
 CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens (expires_at);
 CREATE INDEX IF NOT EXISTS clients_source ON clients (source);
 CREATE INDEX IF NOT EXISTS authorizations_source ON authorizations (source);
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, facts TEXT NOT NULL, state TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS page_sessions (session TEXT PRIMARY KEY, user_id INTEGER NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS page_signins (state TEXT PRIMARY KEY, target TEXT NOT NULL, expires_at REAL NOT NULL);
 """
+# From schema 2: the approval page's tables (`signin.approvals`) are new; CREATE ... IF NOT EXISTS adds them.
 # From schema 1: its consents were per client, whatever the redirect URI; they no longer count (the person is asked
 # once more), and the rows in flight get their source (none for those already there).
 _UPGRADE_FROM_1 = (

@@ -39,7 +39,8 @@ MAX_PENDING_PER_SOURCE = 100  # sign-ins in flight begun from one source address
 # A registration that never led to a sign-in is forgotten after 30 minutes: longer than a sign-in begun right after
 # it may take (15 minutes at the portal, 10 on the consent page), short enough that a flood of them soon goes.
 UNUSED_CLIENT_SECONDS = 1800
-SCHEMA_VERSION = 2  # 2: consents per redirect URI (those of version 1 are dropped), the source of rows in flight
+SCHEMA_VERSION = 3  # 2: consents per redirect URI (those of version 1 are dropped), the source of rows in flight;
+# 3: the approval page (approvals, its browser sessions and sign-ins: `signin.approvals`)
 
 
 class PeopleStore(Protocol):
