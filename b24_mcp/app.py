@@ -155,7 +155,13 @@ def build_signin_app(
             reason = str(exc) if isinstance(exc, UnusableFileError | RuntimeError) else f"{config.database}: {exc}"
             raise SettingsError([f"B24_STATE_DIR: the people store cannot be used: {reason}"]) from None
     base = build_app(settings, config.no_one(), http_transport=http_transport, retry_base=retry_base, database=database)
+    page = None
+    if settings.confirm in (ConfirmMode.PAGE, ConfirmMode.AUTO):  # the page where people approve deletions
+        approvals, page = open_approvals(config, store, base.portal)
+        base = replace(base, approvals=approvals)  # before `People`: each person's view of it has the page too
     people = People(config, store, base, limits=limits)
+    if page is not None:
+        people.serve_page(page)
 
     async def closing() -> None:
         """The HTTP and database pools, then the people store."""
@@ -164,10 +170,7 @@ def build_signin_app(
         finally:
             await people.aclose()
 
-    approvals = (
-        open_approvals(people, base.portal) if settings.confirm in (ConfirmMode.PAGE, ConfirmMode.AUTO) else None
-    )
-    return replace(base, people=people, approvals=approvals, closing=closing), people
+    return replace(base, people=people, closing=closing), people
 
 
 def assemble(settings: Settings, *, sandbox: bool, transport: str, host: str, port: int) -> Assembly:

@@ -66,7 +66,7 @@ class People:
         self._touched: dict[int, float] = {}
         self.provider = SignInProvider(config, store, self._prepare, clock=clock, limits=limits)
         self.pages = SignInPages(config, store, base.portal, self._signed_in, clock=clock)
-        self.approval_page: ApprovalPage | None = None  # B24_CONFIRM=page or auto: see `open_approvals`
+        self.approval_page: ApprovalPage | None = None  # B24_CONFIRM=page or auto: see `serve_page`
 
     def __repr__(self) -> str:
         return f"People({self.config!r}, signed_in={len(self._apps)})"
@@ -118,6 +118,13 @@ class People:
         """`MCPServer` keyword arguments that make it this server's authorization server and protected resource."""
         return {"auth_server_provider": self.provider, "auth": auth_settings(self.config.issuer)}
 
+    def serve_page(self, page: ApprovalPage) -> None:
+        """Serve the approval page (`add_routes`) and end the portal sign-ins it begins."""
+        from b24_mcp.signin.approval_page import PAGE_STATE_PREFIX
+
+        self.approval_page = page
+        self.pages.page_signed_in = (PAGE_STATE_PREFIX, page.signed_in)
+
     def add_routes(self, server: MCPServer) -> None:
         """The pages the person's browser sees (the portal's callback, the consent, the approval page), on
         `server`'s HTTP app."""
@@ -156,21 +163,19 @@ def shared_store(settings: Settings, database: Database | None = None) -> People
     )
 
 
-def open_approvals(people: People, portal: PortalClient) -> ApprovalDesk:
+def open_approvals(config: SignInConfig, store: PeopleStore, portal: PortalClient) -> tuple[ApprovalDesk, ApprovalPage]:
     """The approval page, its state in the people store: the desk that opens approvals (the application's
-    `approvals`, set by the composition root); `people` serves the page and ends the portal sign-ins it begins."""
+    `approvals`) and the page people approve on (`People.serve_page`)."""
     from b24_mcp.deleting.approval import ApprovalDesk
-    from b24_mcp.signin.approval_page import PAGE_STATE_PREFIX, ApprovalPage
+    from b24_mcp.signin.approval_page import ApprovalPage
     from b24_mcp.signin.approvals import PageStore, SQLiteApprovals
 
-    if isinstance(people.store, SQLiteStore):
-        page_store: PageStore = SQLiteApprovals(people.store)
+    if isinstance(store, SQLiteStore):
+        page_store: PageStore = SQLiteApprovals(store)
     else:
         from b24_mcp.signin.postgres_approvals import PostgresApprovals
         from b24_mcp.signin.postgres_pending import PendingSignIns
 
-        assert isinstance(people.store, PendingSignIns)
-        page_store = PostgresApprovals(people.store)
-    people.approval_page = ApprovalPage(people.config, page_store, portal)
-    people.pages.page_signed_in = (PAGE_STATE_PREFIX, people.approval_page.signed_in)
-    return ApprovalDesk(page_store, people.config.issuer)
+        assert isinstance(store, PendingSignIns)
+        page_store = PostgresApprovals(store)
+    return ApprovalDesk(page_store, config.issuer), ApprovalPage(config, page_store, portal)
