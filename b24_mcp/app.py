@@ -1,93 +1,50 @@
-"""The application object: everything a deletion needs, built once from the settings, outside any MCP layer.
+"""The composition root: everything a server needs, built once from the settings, connecting nothing yet.
 
-`build_app` is the one factory: the stdio and HTTP servers, `b24-mcp check` and the tests all get their portal
-client, tokens, journal, guardrails and catalog from it. With `B24_DATABASE_URL`, the spent tokens, the journal,
-the portal's bucket and the OAuth grant are the ones every replica shares (`b24_mcp.postgres`, imported only then).
+`assemble` decides the mode once (stdio or HTTP, the sandbox, a bearer token, sign-in) and builds the server: one
+HTTP pool (the portal client's), one database pool (`B24_DATABASE_URL`), one people store (sign-in). The server's
+lifespan closes them (`App.aclose`); `App` is frozen. `build_app` and `build_signin_app` are its two builders,
+which `b24-mcp check` and the tests use too. With `B24_DATABASE_URL`, the spent tokens, the journal, the portal's
+bucket, the OAuth grant and the people are the ones every replica shares (`b24_mcp.postgres`, imported only then).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 
+from b24_mcp.deleting.app import App
 from b24_mcp.deleting.confirmation import ConfirmationTokens, SpentTokens
 from b24_mcp.deleting.gate import Guardrails
 from b24_mcp.journal.file import Journal
 from b24_mcp.journal.record import JournalStore
-from b24_mcp.portal.auth import Auth, GrantStore
+from b24_mcp.portal.auth import GrantStore
 from b24_mcp.portal.catalog import EntityCatalog
 from b24_mcp.portal.client import PortalClient
 from b24_mcp.portal.limiter import LeakyBucket, Pacing
 from b24_mcp.portal.oauth import make_auth
-from b24_mcp.settings import ConfirmMode, OAuthConfig, Settings, Webhook
+from b24_mcp.secure.keys import confirmation_key
+from b24_mcp.settings import ConfirmMode, OAuthConfig, Settings, SettingsError, Webhook, for_sandbox
 
 if TYPE_CHECKING:
-    from mcp.server.auth.provider import AccessToken
+    from mcp.server.mcpserver import MCPServer
 
-    from b24_mcp.deleting.approval import ApprovalDesk
-
-
-class People(Protocol):
-    """The people who sign in to a team server (`b24_mcp.signin`), each acting with their own Bitrix24 rights."""
-
-    def app_for(self, access: AccessToken | None) -> App:
-        """The application as the person behind this request's access token uses it."""
-        ...
-
-    async def aclose(self) -> None: ...
+    from b24_mcp.postgres.database import Database
+    from b24_mcp.signin.people import People
+    from b24_mcp.signin.provider import FloodLimits
+    from b24_mcp.signin.store import PeopleStore
 
 
-@dataclass
-class App:
-    """One portal, one confirmation policy, one journal: shared by every connection of the process."""
+@dataclass(frozen=True)
+class Assembly:
+    """What `assemble` built: the settings the server runs with, its application, the server over it."""
 
-    portal: PortalClient
-    tokens: ConfirmationTokens
-    journal: JournalStore
-    catalog: EntityCatalog
-    guardrails: Guardrails
-    mode: ConfirmMode
-    call_deadline: float
-    batch_max: int = 5000  # B24_BATCH_MAX: how many items one clean-up by filter covers
-    close_shared: Callable[[], Awaitable[None]] | None = None  # the shared database's pool, when there is one
-    user_name: str | None = None  # the signed-in person the portal client acts as (sign-in), for the journal
-    people: People | None = None  # sign-in (B24_PUBLIC_URL): who is signed in; tool calls act as one of them
-    approvals: ApprovalDesk | None = None  # sign-in: the page where people approve deletions (B24_CONFIRM=page)
-
-    def as_person(self, access: AccessToken | None) -> App:
-        """The application a tool call uses: as the person behind `access` when people sign in, else this one."""
-        return self if self.people is None else self.people.app_for(access)
-
-    def acting_as(self, auth: Auth, *, user_name: str | None) -> App:
-        """This application acting with another credential of its portal (a signed-in person): their portal
-        client (sharing the HTTP pool and the rate limiter), confirmation tokens bound to them, their catalog,
-        their name for the journal; the journal, guardrails and mode are shared."""
-        portal = self.portal.for_credential(auth)
-        return replace(
-            self,
-            portal=portal,
-            tokens=self.tokens.bound_to(portal.identity),
-            catalog=EntityCatalog(portal),
-            user_name=user_name,
-            people=None,
-            close_shared=None,
-        )
-
-    async def aclose(self) -> None:
-        """Close the portal client's connections (and the shared database's, and the people store)."""
-        try:
-            await self.portal.aclose()
-        finally:
-            try:
-                if self.close_shared is not None:
-                    await self.close_shared()
-            finally:
-                if self.people is not None:
-                    await self.people.aclose()
+    settings: Settings
+    app: App
+    server: MCPServer[App]
 
 
 def build_app(
@@ -96,10 +53,12 @@ def build_app(
     *,
     http_transport: httpx2.AsyncBaseTransport | None = None,
     retry_base: float = 0.5,
+    database: Database | None = None,
 ) -> App:
     """Assemble the application from the settings; nothing touches the network until the first call.
 
-    `credentials` default to the configured ones; `http_transport` replaces the network (the sandbox portal).
+    `credentials` default to the configured ones; `http_transport` replaces the network (the sandbox portal);
+    `database` is the shared database's pool when the caller made it already (one pool per process).
     """
     secret = settings.confirm_secret.get_secret_value().encode() if settings.confirm_secret else secrets.token_bytes(32)
     credentials = credentials or settings.credentials
@@ -110,7 +69,7 @@ def build_app(
     if settings.database_url is not None:
         from b24_mcp.postgres.state import SharedState  # psycopg only now: the stdio cold start does not change
 
-        shared = SharedState(settings.database_url.get_secret_value(), secret)
+        shared = SharedState(database or _database(settings), secret)
         spent, journal = shared.spent, shared.journal
         if isinstance(credentials, OAuthConfig):
             grants = shared.grants(portal=credentials.host, client_id=credentials.client_id)
@@ -131,10 +90,23 @@ def build_app(
         max_retries=settings.max_retries,
         retry_base=retry_base,
     )
+
+    async def closing() -> None:
+        """The HTTP pool, then the database's."""
+        try:
+            await portal.aclose()
+        finally:
+            if shared is not None:
+                await shared.aclose()
+
     return App(
         portal=portal,
         tokens=ConfirmationTokens(
-            secret, portal=portal.identity, ttl=settings.confirm_ttl, spent=spent, lasting=bool(settings.confirm_secret)
+            confirmation_key(secret),
+            portal=portal.identity,
+            ttl=settings.confirm_ttl,
+            spent=spent,
+            lasting=bool(settings.confirm_secret),
         ),
         journal=journal,
         catalog=EntityCatalog(portal),
@@ -142,8 +114,95 @@ def build_app(
         mode=settings.confirm,
         call_deadline=settings.call_deadline,
         batch_max=settings.batch_max,
-        close_shared=shared.aclose if shared is not None else None,
+        closing=closing,
     )
+
+
+def _database(settings: Settings) -> Database:
+    from b24_mcp.postgres.database import Database
+
+    assert settings.database_url is not None
+    return Database(settings.database_url.get_secret_value())
+
+
+def build_signin_app(
+    settings: Settings,
+    *,
+    http_transport: httpx2.AsyncBaseTransport | None = None,
+    retry_base: float = 0.5,
+    limits: FloodLimits | None = None,
+) -> tuple[App, People]:
+    """The application of a sign-in server and its people (`SettingsError` when the configuration is incomplete
+    or the people store cannot be used), `limits` the share of each source address. Serve it with
+    `people.server_options()` and `people.add_routes`.
+
+    With `B24_DATABASE_URL`, the shared state and the people store use one pool (one idea of "down")."""
+    import sqlite3
+
+    from b24_mcp.secure.sealing import UnusableFileError
+    from b24_mcp.signin.config import SignInConfig
+    from b24_mcp.signin.people import People, open_approvals, open_store, shared_store
+
+    config = SignInConfig.from_settings(settings)
+    database = _database(settings) if settings.database_url is not None else None
+    store: PeopleStore
+    if database is not None:
+        store = shared_store(settings, database)
+    else:
+        try:
+            store = open_store(config)
+        except (UnusableFileError, OSError, sqlite3.Error, RuntimeError) as exc:
+            reason = str(exc) if isinstance(exc, UnusableFileError | RuntimeError) else f"{config.database}: {exc}"
+            raise SettingsError([f"B24_STATE_DIR: the people store cannot be used: {reason}"]) from None
+    base = build_app(settings, config.no_one(), http_transport=http_transport, retry_base=retry_base, database=database)
+    page = None
+    if settings.confirm in (ConfirmMode.PAGE, ConfirmMode.AUTO):  # the page where people approve deletions
+        approvals, page = open_approvals(config, store, base.portal)
+        base = replace(base, approvals=approvals)  # before `People`: each person's view of it has the page too
+    people = People(config, store, base, limits=limits)
+    if page is not None:
+        people.serve_page(page)
+
+    async def closing() -> None:
+        """The HTTP and database pools, then the people store."""
+        try:
+            await base.aclose()
+        finally:
+            await people.aclose()
+
+    return replace(base, people=people, closing=closing), people
+
+
+def assemble(settings: Settings, *, sandbox: bool, transport: str, host: str, port: int) -> Assembly:
+    """The server for this mode, its application, and the settings it runs with (the sandbox's own journal);
+    `SettingsError` for a combination that cannot work. Nothing connects before the first request."""
+    from b24_mcp.serving.tools import build_server
+
+    signing_in = settings.public_url is not None
+    if signing_in and sandbox:
+        raise SettingsError(["B24_PUBLIC_URL is set: people sign in to a real portal; unset it to serve the sandbox"])
+    if signing_in and transport != "http":
+        raise SettingsError(["B24_PUBLIC_URL is set: people sign in over HTTP only; serve with --transport http"])
+    options: dict[str, Any] = {}
+    if transport == "http":
+        from b24_mcp.serving.transport import http_options
+
+        options = http_options(settings, host, port)
+    people = None
+    if sandbox:
+        from b24_mcp.sandbox.link import sandbox_http, sandbox_webhook
+
+        settings = for_sandbox(settings)
+        app = build_app(settings, sandbox_webhook(), http_transport=LazyTransport(sandbox_http))
+    elif signing_in:  # each person signs in; this server is their MCP clients' authorization server
+        app, people = build_signin_app(settings)
+        options |= people.server_options()
+    else:
+        app = build_app(settings)
+    server = build_server(app, server_options=options)
+    if people is not None:
+        people.add_routes(server)
+    return Assembly(settings, app, server)
 
 
 class LazyTransport(httpx2.AsyncBaseTransport):

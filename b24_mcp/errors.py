@@ -8,6 +8,30 @@ Three kinds, by who said it:
   method the portal blocked earlier).
 
 Every field, `hint` included, is set at construction; `with_lost_answer` returns a copy instead of mutating.
+
+Every exception b24-mcp raises, where it lives (the ones outside this module stay beside the code that raises
+them, and never reach a tool result as such):
+
+    Exception
+    ├── B24Error                       a failure a tool reports (code, message, hint, may_have_acted)
+    │   ├── PortalError                the portal's error body, as sent
+    │   ├── TransportError             nothing usable came back
+    │   │   └── AnswerTooLarge         an answer over the cap
+    │   └── Refusal                    our own decision, nothing deleted
+    │       └── JournalUnwritable      journal.record: the intent could not be recorded
+    ├── SettingsError                  configuration that cannot work, one line per variable (here; re-exported
+    │                                  by settings)
+    ├── UnusableFileError              secure.sealing: a key or state file that is not safely ours
+    ├── DatabaseUnavailableError       postgres.database: the shared database cannot be reached
+    ├── SchemaTooNewError              postgres.schema: the database was upgraded by a newer b24-mcp
+    ├── StoreFull                      signin.records: too many registrations or sign-ins in flight
+    ├── ForeignPortalError             signin.records: a person of another portal
+    ├── SignInFailed                   signin.bitrix: what the person and their client are told
+    └── LookupError
+        └── NotSignedIn                signin.people: a tool call without a signed-in person
+
+Private ones (`journal.file._UnusableError`, `portal.wire._TooLargeError`) never leave their module; the sandbox's
+(`RestError`, `ConnectionDropped`) are the emulated portal's.
 """
 
 from __future__ import annotations

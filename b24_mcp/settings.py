@@ -335,6 +335,11 @@ class Settings(BaseSettings):
         )
 
 
+def for_sandbox(settings: Settings) -> Settings:
+    """The sandbox keeps its own journal, `sandbox-audit.jsonl` beside the real one: a demo never writes there."""
+    return settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
+
+
 def load_settings(*, env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the settings; `SettingsError` has one line per problem, each naming its variable.
 

@@ -21,8 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from b24_mcp.deleting.item import ItemDeletion
 from b24_mcp.sandbox.emulator import Portal, create_app
+from b24_mcp.sandbox.link import sandbox_webhook
 from b24_mcp.sandbox.seed import SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE, seeded_portal
-from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook, serve_asgi
+from b24_mcp.sandbox.serve import sandbox_transport, serve_asgi
 from b24_mcp.serving.tools import build_server
 from b24_mcp.settings import Settings, load_settings
 from conformance import ToolResultCheck

@@ -22,7 +22,8 @@ import httpx2
 import uvicorn
 from mcp import Client
 
-from b24_mcp.app import App, build_app
+from b24_mcp.app import build_app
+from b24_mcp.deleting.app import App
 from b24_mcp.deleting.item import ItemDeletion
 from b24_mcp.sandbox.seed import SANDBOX_WEBHOOK_CODE
 from b24_mcp.serving.tools import build_server
@@ -220,7 +221,7 @@ async def serving_http(
         app = make_app(settings)
         server = build_server(app, server_options=options)
     else:
-        from b24_mcp.signin.people import build_signin_app
+        from b24_mcp.app import build_signin_app
 
         app, people = build_signin_app(settings)
         server = build_server(app, server_options=options | people.server_options())

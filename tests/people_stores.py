@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 
 from b24_mcp.postgres.database import Database
-from b24_mcp.signin.postgres import PostgresPeopleStore, people_key
+from b24_mcp.secure.keys import people_key
+from b24_mcp.signin.postgres import PostgresPeopleStore
 
 SECRET = b"shared-confirm-secret-0123456789abcdef"  # the replicas' shared B24_CONFIRM_SECRET
 Clock = Callable[[], float]

@@ -10,7 +10,7 @@ import pytest
 
 from b24_mcp.deleting.approval import Approval, ApprovalState, approval_id
 from b24_mcp.deleting.gate import Reach, Route, route_for
-from b24_mcp.sealing import Sealer, load_key
+from b24_mcp.secure.sealing import Sealer, load_key
 from b24_mcp.settings import ConfirmMode
 from b24_mcp.signin.approvals import SQLiteApprovals
 from b24_mcp.signin.sqlite import SQLiteStore

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from b24_mcp.portal.token_file import read_token_file, write_private_file
+from b24_mcp.portal.token_file import read_token_file
+from b24_mcp.secure.files import write_private_file
 
 HOST = "acme.bitrix24.com"
 ACCESS, REFRESH = "access0123456789abcdef", "refresh0123456789abcdef"

@@ -13,8 +13,9 @@ from b24_mcp.deleting.gate import Answer, Consent, Route
 from b24_mcp.deleting.item import ItemDeletion
 from b24_mcp.portal.items import version_of
 from b24_mcp.sandbox.emulator import Fault, Portal
+from b24_mcp.sandbox.link import sandbox_webhook
 from b24_mcp.sandbox.seed import READONLY_USER_ID, READONLY_WEBHOOK_CODE, SANDBOX_HOST, SANDBOX_WEBHOOK_CODE
-from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+from b24_mcp.sandbox.serve import sandbox_transport
 from b24_mcp.settings import Settings, parse_webhook_url
 from helpers import item_deletion, read_journal
 

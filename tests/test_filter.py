@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from b24_mcp.bulk.selection import SYSTEM_YES_NO
+from b24_mcp.bulk.filters import SYSTEM_YES_NO
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.fields import SYSTEM_BOOLEANS
 from bulk_helpers import CLEAN_UP, TOOL, add_deals, data, https_client, requests, unlimited_portal

@@ -18,19 +18,20 @@ import pytest
 from mcp import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from b24_mcp import metrics, tracing
-from b24_mcp.app import App
+from b24_mcp.deleting.app import App
 from b24_mcp.journal.file import Journal
-from b24_mcp.logs import json_formatter
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.faults import Fault
+from b24_mcp.sandbox.link import sandbox_webhook
 from b24_mcp.sandbox.seed import SANDBOX_WEBHOOK_CODE
-from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+from b24_mcp.sandbox.serve import sandbox_transport
 from b24_mcp.serving.observing import CallObserver, describe
 from b24_mcp.serving.probes import NOT_READY, Readiness
 from b24_mcp.serving.tools import build_server
 from b24_mcp.serving.transport import http_app
 from b24_mcp.settings import Settings
+from b24_mcp.telemetry import metrics, tracing
+from b24_mcp.telemetry.logs import json_formatter
 from helpers import make_app, read_journal
 
 pytestmark = pytest.mark.anyio

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from b24_mcp.bulk.selection import SYSTEM_YES_NO
+from b24_mcp.bulk.filters import SYSTEM_YES_NO
 from b24_mcp.settings import Settings
 
 ROOT = Path(__file__).parent.parent

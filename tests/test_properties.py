@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from mcp import Client
 
 from b24_mcp.sandbox.emulator import Portal
+from b24_mcp.sandbox.link import sandbox_webhook
 from b24_mcp.sandbox.seed import seeded_portal
-from b24_mcp.sandbox.serve import sandbox_transport, sandbox_webhook
+from b24_mcp.sandbox.serve import sandbox_transport
 from b24_mcp.serving.tools import build_server
 from b24_mcp.settings import Settings
 from helpers import make_app

@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from b24_mcp.app import App
 from b24_mcp.commands.cli import main
 from b24_mcp.commands.reconcile import GONE_NOTE, reconcile
+from b24_mcp.deleting.app import App
 from b24_mcp.journal.reader import read_tail
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry
 from b24_mcp.sandbox.accounts import SANDBOX_HOST, SANDBOX_USER_ID

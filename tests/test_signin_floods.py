@@ -13,13 +13,14 @@ from typing import Any
 import httpx2
 import pytest
 
+from b24_mcp.app import build_signin_app
 from b24_mcp.serving.tools import build_server
 from b24_mcp.serving.transport import http_app
 from b24_mcp.settings import Settings, SettingsError
-from b24_mcp.signin import store as store_module
-from b24_mcp.signin.people import build_signin_app
+from b24_mcp.signin import sqlite as store_module
 from b24_mcp.signin.provider import FloodLimits
 from b24_mcp.signin.sources import source_address
+from b24_mcp.signin.store import UNUSED_CLIENT_SECONDS
 
 pytestmark = pytest.mark.anyio
 
@@ -87,7 +88,7 @@ async def test_a_flood_of_registrations_from_one_address_leaves_the_others_regis
     async with client_from(FLOODER) as flooder, client_from(NEIGHBOUR) as neighbour:
         flood = [await register(flooder) for _ in range(12)]
         assert [answer.status_code for answer in flood[:3]] == [201] * 3
-        assert_slowed(flood[-1], store_module.UNUSED_CLIENT_SECONDS)
+        assert_slowed(flood[-1], UNUSED_CLIENT_SECONDS)
         assert flood[-1].json()["error"] == "temporarily_unavailable"
         assert (await register(neighbour)).status_code == 201
 

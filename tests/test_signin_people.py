@@ -8,13 +8,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from b24_mcp.app import App
+from b24_mcp.app import build_signin_app
+from b24_mcp.deleting.app import App
 from b24_mcp.deleting.item import ItemDeletion
 from b24_mcp.sandbox.emulator import Portal
 from b24_mcp.sandbox.seed import SALES_USER_ID, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_USER_ID, seeded_portal
 from b24_mcp.sandbox.serve import sandbox_transport
 from b24_mcp.settings import Settings
-from b24_mcp.signin.people import People, build_signin_app
+from b24_mcp.signin.people import People
 from b24_mcp.signin.person import PersonAuth
 from b24_mcp.signin.records import BitrixTokens
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mcp.shared.auth import OAuthClientInformationFull
 
-from b24_mcp.sealing import Sealer, UnusableFileError, digest, load_key
+from b24_mcp.secure.sealing import Sealer, UnusableFileError, digest, load_key
 from b24_mcp.settings import Settings, SettingsError
 from b24_mcp.signin import sqlite as store_module
 from b24_mcp.signin.config import SignInConfig

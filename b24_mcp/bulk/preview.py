@@ -11,10 +11,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from b24_mcp.app import App
 from b24_mcp.bulk.reading import Reading
 from b24_mcp.bulk.results import BatchResult, FoundItem, SetSummary
 from b24_mcp.bulk.selection import Query
+from b24_mcp.deleting.app import App
 from b24_mcp.deleting.gate import Reach, mode_hint
 from b24_mcp.deleting.questions import describe_set, filter_preview, summary
 from b24_mcp.deleting.results import iso_utc

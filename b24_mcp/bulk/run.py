@@ -17,16 +17,16 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from b24_mcp import metrics
-from b24_mcp.app import App
 from b24_mcp.bulk.reading import Reading, Selected, SetReader
 from b24_mcp.bulk.results import BatchResult, ItemOutcome
 from b24_mcp.bulk.selection import BATCH_SIZE, Query, chunks, split_batch
+from b24_mcp.deleting.app import App
 from b24_mcp.deleting.item import new_attempt
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, settle_lost_answer
 from b24_mcp.errors import B24Error, PortalError
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalUnwritable
 from b24_mcp.portal.items import counted, type_name
+from b24_mcp.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from b24_mcp.app import App
 from b24_mcp.bulk.preview import SUBJECT, PreviewedSets, SetPreview
 from b24_mcp.bulk.reading import Reading, Selected, SetReader
 from b24_mcp.bulk.results import BatchResult, FoundItem, ItemOutcome, SetSummary
 from b24_mcp.bulk.run import DeletionRun, Progress
 from b24_mcp.bulk.selection import ID_ONLY, PREVIEW_FIELDS, Query
-from b24_mcp.deleting.approval import ApprovalPending, offer, page_facts, show_link
+from b24_mcp.deleting.app import App
+from b24_mcp.deleting.approval import ApprovalPending, page_facts, show_link
 from b24_mcp.deleting.gate import (
     UNFIT_NOTE,
     Answer,
@@ -40,6 +40,7 @@ from b24_mcp.deleting.gate import (
     not_confirmed,
     pass_gate,
 )
+from b24_mcp.deleting.offer import offer
 from b24_mcp.deleting.questions import set_question
 from b24_mcp.deleting.results import error_message
 from b24_mcp.errors import B24Error, Refusal

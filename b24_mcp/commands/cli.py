@@ -120,7 +120,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "people" and args.action == "revoke" and args.user_id is None:
         args.usage_error("revoke needs the person's Bitrix24 user id: b24-mcp people revoke USER_ID")
     from b24_mcp.errors import SettingsError
-    from b24_mcp.settings import load_settings
+    from b24_mcp.settings import for_sandbox, load_settings
 
     try:
         if args.command in ("db", "people") and args.sandbox:
@@ -129,7 +129,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "demo":
             from b24_mcp.commands.demo import run_demo
 
-            return run_demo(_for_sandbox(settings).audit_log)
+            return run_demo(for_sandbox(settings).audit_log)
         if args.command == "check":
             return _check(settings, sandbox=args.sandbox, env_file=args.env_file)
         if args.command == "journal" and args.action == "reconcile":
@@ -151,7 +151,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 return print_table_journal(url, limit=args.limit, as_json=args.json)
             from b24_mcp.journal.reader import print_journal
 
-            path = _for_sandbox(settings).audit_log if args.sandbox else settings.audit_log
+            path = for_sandbox(settings).audit_log if args.sandbox else settings.audit_log
             return print_journal(path, limit=args.limit, as_json=args.json)
         if args.command == "db":
             if settings.database_url is None:
@@ -177,16 +177,11 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
 
 
-def _for_sandbox(settings: Any) -> Any:
-    """The sandbox keeps its own journal, `sandbox-audit.jsonl` beside the real one: a demo never writes there."""
-    return settings.model_copy(update={"audit_log": settings.audit_log.with_name("sandbox-audit.jsonl")})
-
-
 def _check(settings: Any, *, sandbox: bool, env_file: str | None) -> int:
     import anyio
 
     from b24_mcp.commands.check import Finding, diagnose, passed, verdict
-    from b24_mcp.settings import unknown_names
+    from b24_mcp.settings import for_sandbox, unknown_names
 
     if settings.public_url is not None and not sandbox:  # sign-in: each person's credentials come at sign-in
         from b24_mcp.commands.people import check_signin
@@ -196,7 +191,7 @@ def _check(settings: Any, *, sandbox: bool, env_file: str | None) -> int:
         from b24_mcp.sandbox.link import sandbox_webhook
         from b24_mcp.sandbox.serve import sandbox_transport
 
-        findings = anyio.run(diagnose, _for_sandbox(settings), sandbox_webhook(), sandbox_transport())
+        findings = anyio.run(diagnose, for_sandbox(settings), sandbox_webhook(), sandbox_transport())
     else:
         findings = anyio.run(diagnose, settings, None)
     findings = [Finding("warn", line) for line in unknown_names(env_file=env_file)] + findings
@@ -207,39 +202,13 @@ def _check(settings: Any, *, sandbox: bool, env_file: str | None) -> int:
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
-    from b24_mcp.logs import configure
+    from b24_mcp.telemetry.logs import configure
 
     configure(settings.log_level, settings.log_format)
-    from b24_mcp.app import LazyTransport, build_app
-    from b24_mcp.errors import SettingsError
-    from b24_mcp.serving.tools import build_server
+    from b24_mcp.app import assemble
 
-    options: dict[str, Any] = {}
-    signing_in = settings.public_url is not None
-    if signing_in and args.sandbox:
-        raise SettingsError(["B24_PUBLIC_URL is set: people sign in to a real portal; unset it to serve the sandbox"])
-    if signing_in and args.transport != "http":
-        raise SettingsError(["B24_PUBLIC_URL is set: people sign in over HTTP only; serve with --transport http"])
-    if args.transport == "http":
-        from b24_mcp.serving.transport import http_options
-
-        options = http_options(settings, args.host, args.port)
-    people = None
-    if args.sandbox:
-        from b24_mcp.sandbox.link import sandbox_http, sandbox_webhook
-
-        settings = _for_sandbox(settings)
-        app = build_app(settings, sandbox_webhook(), http_transport=LazyTransport(sandbox_http))
-    elif signing_in:  # each person signs in; this server is their MCP clients' authorization server
-        from b24_mcp.signin.people import build_signin_app
-
-        app, people = build_signin_app(settings)
-        options |= people.server_options()
-    else:
-        app = build_app(settings)
-    server = build_server(app, server_options=options)
-    if people is not None:
-        people.add_routes(server)
+    built = assemble(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port)
+    settings, server = built.settings, built.server
     warn_at_start(settings, args.env_file)
     gc.freeze()
     gc.enable()
@@ -252,7 +221,7 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
             port=args.port,
             stateless=args.stateless,
             settings=settings,
-            journal=app.journal,
+            journal=built.app.journal,
             sandbox=args.sandbox,
         )
     if sys.stdin is not None and sys.stdin.isatty():  # a person at a terminal, not an MCP client

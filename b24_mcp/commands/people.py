@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 import anyio
 
-from b24_mcp.sealing import KEY_BYTES, Sealer, UnusableFileError, load_key
+from b24_mcp.secure.keys import KEY_BYTES
+from b24_mcp.secure.sealing import Sealer, UnusableFileError, load_key
 from b24_mcp.settings import Settings
 from b24_mcp.signin.config import DATABASE_NAME, KEY_NAME
 from b24_mcp.signin.records import Person

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from b24_mcp.app import App, build_app
+from b24_mcp.app import build_app
 from b24_mcp.bulk.selection import BATCH_SIZE, chunks, split_batch
+from b24_mcp.deleting.app import App
 from b24_mcp.errors import B24Error
 from b24_mcp.journal.reader import TITLE_WIDTH
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry, JournalUnwritable

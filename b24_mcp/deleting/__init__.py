@@ -1,0 +1,1 @@
+"""Deleting: confirmation tokens, the gate, the questions, results, the application, one item."""

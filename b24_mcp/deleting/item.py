@@ -12,9 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from b24_mcp import metrics
-from b24_mcp.app import App
-from b24_mcp.deleting.approval import ApprovalPending, offer, page_facts, show_link
+from b24_mcp.deleting.app import App
+from b24_mcp.deleting.approval import ApprovalPending, page_facts, show_link
 from b24_mcp.deleting.gate import (
     UNFIT_NOTE,
     Answer,
@@ -27,12 +26,14 @@ from b24_mcp.deleting.gate import (
     not_confirmed,
     pass_gate,
 )
+from b24_mcp.deleting.offer import offer
 from b24_mcp.deleting.questions import item_question
 from b24_mcp.deleting.results import LOST_ANSWER_NOTE, ToolResult, error_message, iso_utc, settle_lost_answer
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError
 from b24_mcp.journal.record import Attempt, ConfirmedBy, Entry
 from b24_mcp.portal.catalog import where_it_goes
 from b24_mcp.portal.items import ItemSummary, changed_at, describe, summarize, type_name, version_of, version_time
+from b24_mcp.telemetry import metrics
 
 Status = Literal["preview", "deleted", "cancelled", "error"]
 _HOW = {

@@ -9,8 +9,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
-from b24_mcp import metrics
 from b24_mcp.errors import B24Error, Refusal, may_have_acted
+from b24_mcp.telemetry import metrics
 
 INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
 LOST_ANSWER_NOTE = (

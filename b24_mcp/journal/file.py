@@ -26,26 +26,17 @@ import contextlib
 import errno
 import fcntl
 import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
-from b24_mcp import metrics
+from b24_mcp.journal.access import _open, _reason, _UnusableError
 from b24_mcp.journal.record import Entry, JournalStore, JournalUnwritable, entry_record
+from b24_mcp.secure.files import make_private_folder
+from b24_mcp.telemetry import metrics
 from b24_mcp.text import safe_json
-
-
-class _UnusableError(Exception):
-    """The journal file is there but must not be used; `str()` says why, `hint` what to do."""
-
-    def __init__(self, reason: str, hint: str, *, readable: bool = False) -> None:
-        super().__init__(reason)
-        self.hint = hint
-        # Whether its lines can still be shown (with a warning): a file of another owner or too open a mode.
-        self.readable = readable
 
 
 def _line(entry: Entry) -> bytes:
@@ -83,7 +74,7 @@ class Journal(JournalStore):
 
     def _append(self, lines: Sequence[bytes]) -> None:
         try:
-            _make_folder(self.path.parent)
+            make_private_folder(self.path.parent)
             fd, _ = _open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)  # read: the last byte
         except _UnusableError as exc:
             raise self._refusal(str(exc), hint=exc.hint) from None
@@ -154,64 +145,6 @@ def check_journal(path: Path) -> str | None:
     return None
 
 
-def _make_folder(folder: Path) -> None:
-    """Create `folder` and any missing parent, each with mode 0700."""
-    missing = []
-    while not os.path.lexists(folder) and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    for each in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # created meanwhile; opening the journal tells if it is a folder
-            os.mkdir(each, 0o700)
-
-
-def _open(path: Path, flags: int, *, strict: bool = True) -> tuple[int, _UnusableError | None]:
-    """Open the journal without following a symbolic link and check what was opened.
-
-    Raises `_UnusableError` for a file the journal must not use; with `strict` false, a file that is only someone
-    else's or too open is returned with its problem instead.
-    """
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _UnusableError(
-                "it is a symbolic link, and the journal is never written through one",
-                "Point B24_AUDIT_LOG at the file itself.",
-            ) from None
-        if exc.errno == errno.ENXIO:
-            raise _UnusableError("it is not a regular file", "Point B24_AUDIT_LOG at a regular file.") from None
-        raise
-    try:
-        problem = _problem(os.fstat(fd), path)
-    except BaseException:
-        os.close(fd)
-        raise
-    if problem is not None and (strict or not problem.readable):
-        os.close(fd)
-        raise problem
-    return fd, problem
-
-
-def _problem(status: os.stat_result, path: Path) -> _UnusableError | None:
-    if not stat.S_ISREG(status.st_mode):
-        return _UnusableError("it is not a regular file", "Point B24_AUDIT_LOG at a regular file.")
-    if status.st_uid != os.geteuid():
-        return _UnusableError(
-            f"it belongs to another user (uid {status.st_uid})",
-            "Use a journal of your own (B24_AUDIT_LOG).",
-            readable=True,
-        )
-    mode = stat.S_IMODE(status.st_mode)
-    if mode & 0o077:
-        return _UnusableError(
-            f"other users may read or write it: mode {mode:04o}",
-            f"If all its lines are the server's, restrict it: chmod 600 {path}",
-            readable=True,
-        )
-    return None
-
-
 def _write_all(fd: int, data: bytes) -> tuple[int, OSError | None]:
     """Write `data` to `fd` until all of it is written: the bytes written, and the error that stopped it if any."""
     view = memoryview(data)
@@ -225,10 +158,3 @@ def _write_all(fd: int, data: bytes) -> tuple[int, OSError | None]:
             return written, OSError(errno.EIO, "the file took no bytes")
         written += count
     return written, None
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
-# Reading

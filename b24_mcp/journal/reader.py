@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from b24_mcp.journal.file import _open, _reason, _UnusableError
+from b24_mcp.journal.access import _open, _reason, _UnusableError
 from b24_mcp.journal.record import OUTCOMES
 from b24_mcp.text import for_terminal, safe_json
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import anyio
 
 from b24_mcp.errors import Refusal
-from b24_mcp.tracing import current_request_id
+from b24_mcp.telemetry.tracing import current_request_id
 
 logger = logging.getLogger(__name__)
 

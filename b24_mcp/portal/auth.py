@@ -65,7 +65,7 @@ Renew = Callable[[TokenPair], Awaitable[TokenPair]]
 
 
 class GrantStore(Protocol):
-    """Where a grant's rotated pair is kept for every process using it (`shared.grants`: PostgreSQL)."""
+    """Where a grant's rotated pair is kept for every process using it (`postgres.grants`: PostgreSQL)."""
 
     async def refresh(self, current: TokenPair, renew: Renew) -> TokenPair:
         """Under an exclusive lock on the stored grant: the stored pair when another process rotated it since

@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 
-from b24_mcp import metrics
 from b24_mcp.errors import B24Error, PortalError, Refusal, TransportError, may_have_acted
 from b24_mcp.portal.answer import ErrorBody, PortalResponse, read_answer
 from b24_mcp.portal.auth import Auth
 from b24_mcp.portal.limiter import Pacing
 from b24_mcp.portal.wire import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT, PORTAL_TIME_LIMIT, Wire
+from b24_mcp.telemetry import metrics
 
 __all__ = ["DEFAULT_MAX_ANSWER_BYTES", "PortalClient", "PortalResponse"]
 

@@ -2,7 +2,7 @@
 
 The portal adds one to a counter per HTTP request and drains it at `rate` per second, refusing requests while
 the counter would pass `capacity` (`QUERY_LIMIT_EXCEEDED`). One bucket per process paces every call to it; with
-several replicas, `shared.pacing.SharedBucket` is the one bucket they all fill (the `Pacing` protocol).
+several replicas, `postgres.pacing.SharedBucket` is the one bucket they all fill (the `Pacing` protocol).
 """
 
 from __future__ import annotations

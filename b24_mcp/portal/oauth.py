@@ -21,7 +21,8 @@ from b24_mcp.portal.auth import (
     WebhookAuth,
     exchange_refresh_token,
 )
-from b24_mcp.portal.token_file import read_token_file, write_private_file
+from b24_mcp.portal.token_file import read_token_file
+from b24_mcp.secure.files import write_private_file
 from b24_mcp.settings import OAuthConfig, Webhook
 
 logger = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from b24_mcp.portal.auth import is_token
+from b24_mcp.secure.files import open_no_follow
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def read_token_file(path: Path, host: str) -> dict[str, Any] | None:
     The result has a non-empty `access_token` string, `refresh_token` a string or None, `user_id` an int or None.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_no_follow(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -96,42 +97,3 @@ def _read_checked(fd: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with `data`, readable by the owner only.
-
-    The data goes to a new file with a random name created exclusively without following links, which is then
-    renamed over `path` (a link at `path` is replaced, never followed).
-    """
-    import secrets
-
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _sync_directory(path.parent)
-
-
-def _sync_directory(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

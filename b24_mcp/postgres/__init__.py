@@ -9,8 +9,9 @@ One module per concern, all over one connection pool (`database`):
 - `grants`: the application's OAuth token pair, refreshed by one replica
   at a time under a row lock, sealed with a key derived from `B24_CONFIRM_SECRET`;
 - `journal`: the audit journal as a table;
-- `people`: sign-in's people store (`B24_PUBLIC_URL`), a person's Bitrix24 tokens refreshed under their row lock;
 - `state`: the whole set, as `build_app` assembles it.
+
+Sign-in's people store in this database lives with sign-in (`signin.postgres`), over the same pool.
 
 Nothing here is imported unless `B24_DATABASE_URL` is set: the driver (psycopg 3, the `[postgres]` extra) stays out
 of the stdio server's cold start.

@@ -30,8 +30,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from b24_mcp import metrics
 from b24_mcp.postgres.schema import SchemaTooNewError, ensure_schema
+from b24_mcp.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 # The pool logs every failed reconnection (several a second during an outage); our own line says it once.

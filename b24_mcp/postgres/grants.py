@@ -24,14 +24,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from b24_mcp.errors import TransportError
 from b24_mcp.portal.auth import Renew, TokenPair
 from b24_mcp.postgres.database import Database, DatabaseUnavailableError
 from b24_mcp.postgres.schema import SCHEMA
-from b24_mcp.sealing import KEY_BYTES, Sealer
+from b24_mcp.secure.sealing import Sealer
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +50,6 @@ UPDATE {SCHEMA}.grants SET access_token = %s, refresh_token = %s, user_id = %s,
     updated_at = clock_timestamp()
 WHERE portal = %s AND holder = %s
 """
-
-
-def grants_key(confirm_secret: bytes) -> bytes:
-    """The key that seals stored tokens, derived from B24_CONFIRM_SECRET."""
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"b24-mcp grants v1").derive(
-        confirm_secret
-    )
 
 
 def application_holder(client_id: str | None) -> str:

@@ -16,12 +16,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from b24_mcp import metrics
 from b24_mcp.journal.reader import Tail, print_tail
 from b24_mcp.journal.record import Entry, JournalStore, JournalUnwritable, entry_record
 from b24_mcp.postgres.database import Database, DatabaseUnavailableError
 from b24_mcp.postgres.schema import LATEST, SCHEMA, schema_version
 from b24_mcp.postgres.spent import unrecordable
+from b24_mcp.telemetry import metrics
 from b24_mcp.text import for_terminal, safe_json
 
 _INSERT = f"""

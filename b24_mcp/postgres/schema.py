@@ -89,7 +89,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX journal_by_item ON {SCHEMA}.journal (portal, entity_type_id, item_id)",
     ),
     (
-        # Sign-in's people store (`shared.people`). Times are Unix seconds on the database's clock (stamped as
+        # Sign-in's people store (`signin.postgres`). Times are Unix seconds on the database's clock (stamped as
         # `extract(epoch FROM now())`; rows written by earlier versions have the writing replica's clock, in the
         # same unit, so no migration changed them).
         f"CREATE TABLE {SCHEMA}.signin_meta (name text PRIMARY KEY, value text NOT NULL)",
@@ -153,7 +153,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # A consent is to a client at one exact redirect URI. Consents per client (migration 2) no longer count:
         # each person is asked once more. Registrations and sign-ins in flight know their source address, for
-        # each address's share (`shared.people`).
+        # each address's share (`signin.postgres`).
         f"DROP TABLE {SCHEMA}.signin_consents",
         f"""CREATE TABLE {SCHEMA}.signin_consents (
             user_id bigint NOT NULL,

@@ -1,20 +1,21 @@
-"""Everything the replicas share, over one pool: what `build_app` takes when `B24_DATABASE_URL` is set."""
+"""Everything the replicas share, over the process's one pool: what `build_app` takes with `B24_DATABASE_URL`."""
 
 from __future__ import annotations
 
 from b24_mcp.portal.auth import GrantStore
 from b24_mcp.postgres.database import Database
-from b24_mcp.postgres.grants import SharedGrants, application_holder, grants_key
+from b24_mcp.postgres.grants import SharedGrants, application_holder
 from b24_mcp.postgres.journal import TableJournal
 from b24_mcp.postgres.pacing import SharedBucket
 from b24_mcp.postgres.spent import SharedSpentTokens
+from b24_mcp.secure.keys import grants_key
 
 
 class SharedState:
     """The shared stores of one server process: spent tokens, the journal, the portal's bucket, OAuth grants."""
 
-    def __init__(self, url: str, confirm_secret: bytes) -> None:
-        self.database = Database(url)
+    def __init__(self, database: Database, confirm_secret: bytes) -> None:
+        self.database = database
         self._grants_key = grants_key(confirm_secret)
         self.spent = SharedSpentTokens(self.database)
         self.journal = TableJournal(self.database)

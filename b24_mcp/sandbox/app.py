@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -21,17 +21,15 @@ from b24_mcp.sandbox.envelope import Answer
 from b24_mcp.sandbox.faults import ConnectionDropped
 from b24_mcp.sandbox.gateway import Incoming, serve_authorize, serve_rest, serve_token
 from b24_mcp.sandbox.php import parse_php_query, php_assign, php_keys, php_listify
-
-if TYPE_CHECKING:
-    from b24_mcp.sandbox.emulator import Portal
+from b24_mcp.sandbox.state import PortalState
 
 __all__ = ["create_app"]
 
 
-def create_app(portal: Portal) -> Starlette:
+def create_app(portal: PortalState) -> Starlette:
     """The ASGI app serving ``portal``: ``/rest/...``, and its OAuth ``/oauth/authorize/`` and ``/oauth/token/``."""
 
-    def endpoint(serve: Callable[[Portal, Incoming], Answer]) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(serve: Callable[[PortalState, Incoming], Answer]) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             incoming = Incoming(
                 scheme=request.url.scheme,

@@ -23,11 +23,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from b24_mcp.sandbox.envelope import Outcome, RestError, method_name, operation_time_limit
-from b24_mcp.sandbox.methods import required_scopes
+from b24_mcp.sandbox.methods import required_scopes, run
 from b24_mcp.sandbox.php import parse_php_query, php_array, php_bool, php_string
+from b24_mcp.sandbox.state import PortalState
 
 if TYPE_CHECKING:
-    from b24_mcp.sandbox.emulator import Portal
     from b24_mcp.sandbox.users import Caller
 
 __all__ = ["BATCH_MAX_LENGTH", "batch", "substitute"]
@@ -46,7 +46,7 @@ _REFERENCE = re.compile(r"\$(result|next|total|time|error)(\S*)", re.IGNORECASE)
 _STEP = re.compile(r"\[([^\]]+)\]")
 
 
-def batch(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+def batch(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcome:
     top = {str(key).lower(): value for key, value in params.items()}
     halt = php_bool(top.get("halt", False))
     cmd = top.get("cmd")
@@ -72,7 +72,7 @@ def batch(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
                 raise RestError(403, "insufficient_scope", "")
             if portal.operating.blocked(caller.credential, method):
                 raise operation_time_limit()
-            outcome = portal.execute(method, sub_params, caller)
+            outcome = run(portal, method, sub_params, caller)
         except RestError as err:
             containers["error"][key] = err.body()
             portal.log(method, sub_params, caller.user_id, 400, err.code, via_batch=True)

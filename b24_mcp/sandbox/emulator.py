@@ -1,7 +1,7 @@
 """An in-memory Bitrix24 portal behind an ASGI app, faithful to the REST behaviour the client relies on.
 
-The emulator follows the behavioural spec in ``/work/shared/reference/bitrix24-rest.md``. ``Portal`` assembles
-the parts, each in its own module:
+The emulator follows the behavioural spec in ``/work/shared/reference/bitrix24-rest.md``. ``Portal`` is a facade over
+``state.PortalState`` (the parts and the method table, all the handlers see), each part in its own module:
 
 * ``crm`` — entity types, items, recycle bin;  ``fields`` — each type's system and user fields;
 * ``users`` — users, their permissions, webhooks, the caller;
@@ -18,22 +18,22 @@ Public names: ``Portal``, ``Fault``, ``Call``, ``CallLog``, ``EntityType``, ``Us
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
-from datetime import timedelta, timezone
+from datetime import timezone
 from typing import Any
 
 from b24_mcp.sandbox.app import create_app
 from b24_mcp.sandbox.batch import batch
-from b24_mcp.sandbox.crm import SYSTEM_TYPES, CrmStore, EntityType
-from b24_mcp.sandbox.envelope import Outcome, RestError, method_name, time_block
-from b24_mcp.sandbox.faults import Fault, FaultQueue
-from b24_mcp.sandbox.limits import DEFAULT_OPERATING_LIMIT, OperatingLimiter, RequestBucket
+from b24_mcp.sandbox.crm import SYSTEM_TYPES, EntityType
+from b24_mcp.sandbox.envelope import Outcome, method_name
+from b24_mcp.sandbox.faults import Fault
+from b24_mcp.sandbox.limits import DEFAULT_OPERATING_LIMIT
 from b24_mcp.sandbox.log import DEFAULT_LOG_LIMIT, Call, CallLog
-from b24_mcp.sandbox.methods import METHODS, Handler, run
-from b24_mcp.sandbox.oauth import App, OAuthServer
+from b24_mcp.sandbox.methods import METHODS, run
+from b24_mcp.sandbox.oauth import App
 from b24_mcp.sandbox.php import parse_php_query
-from b24_mcp.sandbox.users import Action, Caller, Directory, User, Webhook
+from b24_mcp.sandbox.state import _DEFAULT_TZ, PortalState
+from b24_mcp.sandbox.users import Action, Caller, User, Webhook
 
 __all__ = [
     "SYSTEM_TYPES",
@@ -48,10 +48,8 @@ __all__ = [
     "parse_php_query",
 ]
 
-_DEFAULT_TZ = timezone(timedelta(hours=3))
 
-
-class Portal:
+class Portal(PortalState):
     """One emulated portal: its CRM data, people, OAuth server, limits, faults and request log.
 
     ``operating_limit`` seconds of execution time per method and credential per ``operating_window`` seconds
@@ -75,19 +73,20 @@ class Portal:
         code_ttl: float = 30.0,
         log_limit: int | None = DEFAULT_LOG_LIMIT,
     ) -> None:
-        self.host = host
-        self.require_https = require_https
-        self.language = language
-        self.crm = CrmStore(tz)
-        self.directory = Directory()
-        self.oauth = OAuthServer(access_ttl=access_ttl, code_ttl=code_ttl)
-        self.bucket = RequestBucket(rate_limit)
-        self.operating = OperatingLimiter(operating_limit, operating_window, operating_cost)
-        self.faults = FaultQueue()
-        self.calls = CallLog(log_limit)
-        # Error code (as a string) -> HTTP status to answer instead of the default one.
-        self.status_overrides: dict[str, int] = {}
-        self.methods: dict[str, Handler] = {**METHODS, "batch": batch}
+        super().__init__(
+            host=host,
+            rate_limit=rate_limit,
+            require_https=require_https,
+            language=language,
+            tz=tz,
+            operating_limit=operating_limit,
+            operating_window=operating_window,
+            operating_cost=operating_cost,
+            access_ttl=access_ttl,
+            code_ttl=code_ttl,
+            log_limit=log_limit,
+        )
+        self.methods.update({**METHODS, "batch": batch})
         # The same objects under the names tests and tools have always used.
         self.items = self.crm.items
         self.types = self.crm.types
@@ -98,14 +97,6 @@ class Portal:
         self.method_cost = self.operating.cost
 
     # ------------------------------------------------------------------ settings
-
-    @property
-    def tz(self) -> timezone:
-        return self.crm.tz
-
-    @tz.setter
-    def tz(self, value: timezone) -> None:
-        self.crm.tz = value
 
     @property
     def rate_limit(self) -> tuple[int, float] | None:
@@ -148,11 +139,6 @@ class Portal:
     def apps(self) -> dict[str, str]:
         """client_id -> client_secret of the registered OAuth applications (a copy)."""
         return {client_id: app.secret for client_id, app in self.oauth.apps.items()}
-
-    @property
-    def member_id(self) -> str:
-        """The portal's id in OAuth answers (stable for a host)."""
-        return hashlib.sha256(self.host.encode()).hexdigest()[:32]
 
     def set_operating_cost(self, method: str, seconds: float) -> None:
         """Make each successful call of ``method`` (also inside ``batch``) cost ``seconds`` of operating time."""
@@ -245,32 +231,11 @@ class Portal:
         """Entries of the request log for one method (batch sub-commands included)."""
         return self.calls.to(method_name(method))
 
-    # ------------------------------------------------------------------ used by gateway, methods and batch
+    # ------------------------------------------------------------------ a call as the gateway runs it
 
     def execute(self, method: str, params: dict[str, Any], caller: Caller) -> Outcome:
         """Run one method call (after the transport checks) as ``caller``."""
         return run(self, method, params, caller)
-
-    def log(
-        self,
-        method: str,
-        params: dict[str, Any],
-        user_id: int | None,
-        status: int,
-        error: Any,
-        *,
-        via_batch: bool = False,
-        dropped: bool = False,
-    ) -> None:
-        error_text = None if error is None else str(error)
-        self.calls.append(Call(method, params, user_id, status, error_text, via_batch=via_batch, dropped=dropped))
-
-    def status_for(self, err: RestError) -> int:
-        return self.status_overrides.get(str(err.code), err.status)
-
-    def time_block(self, start: float, finish: float, processing: float, credential: str, method: str) -> Any:
-        operating, reset_at = self.operating.reading(credential, method)
-        return time_block(start, finish, processing, self.tz, operating, reset_at)
 
     def _user(self, user_id: int) -> User:
         user = self.directory.users.get(user_id)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from b24_mcp.sandbox.envelope import Answer, RestError, html_answer, json_answer, method_name, operation_time_limit
-from b24_mcp.sandbox.methods import required_scopes
+from b24_mcp.sandbox.methods import required_scopes, run
+from b24_mcp.sandbox.state import PortalState
 from b24_mcp.sandbox.users import Caller
 
 if TYPE_CHECKING:
-    from b24_mcp.sandbox.emulator import Portal
     from b24_mcp.sandbox.faults import Fault
 
 __all__ = ["Incoming", "serve_authorize", "serve_rest", "serve_token"]
@@ -42,7 +42,7 @@ class Incoming:
         return f"{self.scheme}://{self.netloc}"
 
 
-def serve_rest(portal: Portal, request: Incoming) -> Answer:
+def serve_rest(portal: PortalState, request: Incoming) -> Answer:
     started = time.time()
     params = dict(request.params)
     segments = request.path.split("/")
@@ -72,7 +72,7 @@ def serve_rest(portal: Portal, request: Incoming) -> Answer:
         return _fault_answer(portal, fault, method, params, user_id)
     processing_start = time.time()
     try:
-        outcome = portal.execute(method, params, caller)
+        outcome = run(portal, method, params, caller)
     except RestError as err:
         if fault is not None:
             return _fault_answer(portal, fault, method, params, user_id)
@@ -91,7 +91,7 @@ def serve_rest(portal: Portal, request: Incoming) -> Answer:
     return json_answer(200, body)
 
 
-def serve_token(portal: Portal, request: Incoming) -> Answer:
+def serve_token(portal: PortalState, request: Incoming) -> Answer:
     """The authorization server's ``/oauth/token/``, served by the same app. It reads the query string, the one
     form documented; a POSTed form only when ``portal.oauth.accepts_form`` (as ``oauth.bitrix24.tech`` does)."""
     method = "oauth.token"
@@ -115,7 +115,7 @@ def serve_token(portal: Portal, request: Incoming) -> Answer:
     return json_answer(200, body)
 
 
-def serve_authorize(portal: Portal, request: Incoming) -> Answer:
+def serve_authorize(portal: PortalState, request: Incoming) -> Answer:
     """The portal's ``/oauth/authorize/``: a page or a redirect for the person's browser."""
     method = "oauth.authorize"
     params = request.params
@@ -136,7 +136,7 @@ def serve_authorize(portal: Portal, request: Incoming) -> Answer:
     return answer
 
 
-def _authenticate(portal: Portal, request: Incoming, segments: list[str], params: dict[str, Any]) -> Caller:
+def _authenticate(portal: PortalState, request: Incoming, segments: list[str], params: dict[str, Any]) -> Caller:
     """The caller behind a webhook path (``uid/code/method``) or an OAuth token (``method`` + token)."""
     if len(segments) == 1:
         token = _token(params.pop("auth", None)) or _token(params.pop("access_token", None)) or request.bearer
@@ -155,7 +155,9 @@ def _authenticate(portal: Portal, request: Incoming, segments: list[str], params
     return portal.directory.webhook_caller(webhook)
 
 
-def _fault_answer(portal: Portal, fault: Fault, method: str, logged: dict[str, Any], user_id: int | None) -> Answer:
+def _fault_answer(
+    portal: PortalState, fault: Fault, method: str, logged: dict[str, Any], user_id: int | None
+) -> Answer:
     portal.log(method, logged, user_id, fault.status, fault.error, dropped=fault.drop)
     return fault.answer()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import httpx2
 
+from b24_mcp.credentials import Webhook, parse_webhook_url
 from b24_mcp.sandbox.accounts import SANDBOX_HOST, SANDBOX_USER_ID, SANDBOX_WEBHOOK_CODE
-from b24_mcp.settings import Webhook, parse_webhook_url
 
 
 def sandbox_webhook() -> Webhook:

@@ -8,20 +8,16 @@ Each handler takes the portal, the caller and the parameters and returns an ``Ou
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from b24_mcp.sandbox.envelope import Outcome, RestError, localized
 from b24_mcp.sandbox.listing import Selection, bind_array, filter_rows, order_rows, paged
 from b24_mcp.sandbox.php import bind_int
+from b24_mcp.sandbox.state import Handler, PortalState
 from b24_mcp.sandbox.users import Caller
-
-if TYPE_CHECKING:
-    from b24_mcp.sandbox.emulator import Portal
 
 __all__ = ["METHODS", "Handler", "required_scopes", "run"]
 
-Handler = Callable[["Portal", Caller, dict[str, Any]], Outcome]
 
 _USER_SCOPES = frozenset({"user", "user_basic", "user_brief"})
 
@@ -35,7 +31,7 @@ def required_scopes(method: str) -> frozenset[str]:
     return frozenset()
 
 
-def run(portal: Portal, method: str, params: dict[str, Any], caller: Caller) -> Outcome:
+def run(portal: PortalState, method: str, params: dict[str, Any], caller: Caller) -> Outcome:
     handler = portal.methods.get(method)
     if handler is None:
         raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -47,7 +43,7 @@ def run(portal: Portal, method: str, params: dict[str, Any], caller: Caller) -> 
     return outcome
 
 
-def crm_item_get(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+def crm_item_get(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcome:
     entity_type_id = bind_int(params, "entityTypeId")
     item_id = bind_int(params, "id")
     portal.crm.factory(entity_type_id, portal.language)
@@ -57,7 +53,7 @@ def crm_item_get(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outc
     return Outcome({"item": copy.deepcopy(item)})
 
 
-def crm_item_delete(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+def crm_item_delete(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcome:
     entity_type_id = bind_int(params, "entityTypeId")
     item_id = bind_int(params, "id")
     entity_type = portal.crm.factory(entity_type_id, portal.language)
@@ -71,7 +67,7 @@ def crm_item_delete(portal: Portal, caller: Caller, params: dict[str, Any]) -> O
     return Outcome([])
 
 
-def crm_item_list(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+def crm_item_list(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcome:
     """Rows the caller may read, filtered, ordered, selected and paged as ``listing`` describes."""
     entity_type_id = bind_int(params, "entityTypeId")
     select = bind_array(params, "select")
@@ -87,24 +83,24 @@ def crm_item_list(portal: Portal, caller: Caller, params: dict[str, Any]) -> Out
     return paged(params, rows, "items", selection.project)  # only the page is copied out
 
 
-def crm_type_list(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+def crm_type_list(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcome:
     rows = [t.to_rest() for t in portal.crm.types.values() if not t.system]
     rows = filter_rows(rows, bind_array(params, "filter"), portal.tz)
     rows = order_rows(rows, bind_array(params, "order"), portal.tz)
     return paged(params, rows, "types")
 
 
-def scope(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+def scope(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcome:
     return Outcome(sorted(caller.scopes))
 
 
-def profile(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+def profile(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcome:
     """``profile`` (any scope) [SRC rest_provider.php ``getProfile``; abridged]."""
     user = caller.user
     return Outcome({"ID": str(user.id), "ADMIN": user.admin, "NAME": user.name, "LAST_NAME": user.last_name})
 
 
-def user_current(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+def user_current(portal: PortalState, caller: Caller, params: dict[str, Any]) -> Outcome:
     """``user.current`` (scope ``user``, ``user_brief`` or ``user_basic``) [DOC user/user-current.md; abridged]."""
     user = caller.user
     return Outcome(

@@ -13,13 +13,12 @@ import httpx2
 
 from b24_mcp.sandbox.emulator import Portal, create_app
 from b24_mcp.sandbox.faults import ConnectionDropped
-from b24_mcp.sandbox.link import sandbox_webhook
 from b24_mcp.sandbox.seed import seeded_portal
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
-__all__ = ["sandbox_transport", "sandbox_webhook", "serve_asgi", "serve_portal"]
+__all__ = ["sandbox_transport", "serve_asgi", "serve_portal"]
 
 
 class _InProcessTransport(httpx2.ASGITransport):

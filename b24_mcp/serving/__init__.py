@@ -1,0 +1,1 @@
+"""Serving MCP: the tools, strict arguments, the HTTP transport, the reaches into libraries."""

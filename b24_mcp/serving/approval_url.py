@@ -22,7 +22,7 @@ from mcp.server.elicitation import AcceptedUrlElicitation
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 
-from b24_mcp.app import App
+from b24_mcp.deleting.app import App
 from b24_mcp.deleting.approval import ApprovalState, approval_id
 from b24_mcp.deleting.gate import Answer, Consent, Route
 

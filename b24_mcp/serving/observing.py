@@ -20,8 +20,8 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult
 
-from b24_mcp import metrics, tracing
 from b24_mcp.deleting.results import INVALID_ARGUMENTS
+from b24_mcp.telemetry import metrics, tracing
 
 logger = logging.getLogger("b24_mcp.serving.tools")  # where the per-call line has always come from
 

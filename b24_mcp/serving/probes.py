@@ -10,7 +10,7 @@ Host/Origin check) and answers three paths itself, to GET and HEAD:
   ready", "reason": ...}`, so that a load balancer takes the replica out until the cause goes. The journal is
   asked at most once a second however often the probe comes, and for at most `READY_SECONDS`; the detailed cause
   (a path, the database's error) goes to the log once per change, never into the answer.
-- `/metrics`: the Prometheus exposition (`b24_mcp.metrics`). It needs a bearer token: `B24_METRICS_TOKEN`, or the
+- `/metrics`: the Prometheus exposition (`telemetry.metrics`). It needs a bearer token: `B24_METRICS_TOKEN`, or the
   server's `B24_MCP_HTTP_TOKEN`. A sign-in server (no static token) serves it only with `B24_METRICS_TOKEN`
   (403 otherwise): behind a reverse proxy every request comes from loopback, so no address can stand for an
   operator. A loopback server without any token (whose /mcp is open too) serves it to requests whose Host names
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from b24_mcp import metrics
 from b24_mcp.journal.record import JournalStore
+from b24_mcp.telemetry import metrics
 
 if TYPE_CHECKING:
     from mcp.server.transport_security import TransportSecuritySettings

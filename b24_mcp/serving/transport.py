@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from mcp.server.mcpserver import MCPServer, RequestStateSecurity
 from mcp.server.transport_security import TransportSecuritySettings
 
+from b24_mcp.secure.keys import request_state_key
 from b24_mcp.settings import ConfirmMode, Settings, SettingsError, is_loopback_host
 
 if TYPE_CHECKING:
@@ -78,8 +79,8 @@ def http_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if settings.confirm_secret is not None:
         # Replicas that share B24_CONFIRM_SECRET also unseal each other's elicitation state (2026-07-28 era).
-        key = hashlib.sha256(b"b24-mcp request state\n" + settings.confirm_secret.get_secret_value().encode())
-        options["request_state_security"] = RequestStateSecurity(keys=[key.digest()])
+        key = request_state_key(settings.confirm_secret.get_secret_value().encode())
+        options["request_state_security"] = RequestStateSecurity(keys=[key])
     return options
 
 
@@ -262,8 +263,8 @@ def http_app(
 ) -> ASGIApp:
     """The ASGI application serving MCP at `/mcp`: the SDK's, behind the Host/Origin check and the bearer token;
     the probes and `/metrics` in front of all (`probes`), with metrics recorded from now on."""
-    from b24_mcp import metrics
     from b24_mcp.serving.probes import Operations, Readiness
+    from b24_mcp.telemetry import metrics
 
     allowed = settings.mcp_allowed_hosts
     if settings.public_url is not None:  # sign-in: clients reach the server at B24_PUBLIC_URL
@@ -360,7 +361,7 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
 
 def http_config(app: ASGIApp, *, host: str, port: int, read_seconds: float = REQUEST_READ_SECONDS) -> uvicorn.Config:
     """How uvicorn serves `app`: the guarded protocol (a request arrives whole within `read_seconds`, connections
-    capped below the open-files limit), logging left to the process's handler (`b24_mcp.logs`, so uvicorn's lines
+    capped below the open-files limit), logging left to the process's handler (`telemetry.logs`, so uvicorn's lines
     share the server's format), no forwarded headers believed, a short graceful stop."""
     import uvicorn
 
@@ -393,7 +394,7 @@ def serve_http(
 ) -> int:
     """Serve MCP at `/mcp` until SIGTERM/SIGINT; then stop accepting, let in-flight calls finish; the exit status.
 
-    uvicorn leaves logging to the process's handler (`b24_mcp.logs`), so its lines share the server's format."""
+    uvicorn leaves logging to the process's handler (`telemetry.logs`), so its lines share the server's format."""
     from b24_mcp.serving.library_hooks import DrainingServer, hold_event_streams
 
     host = bind_address(host)

@@ -13,10 +13,12 @@ has neither PKCE nor client registration:
 Bitrix24 tokens never go to a client; a client's token never goes to the portal. Every tool call runs as the
 person behind the bearer token (`People.app_for`), with their Bitrix24 tokens, refreshed on expiry.
 
-Modules: `config` (the settings of sign-in), `sealing` (the key file, encryption at rest, token digests),
-`store` (the people store: protocol and SQLite), `person` (a person's Bitrix24 credential), `bitrix` (the code
-exchange and the profile), `provider` (the SDK's authorization-server provider), `pages` (the callback and
-consent pages), `sources` (a request's source address, `B24_TRUSTED_PROXIES`), `guards` (each address's share, the
-resource at `/token`), `people` (the per-person application and the wiring), `admin` (`b24-mcp people`).
+Modules: `config` (the settings of sign-in), `records` (a person, their tokens, a grant), `store` (the people
+store protocol), `codec` (records to stored text), `sqlite` (+ `sqlite_schema`) and `postgres` (+
+`postgres_pending`) (the stores), `person` (a person's Bitrix24 credential), `bitrix` (the code exchange and the
+profile), `provider` (the SDK's authorization-server provider), `pages` (the callback and consent pages),
+`sources` (a request's source address, `B24_TRUSTED_PROXIES`), `guards` (each address's share, the resource at
+`/token`), `metadata`, `people` (the per-person application). The key file and sealing are
+`b24_mcp.secure.sealing`; `b24-mcp people` is `commands.people`.
 Nothing here is imported unless sign-in is enabled or `b24-mcp people` runs.
 """

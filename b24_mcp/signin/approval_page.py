@@ -30,7 +30,7 @@ from starlette.responses import RedirectResponse, Response
 from b24_mcp.deleting.approval import APPROVAL_PATH, ApprovalState
 from b24_mcp.portal.catalog import where_it_goes
 from b24_mcp.portal.client import PortalClient
-from b24_mcp.sealing import new_token
+from b24_mcp.secure.sealing import new_token
 from b24_mcp.signin.approvals import SESSION_SECONDS, SIGN_IN_SECONDS, PageStore
 from b24_mcp.signin.bitrix import SignInFailed, sign_in
 from b24_mcp.signin.config import SignInConfig

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from b24_mcp.deleting.approval import Approval, ApprovalState, ApprovalStore
-from b24_mcp.sealing import digest
+from b24_mcp.secure.sealing import digest
 from b24_mcp.signin.records import StoreFull
 from b24_mcp.signin.sqlite import SQLiteStore
 

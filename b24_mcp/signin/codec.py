@@ -8,7 +8,7 @@ from typing import Any
 
 from mcp.shared.auth import OAuthClientInformationFull
 
-from b24_mcp.sealing import Sealer
+from b24_mcp.secure.sealing import Sealer
 from b24_mcp.signin.records import Authorization, AwaitingConsent, BitrixTokens, Grant, IssuedCode, Person, SignedIn
 
 

@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from b24_mcp.portal.client import PortalClient
-from b24_mcp.sealing import new_token
+from b24_mcp.secure.sealing import new_token
 from b24_mcp.signin.bitrix import SignInFailed, sign_in
 from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.provider import CODE_PREFIX, CODE_SECONDS

@@ -1,28 +1,25 @@
 """The signed-in people of a team server: each request's application as its person uses it, and the wiring.
 
-`build_signin_app` builds the application of a sign-in server: the shared parts (one HTTP pool, one rate limiter
-for the portal, the confirmation secret and spent tokens, the journal, the guardrails) as `build_app` makes them,
-plus `People`. For every authenticated request, `People.app_for` gives the application as the person behind the
-bearer token uses it (`App.acting_as`): their own portal client (their Bitrix24 tokens, sharing the pool and the
+`b24_mcp.app.build_signin_app` builds the application of a sign-in server: the shared parts (one HTTP pool, one rate
+limiter for the portal, the confirmation secret and spent tokens, the journal, the guardrails) as `build_app` makes
+them, plus `People`. For every authenticated request, `People.app_for` gives the application as the person behind
+the bearer token uses it (`App.acting_as`): their own portal client (their Bitrix24 tokens, sharing the pool and the
 limiter), confirmation tokens bound to them, their catalog, their name for the journal. Those are built when the
 request is authenticated (`SignInProvider.load_access_token`) and kept while the person's sign-in (its version)
 stays the same. The people store is the SQLite file under `B24_STATE_DIR`, or, when `B24_DATABASE_URL` is set, the
-shared database (`shared.people`), so that replicas behind one address serve the same signed-in people.
+shared database (`signin.postgres`), so that replicas behind one address serve the same signed-in people.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx2
-
-from b24_mcp.app import App, build_app
-from b24_mcp.sealing import Sealer, UnusableFileError, load_key
-from b24_mcp.settings import ConfirmMode, Settings, SettingsError
+from b24_mcp.deleting.app import App
+from b24_mcp.secure.sealing import Sealer, load_key
+from b24_mcp.settings import Settings
 from b24_mcp.signin.config import CALLBACK_PATH, CONSENT_PATH, SignInConfig
 from b24_mcp.signin.metadata import auth_settings
 from b24_mcp.signin.pages import SignInPages
@@ -36,6 +33,9 @@ if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
     from mcp.server.mcpserver import MCPServer
 
+    from b24_mcp.deleting.approval import ApprovalDesk
+    from b24_mcp.portal.client import PortalClient
+    from b24_mcp.postgres.database import Database
     from b24_mcp.signin.approval_page import ApprovalPage
 
 MAX_CACHED = 4096  # people whose portal client is kept between requests
@@ -66,7 +66,7 @@ class People:
         self._touched: dict[int, float] = {}
         self.provider = SignInProvider(config, store, self._prepare, clock=clock, limits=limits)
         self.pages = SignInPages(config, store, base.portal, self._signed_in, clock=clock)
-        self.approval_page: ApprovalPage | None = None  # B24_CONFIRM=page or auto: see `open_approvals`
+        self.approval_page: ApprovalPage | None = None  # B24_CONFIRM=page or auto: see `serve_page`
 
     def __repr__(self) -> str:
         return f"People({self.config!r}, signed_in={len(self._apps)})"
@@ -118,6 +118,13 @@ class People:
         """`MCPServer` keyword arguments that make it this server's authorization server and protected resource."""
         return {"auth_server_provider": self.provider, "auth": auth_settings(self.config.issuer)}
 
+    def serve_page(self, page: ApprovalPage) -> None:
+        """Serve the approval page (`add_routes`) and end the portal sign-ins it begins."""
+        from b24_mcp.signin.approval_page import PAGE_STATE_PREFIX
+
+        self.approval_page = page
+        self.pages.page_signed_in = (PAGE_STATE_PREFIX, page.signed_in)
+
     def add_routes(self, server: MCPServer) -> None:
         """The pages the person's browser sees (the portal's callback, the consent, the approval page), on
         `server`'s HTTP app."""
@@ -139,60 +146,36 @@ def open_store(config: SignInConfig) -> SQLiteStore:
     return SQLiteStore(config.database, Sealer(load_key(config.key_file)))
 
 
-def shared_store(settings: Settings) -> PeopleStore:
+def shared_store(settings: Settings, database: Database | None = None) -> PeopleStore:
     """The people store in the shared database (B24_DATABASE_URL), so that every replica serves the same people;
-    its secrets sealed with a key derived from B24_CONFIRM_SECRET. Nothing connects before the first use."""
+    its secrets sealed with a key derived from B24_CONFIRM_SECRET. `database`: the process's pool when it has one
+    already (the composition root's), so that both agree on whether the database is down. Nothing connects before
+    the first use."""
     from b24_mcp.postgres.database import Database  # psycopg only now: a lone sign-in server does not load it
-    from b24_mcp.signin.postgres import PostgresPeopleStore, people_key
+    from b24_mcp.secure.keys import people_key
+    from b24_mcp.signin.postgres import PostgresPeopleStore
 
     assert settings.database_url is not None
     assert settings.confirm_secret is not None  # the settings require it with a database
     secret = settings.confirm_secret.get_secret_value().encode()
-    return PostgresPeopleStore(Database(settings.database_url.get_secret_value(), role="people"), people_key(secret))
+    return PostgresPeopleStore(
+        database or Database(settings.database_url.get_secret_value(), role="people"), people_key(secret)
+    )
 
 
-def build_signin_app(
-    settings: Settings,
-    *,
-    http_transport: httpx2.AsyncBaseTransport | None = None,
-    retry_base: float = 0.5,
-    limits: FloodLimits | None = None,
-) -> tuple[App, People]:
-    """The application of a sign-in server and its people (`SettingsError` when the configuration is incomplete
-    or the people store cannot be used), `limits` the share of each source address. Serve it with
-    `people.server_options()` and `people.add_routes`."""
-    config = SignInConfig.from_settings(settings)
-    if settings.database_url is not None:
-        store: PeopleStore = shared_store(settings)
-    else:
-        try:
-            store = open_store(config)
-        except (UnusableFileError, OSError, sqlite3.Error, RuntimeError) as exc:
-            reason = str(exc) if isinstance(exc, UnusableFileError | RuntimeError) else f"{config.database}: {exc}"
-            raise SettingsError([f"B24_STATE_DIR: the people store cannot be used: {reason}"]) from None
-    app = build_app(settings, config.no_one(), http_transport=http_transport, retry_base=retry_base)
-    people = People(config, store, app, limits=limits)
-    app.people = people
-    if settings.confirm in (ConfirmMode.PAGE, ConfirmMode.AUTO):
-        open_approvals(app, people)
-    return app, people
-
-
-def open_approvals(app: App, people: People) -> None:
-    """The approval page, its state in the people store: `app.approvals` opens approvals, `people` serves the
-    page and ends the portal sign-ins it begins."""
+def open_approvals(config: SignInConfig, store: PeopleStore, portal: PortalClient) -> tuple[ApprovalDesk, ApprovalPage]:
+    """The approval page, its state in the people store: the desk that opens approvals (the application's
+    `approvals`) and the page people approve on (`People.serve_page`)."""
     from b24_mcp.deleting.approval import ApprovalDesk
-    from b24_mcp.signin.approval_page import PAGE_STATE_PREFIX, ApprovalPage
+    from b24_mcp.signin.approval_page import ApprovalPage
     from b24_mcp.signin.approvals import PageStore, SQLiteApprovals
 
-    if isinstance(people.store, SQLiteStore):
-        page_store: PageStore = SQLiteApprovals(people.store)
+    if isinstance(store, SQLiteStore):
+        page_store: PageStore = SQLiteApprovals(store)
     else:
         from b24_mcp.signin.postgres_approvals import PostgresApprovals
         from b24_mcp.signin.postgres_pending import PendingSignIns
 
-        assert isinstance(people.store, PendingSignIns)
-        page_store = PostgresApprovals(people.store)
-    app.approvals = ApprovalDesk(page_store, people.config.issuer)
-    people.approval_page = ApprovalPage(people.config, page_store, app.portal)
-    people.pages.page_signed_in = (PAGE_STATE_PREFIX, people.approval_page.signed_in)
+        assert isinstance(store, PendingSignIns)
+        page_store = PostgresApprovals(store)
+    return ApprovalDesk(page_store, config.issuer), ApprovalPage(config, page_store, portal)

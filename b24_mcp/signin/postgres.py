@@ -37,12 +37,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from b24_mcp.errors import TransportError
 from b24_mcp.postgres.database import DatabaseUnavailableError
-from b24_mcp.sealing import KEY_BYTES, digest
+from b24_mcp.secure.sealing import digest
 from b24_mcp.signin.codec import (
     access_from_row,
     grant_from_row,
@@ -53,25 +50,9 @@ from b24_mcp.signin.codec import (
     seal_tokens,
 )
 from b24_mcp.signin.postgres_pending import _NOW, _S, PendingSignIns
-from b24_mcp.signin.records import (
-    BitrixTokens,
-    ForeignPortalError,
-    Grant,
-    IssuedCode,
-    Person,
-    Renewal,
-    SignedIn,
-    Taken,
-)
+from b24_mcp.signin.records import BitrixTokens, ForeignPortalError, Grant, IssuedCode, Person, Renewal, SignedIn, Taken
 
 logger = logging.getLogger(__name__)
-
-
-def people_key(confirm_secret: bytes) -> bytes:
-    """The key that seals the people store's secrets, derived from B24_CONFIRM_SECRET (not the grants' key)."""
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"b24-mcp people v1").derive(
-        confirm_secret
-    )
 
 
 @dataclass

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from b24_mcp.deleting.approval import Approval, ApprovalState
-from b24_mcp.sealing import digest
+from b24_mcp.secure.sealing import digest
 from b24_mcp.signin.approvals import MAX_PAGE_SIGNINS, approval_from
 from b24_mcp.signin.postgres_pending import _S, PendingSignIns
 from b24_mcp.signin.records import StoreFull

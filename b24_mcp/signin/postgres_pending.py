@@ -13,7 +13,7 @@ from mcp.shared.auth import OAuthClientInformationFull
 
 from b24_mcp.postgres.database import Database
 from b24_mcp.postgres.schema import SCHEMA
-from b24_mcp.sealing import Sealer, digest
+from b24_mcp.secure.sealing import Sealer, digest
 from b24_mcp.signin.codec import (
     authorization_from,
     authorization_json,
@@ -24,12 +24,7 @@ from b24_mcp.signin.codec import (
     seal_client,
     seal_tokens,
 )
-from b24_mcp.signin.records import (
-    Authorization,
-    AwaitingConsent,
-    SourceFull,
-    StoreFull,
-)
+from b24_mcp.signin.records import Authorization, AwaitingConsent, SourceFull, StoreFull
 from b24_mcp.signin.store import (
     MAX_CLIENTS,
     MAX_CLIENTS_PER_SOURCE,

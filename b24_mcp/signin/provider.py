@@ -37,7 +37,7 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
 from b24_mcp.addresses import LOOPBACK_NAMES
-from b24_mcp.sealing import new_token
+from b24_mcp.secure.sealing import new_token
 from b24_mcp.signin.config import SignInConfig
 from b24_mcp.signin.records import Authorization, Grant, Person, SourceFull, StoreFull, Taken
 from b24_mcp.signin.sources import current_source

@@ -1,12 +1,12 @@
 """The people store: registered MCP clients, sign-ins in flight, MCP tokens, and each person's Bitrix24 tokens.
 
-`PeopleStore` is what the rest of sign-in uses; `SQLiteStore` is the embedded default (stdlib `sqlite3`, one file
-under the state directory, mode 0600, no service to run). A PostgreSQL store for replicas implements the same
-protocol; its notes are on the protocol's methods.
+`PeopleStore` is what the rest of sign-in uses; `sqlite.SQLiteStore` is the embedded default (stdlib `sqlite3`, one
+file under the state directory, mode 0600, no service to run). A PostgreSQL store for replicas (`postgres`)
+implements the same protocol; its notes are on the protocol's methods.
 
-What is stored how (see `sealing`): MCP access and refresh tokens, authorization codes, sign-in states and consent
-ids only as SHA-256 digests; Bitrix24 tokens and minted client secrets sealed with the key file; names and ids in
-clear. Every method is atomic; the single-use ones (`take_*`, `rotate_refresh`) let exactly one caller win.
+What is stored how (see `secure.sealing`): MCP access and refresh tokens, authorization codes, sign-in states and
+consent ids only as SHA-256 digests; Bitrix24 tokens and minted client secrets sealed with the key file; names and
+ids in clear. Every method is atomic; the single-use ones (`take_*`, `rotate_refresh`) let exactly one caller win.
 
 Growth is bounded: expired rows go whenever new ones of their kind are written, and unauthenticated endpoints
 (registration, sign-in attempts) stop at a cap (`StoreFull`) rather than fill the disk. Before that cap, each source

@@ -29,7 +29,9 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-KEY_BYTES = 32
+from b24_mcp.secure.files import Unfit, exclusive_temporary, make_private_folder, open_no_follow, unfit
+from b24_mcp.secure.keys import KEY_BYTES
+
 _NONCE_BYTES = 12
 _PREFIX = "s1."
 _MAX_KEY_FILE = 256
@@ -76,26 +78,16 @@ class Sealer:
             return None
 
 
-def make_private_folder(folder: Path) -> None:
-    """Create `folder` and its missing parents with mode 0700."""
-    missing = []
-    while not os.path.lexists(folder) and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    for each in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(each, 0o700)
-
-
 def check_private_file(fd: int, path: Path) -> None:
     """Raise `UnusableFileError` unless the open file is a regular file of this user, private to it."""
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
+    problem = unfit(info)
+    if problem is Unfit.NOT_REGULAR:
         raise UnusableFileError(f"{path} is not a regular file")
-    if info.st_uid != os.geteuid():
+    if problem is Unfit.FOREIGN:
         raise UnusableFileError(f"{path} belongs to another user (uid {info.st_uid}); use a state folder of your own")
     mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
+    if problem is Unfit.OPEN:
         raise UnusableFileError(
             f"other users may read or write {path} (mode {mode:04o}); if only this server wrote it, restrict it: "
             f"chmod 600 {path}"
@@ -105,7 +97,7 @@ def check_private_file(fd: int, path: Path) -> None:
 def open_private(path: Path, flags: int) -> int:
     """Open a file of the state directory without following a link, and check it (see `check_private_file`)."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        fd = open_no_follow(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnusableFileError(f"{path} is a symbolic link; state files are never used through one") from None
@@ -151,8 +143,7 @@ def _read_key(path: Path) -> bytes:
 
 
 def _create_key(path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    temporary, fd = exclusive_temporary(path)
     try:
         try:
             os.write(fd, (secrets.token_bytes(KEY_BYTES).hex() + "\n").encode())

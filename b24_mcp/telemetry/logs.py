@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from b24_mcp.tracing import CallFields
+from b24_mcp.telemetry.tracing import CallFields
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # What every LogRecord has; the rest of its attributes are the fields a call passed (`extra=`) or a filter added.

@@ -1,0 +1,1 @@
+"""Security primitives written once: key derivation (`keys`), sealing and token digests (`sealing`)."""
