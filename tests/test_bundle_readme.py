@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
-INSTALL = README.split("## Use it with your assistant", 1)[1].split("\n### A shared team server", 1)[0]
+INSTALL = README.split("## Connect your portal", 1)[1].split("\n## ", 1)[0]
 WEBHOOK_VALUE = re.compile(r"https?://[^\s\"'`]+/rest/\d+/")
 
 

@@ -30,6 +30,7 @@ BURST, RATE = (
     50,
     5.0,
 )  # the portal's bucket: a real portal's burst, drained as fast as an Enterprise one (time as a parameter)
+PREVIEWS = 90  # at once: nearly twice the burst
 
 
 @pytest.fixture
@@ -99,10 +100,10 @@ async def test_one_preview_token_used_twenty_times_at_once_deletes_once(env: dic
 
 
 @pytest.mark.slow
-async def test_150_previews_at_once_over_three_replicas_stay_inside_the_portals_limit(
+async def test_previews_far_past_the_burst_at_once_over_three_replicas_stay_inside_the_portals_limit(
     env: dict[str, str], portal: Portal
 ) -> None:
-    assert portal.rate_limit == (BURST, RATE)  # 100 requests past the burst: twenty seconds of pacing
+    assert portal.rate_limit == (BURST, RATE)  # 40 requests past the burst: eight seconds of pacing shared by three
     statuses: list[str] = []
     with replicas(env) as urls:
 
@@ -111,11 +112,11 @@ async def test_150_previews_at_once_over_three_replicas_stay_inside_the_portals_
 
         with anyio.fail_after(240):
             async with anyio.create_task_group() as group:
-                for index in range(150):
+                for index in range(PREVIEWS):
                     group.start_soon(preview, index)
-    assert statuses == ["preview"] * 150
+    assert statuses == ["preview"] * PREVIEWS
     assert [call.error for call in portal.calls if call.error] == []
-    assert len(portal.calls_to("crm.item.get")) == 150
+    assert len(portal.calls_to("crm.item.get")) == PREVIEWS
 
 
 async def test_an_expired_oauth_token_met_by_three_replicas_at_once_is_refreshed_once(

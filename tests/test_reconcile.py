@@ -177,10 +177,12 @@ def test_the_help_and_the_readmes_journal_section_name_reconcile(capsys: pytest.
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "`journal reconcile` settles every unfinished intent" in " ".join(capsys.readouterr().out.split())
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    journal_section = readme.split("## The audit journal", 1)[1].split("\n## ", 1)[0]
-    assert "b24-mcp journal reconcile" in journal_section
-    threat_model = readme.split("## Threat model", 1)[1].split("\n## ", 1)[0]
+    root = Path(__file__).parent.parent
+    readme_journal = (root / "README.md").read_text().split("## The journal", 1)[1].split("\n## ", 1)[0]
+    assert "b24-mcp journal reconcile" in readme_journal
+    reliability = (root / "docs" / "reliability.md").read_text()
+    assert "b24-mcp journal reconcile" in reliability.split("## The audit journal", 1)[1].split("\n## ", 1)[0]
+    threat_model = (root / "docs" / "security.md").read_text().split("## Threat model", 1)[1]
     assert "journal reconcile" in threat_model
 
 

@@ -171,7 +171,7 @@ def _portal_fix(exc: B24Error) -> str:
             "check the portal's address in B24_WEBHOOK_URL and that this machine reaches it (B24_CA_BUNDLE for a "
             "private certificate authority)"
         )
-    return "see the portal's code above in the README's Error codes"
+    return "see the portal's code above in docs/tools.md (Error codes)"
 
 
 def verdict(findings: list[Finding]) -> str:
@@ -182,7 +182,7 @@ def verdict(findings: list[Finding]) -> str:
         noted = f" ({warnings} warning{'s' if warnings != 1 else ''} above)" if warnings else ""
         return (
             f"Ready: a deletion could work with this configuration{noted}. Next: add b24-mcp to your MCP client "
-            "(README: Use it with your assistant)."
+            "(README: Connect your portal)."
         )
     count = f"{len(failures)} problem{'s' if len(failures) != 1 else ''}"
     return f"Not ready: {count} above. Next: {failures[0].fix or 'fix the FAIL lines above'}, then run check again."

@@ -21,8 +21,8 @@ _DESCRIPTION = (
 _EPILOG = (
     "Connect it to a portal with B24_WEBHOOK_URL=https://<portal>/rest/<userId>/<code>/ (an incoming webhook with "
     "the crm scope); `b24-mcp check` then says whether a deletion could work. No portal yet? `b24-mcp demo` shows "
-    "a walk-through, and `b24-mcp --sandbox` serves an emulated one. Every setting (B24_*) is described in the "
-    "README (README.md, also the package's page on PyPI)."
+    "a walk-through, and `b24-mcp --sandbox` serves an emulated one. The README (README.md, also the package's "
+    "page on PyPI) starts there; every setting (B24_*) is described in docs/configuration.md."
 )
 _ENV_FILE_HELP = "read B24_* settings from this env file too (no .env is read unless named; or B24_ENV_FILE)"
 _SANDBOX_HELP = "the built-in emulated portal with demo data (no credentials, nothing real is touched)"

@@ -26,7 +26,7 @@ def terminal_note(*, sandbox: bool) -> str:
         "nothing meanwhile.\n"
         "  To see it work: b24-mcp demo\n"
         "  To try it by hand: npx @modelcontextprotocol/inspector b24-mcp --sandbox\n"
-        "  To connect an assistant: see the README (Use it with your assistant).\n"
+        "  To connect an assistant: see the README (Connect your portal).\n"
         "Ctrl-C stops it."
     )
 
