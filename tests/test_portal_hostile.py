@@ -100,7 +100,12 @@ def head(content_length: int, *extra: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def trickle(data: bytes, writer: asyncio.StreamWriter, every: float = 0.5) -> None:
+# A byte every TRICKLE seconds: no single read waits as long as TIMEOUT, yet the whole answer never arrives within it.
+TRICKLE = 0.2
+TIMEOUT = 0.8
+
+
+async def trickle(data: bytes, writer: asyncio.StreamWriter, every: float = TRICKLE) -> None:
     for byte in data:
         writer.write(bytes([byte]))
         await writer.drain()
@@ -143,20 +148,20 @@ async def failed_call(client: PortalClient, method: str = "crm.item.delete") -> 
 async def test_a_portal_trickling_its_answer_is_cut_off_at_the_timeout(tls: TLSFiles, respond: Respond) -> None:
     async with hostile_portal(tls, respond) as portal:
         started = time.monotonic()
-        error = await failed_call(client_for(portal.webhook_url, tls, timeout=2.0))
+        error = await failed_call(client_for(portal.webhook_url, tls, timeout=TIMEOUT))
         elapsed = time.monotonic() - started
     assert (error.code, error.retryable, error.maybe_sent) == ("PORTAL_TIMEOUT", True, True)
-    assert 1.9 <= elapsed < 3.5
+    assert TIMEOUT * 0.95 <= elapsed < TIMEOUT + 1.5
 
 
 async def test_each_attempt_is_bounded_so_a_call_lasts_at_most_timeout_times_attempts(tls: TLSFiles) -> None:
     async with hostile_portal(tls, trickle_body) as portal:
         started = time.monotonic()
         # A read: a timed-out write is not sent again before the portal's own 60 s limit has passed.
-        error = await failed_call(client_for(portal.webhook_url, tls, timeout=2.0, max_retries=1), "crm.item.get")
+        error = await failed_call(client_for(portal.webhook_url, tls, timeout=TIMEOUT, max_retries=1), "crm.item.get")
         elapsed = time.monotonic() - started
     assert portal.requests == 2
-    assert elapsed < 2 * 2.0 + 1.5
+    assert elapsed < 2 * TIMEOUT + 1.5
     assert (error.code, error.maybe_sent, error.after_lost_answer) == ("PORTAL_TIMEOUT", True, True)
 
 
