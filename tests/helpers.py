@@ -4,6 +4,7 @@ secrets."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -97,17 +98,54 @@ def b24_environment(env: dict[str, str] | None) -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not name.startswith("B24_")} | (env or {})
 
 
+# `run_b24` forks its processes from a server that has imported the command's libraries once (a fresh interpreter
+# spends most of a second on imports, for dozens of commands a run): each command is still a process of its own,
+# with its own environment, working folder, standard streams and exit status.
+_COMMANDS = multiprocessing.get_context("forkserver")
+_COMMANDS.set_forkserver_preload(["b24_mcp.commands.cli", "b24_mcp.app", "b24_mcp.serving.tools", "httpx2"])
+
+
 def run_b24(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the `b24-mcp` command as a user would: a fresh process, no B24_* variable but those given."""
-    return subprocess.run(
-        [sys.executable, "-m", "b24_mcp", *args],
-        env=b24_environment(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        cwd=tempfile.gettempdir(),
-    )
+    """Run the `b24-mcp` command as a user would: a process of its own, no B24_* variable but those given, stdin
+    empty, in the temporary folder; its exit status and what it wrote to stdout and stderr."""
+    with tempfile.TemporaryDirectory() as folder:
+        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+        command = _COMMANDS.Process(target=_command, args=(list(args), b24_environment(env), str(out), str(err)))
+        command.start()
+        command.join(120)
+        if command.exitcode is None:
+            command.kill()
+            command.join()
+            raise subprocess.TimeoutExpired(["b24-mcp", *args], 120)
+        return subprocess.CompletedProcess(
+            ["b24-mcp", *args], command.exitcode, out.read_text(errors="replace"), err.read_text(errors="replace")
+        )
+
+
+def _command(args: list[str], env: dict[str, str], out: str, err: str) -> None:
+    """In the forked process: `b24-mcp args` with `env`, stdin empty, stdout and stderr to the files named."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(tempfile.gettempdir())
+    for fd, path, flags in (
+        (0, os.devnull, os.O_RDONLY),
+        (1, out, os.O_WRONLY | os.O_CREAT),
+        (2, err, os.O_WRONLY | os.O_CREAT),
+    ):
+        opened = os.open(path, flags, 0o600)
+        os.dup2(opened, fd)
+        os.close(opened)
+    from b24_mcp.commands.cli import main
+
+    try:
+        status = main(args)
+    except SystemExit as exit:  # argparse's usage errors and --version, as the console script would end
+        status = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        if isinstance(exit.code, str):
+            print(exit.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def url_host(host: str) -> str:
