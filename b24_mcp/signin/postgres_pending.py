@@ -37,6 +37,9 @@ _T = TypeVar("_T")
 _S = SCHEMA
 # The database's clock in Unix seconds: every expiry is stamped and compared with it (see the module docstring).
 _NOW = "extract(epoch FROM now())::double precision"
+# The wait a refusal names is counted from the moment the lock was had, not from the transaction's start (`now()`):
+# a row committed by a replica that held the lock meanwhile may be younger than this transaction.
+_CLOCK = "extract(epoch FROM clock_timestamp())::double precision"
 # pg_advisory_xact_lock keys of the caps: "b24mcp" in ASCII (the migrations' key) and one byte for the table.
 _CLIENTS_LOCK = 0x6232346D637001
 _AUTHORIZATIONS_LOCK = 0x6232346D637002
@@ -110,7 +113,7 @@ class PendingSignIns:
             )
             if source is not None:
                 cursor = await db.execute(
-                    f"SELECT count(*), min(created_at) + %s - {_NOW} FROM {_S}.signin_clients "
+                    f"SELECT count(*), min(created_at) + %s - {_CLOCK} FROM {_S}.signin_clients "
                     "WHERE source = %s AND used_at IS NULL",
                     (UNUSED_CLIENT_SECONDS, source),
                 )
@@ -140,7 +143,7 @@ class PendingSignIns:
             await db.execute(f"DELETE FROM {_S}.signin_consent_waits WHERE expires_at <= {_NOW}")
             if source is not None:
                 cursor = await db.execute(
-                    f"SELECT count(*), min(expires_at) - {_NOW} FROM {_S}.signin_authorizations WHERE source = %s",
+                    f"SELECT count(*), min(expires_at) - {_CLOCK} FROM {_S}.signin_authorizations WHERE source = %s",
                     (source,),
                 )
                 count, soonest = await cursor.fetchone()

@@ -135,10 +135,10 @@ class SQLiteStore:
     async def add_client(
         self, client: OAuthClientInformationFull, source: str | None = None, share: int = MAX_CLIENTS_PER_SOURCE
     ) -> None:
-        now = self._clock()
         info, sealed = seal_client(self._sealer, client)
 
         def work(db: sqlite3.Connection) -> None:
+            now = self._clock()  # under the lock: no row of another call is younger (a refusal's wait is exact)
             db.execute("DELETE FROM clients WHERE used_at IS NULL AND created_at < ?", (now - UNUSED_CLIENT_SECONDS,))
             if source is not None:
                 count, oldest = db.execute(
@@ -160,9 +160,8 @@ class SQLiteStore:
     async def add_authorization(
         self, state: str, authorization: Authorization, source: str | None = None, share: int = MAX_PENDING_PER_SOURCE
     ) -> None:
-        now = self._clock()
-
         def work(db: sqlite3.Connection) -> None:
+            now = self._clock()  # under the lock, as in add_client
             db.execute("DELETE FROM authorizations WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM consent_waits WHERE expires_at <= ?", (now,))
             if source is not None:
