@@ -18,8 +18,7 @@ Public names: ``Portal``, ``Fault``, ``Call``, ``CallLog``, ``EntityType``, ``Us
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import timezone
+from collections.abc import Callable
 from typing import Any
 
 from b24_mcp.sandbox.app import create_app
@@ -27,12 +26,11 @@ from b24_mcp.sandbox.batch import batch
 from b24_mcp.sandbox.crm import SYSTEM_TYPES, EntityType
 from b24_mcp.sandbox.envelope import Outcome, method_name
 from b24_mcp.sandbox.faults import Fault
-from b24_mcp.sandbox.limits import DEFAULT_OPERATING_LIMIT
-from b24_mcp.sandbox.log import DEFAULT_LOG_LIMIT, Call, CallLog
+from b24_mcp.sandbox.log import Call, CallLog
 from b24_mcp.sandbox.methods import METHODS, run
 from b24_mcp.sandbox.oauth import App
 from b24_mcp.sandbox.php import parse_php_query
-from b24_mcp.sandbox.state import _DEFAULT_TZ, PortalState
+from b24_mcp.sandbox.state import PortalState
 from b24_mcp.sandbox.users import Action, Caller, User, Webhook
 
 __all__ = [
@@ -58,34 +56,7 @@ class Portal(PortalState):
     (``None``: all). ``code_ttl`` is the lifetime of OAuth authorization codes.
     """
 
-    def __init__(
-        self,
-        *,
-        host: str = "sandbox.bitrix24.test",
-        rate_limit: tuple[int, float] | None = (50, 2.0),
-        require_https: bool = True,
-        language: str = "en",
-        tz: timezone = _DEFAULT_TZ,
-        operating_limit: float | None = DEFAULT_OPERATING_LIMIT,
-        operating_window: float = 600.0,
-        operating_cost: Mapping[str, float] | None = None,
-        access_ttl: float = 3600.0,
-        code_ttl: float = 30.0,
-        log_limit: int | None = DEFAULT_LOG_LIMIT,
-    ) -> None:
-        super().__init__(
-            host=host,
-            rate_limit=rate_limit,
-            require_https=require_https,
-            language=language,
-            tz=tz,
-            operating_limit=operating_limit,
-            operating_window=operating_window,
-            operating_cost=operating_cost,
-            access_ttl=access_ttl,
-            code_ttl=code_ttl,
-            log_limit=log_limit,
-        )
+    def _attach(self) -> None:
         self.methods.update({**METHODS, "batch": batch})
         # The same objects under the names tests and tools have always used.
         self.items = self.crm.items

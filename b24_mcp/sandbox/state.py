@@ -52,6 +52,10 @@ class PortalState:
         # Error code (as a string) -> HTTP status to answer instead of the default one.
         self.status_overrides: dict[str, int] = {}
         self.methods: dict[str, Handler] = {}  # the facade (`emulator.Portal`) fills the table
+        self._attach()
+
+    def _attach(self) -> None:
+        """What a facade adds once the parts exist (`emulator.Portal`: the method table, its names for them)."""
 
     @property
     def tz(self) -> timezone:
