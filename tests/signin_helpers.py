@@ -248,11 +248,12 @@ class Person:
         )
 
     @asynccontextmanager
-    async def connect(self, portal: Portal, server: SignInServer) -> AsyncIterator[Client]:
-        """An MCP session as this person (signing in first when the client has no valid token)."""
+    async def connect(self, portal: Portal, server: SignInServer, **client: Any) -> AsyncIterator[Client]:
+        """An MCP session as this person (signing in first when the client has no valid token); `client`: the
+        SDK client's options (`mode`, `elicitation_callback`)."""
         portal.sign_in_as(self.user_id)  # the portal's browser session is this person's
         http = httpx2.AsyncClient(auth=self.provider(server.mcp_url), timeout=30)
-        async with http, Client(streamable_http_client(server.mcp_url, http_client=http)) as session:
+        async with http, Client(streamable_http_client(server.mcp_url, http_client=http), **client) as session:
             yield session
 
     @property

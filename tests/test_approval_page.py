@@ -16,7 +16,6 @@ from urllib.parse import urljoin, urlsplit
 import httpx2
 import pytest
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult
 from signin_helpers import Browser, Person, SignInServer, call, run_b24, signin_env, signin_server
 
@@ -298,10 +297,7 @@ async def test_a_client_with_url_mode_is_sent_to_the_page_and_the_deletion_follo
 
     async with admin.connect(portal, server) as session:
         previewed = await preview(session)
-    portal.sign_in_as(SANDBOX_USER_ID)
-    http = httpx2.AsyncClient(auth=admin.provider(server.mcp_url), timeout=30)
-    transport = streamable_http_client(server.mcp_url, http_client=http)
-    async with http, Client(transport, mode="legacy", elicitation_callback=person) as legacy:
+    async with admin.connect(portal, server, mode="legacy", elicitation_callback=person) as legacy:
         deleted = await call(legacy, "crm_item_delete", delete_arguments(previewed))
     assert sent_to == [previewed["approvalUrl"]]
     assert (deleted["status"], deleted["confirmation"]) == ("deleted", "page")
@@ -315,10 +311,7 @@ async def test_a_client_that_declines_the_url_request_gets_cancelled(
 
     async with admin.connect(portal, server) as session:
         previewed = await preview(session)
-    portal.sign_in_as(SANDBOX_USER_ID)
-    http = httpx2.AsyncClient(auth=admin.provider(server.mcp_url), timeout=30)
-    transport = streamable_http_client(server.mcp_url, http_client=http)
-    async with http, Client(transport, mode="legacy", elicitation_callback=person) as legacy:
+    async with admin.connect(portal, server, mode="legacy", elicitation_callback=person) as legacy:
         cancelled = await call(legacy, "crm_item_delete", delete_arguments(previewed))
     assert cancelled["status"] == "cancelled"
     assert 42 in portal.items[2]
@@ -392,9 +385,7 @@ async def test_a_2026_client_with_url_mode_gets_the_link_in_the_result_instead(
 
     async with admin.connect(portal, server) as session:
         previewed = await preview(session)
-    http = httpx2.AsyncClient(auth=admin.provider(server.mcp_url), timeout=30)
-    transport = streamable_http_client(server.mcp_url, http_client=http)
-    async with http, Client(transport, elicitation_callback=person) as modern:
+    async with admin.connect(portal, server, elicitation_callback=person) as modern:
         pending = await call(modern, "crm_item_delete", delete_arguments(previewed))
     assert (pending["error"], pending["approvalUrl"]) == ("APPROVAL_PENDING", previewed["approvalUrl"])
     assert asked == []  # the SDK's resolvers cannot carry URL mode on 2026-07-28
@@ -407,12 +398,11 @@ async def test_auto_still_asks_a_client_that_answers_forms(
     async def person(context: Any, params: ElicitRequestParams) -> ElicitResult:
         return ElicitResult(action="accept", content={"delete": True})
 
-    async with signin_server(env | {"B24_CONFIRM": "auto"}) as server:
-        portal.sign_in_as(SANDBOX_USER_ID)
-        http = httpx2.AsyncClient(auth=admin.provider(server.mcp_url), timeout=30)
-        transport = streamable_http_client(server.mcp_url, http_client=http)
-        async with http, Client(transport, elicitation_callback=person) as asking:
-            previewed = await preview(asking)
-            deleted = await call(asking, "crm_item_delete", DEAL | {"dryRun": False})
+    async with (
+        signin_server(env | {"B24_CONFIRM": "auto"}) as server,
+        admin.connect(portal, server, elicitation_callback=person) as asking,
+    ):
+        previewed = await preview(asking)
+        deleted = await call(asking, "crm_item_delete", DEAL | {"dryRun": False})
     assert "approvalUrl" not in previewed
     assert (deleted["status"], deleted["confirmation"]) == ("deleted", "elicitation")

@@ -9,6 +9,13 @@ from b24_mcp.bulk.sets import MAX_IDS
 from b24_mcp.deleting.gate import mode_hint
 from b24_mcp.settings import ConfirmMode
 
+TYPES_DESCRIPTION = (
+    "List the CRM types of this portal with their entityTypeId: the system types (lead 1, deal 2, contact 3, "
+    "company 4, quote 7, invoice 31) and the smart processes, and whether a deleted item of each goes to the CRM "
+    "recycle bin (if the portal keeps one; restorable there, not through this server). Use it to find the "
+    "entityTypeId for crm_item_delete. Read-only."
+)
+
 
 def _destructive(title: str) -> ToolAnnotations:
     return ToolAnnotations(

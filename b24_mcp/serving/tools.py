@@ -46,7 +46,7 @@ from b24_mcp.deleting.results import ToolResult
 from b24_mcp.portal.catalog import EntityType
 from b24_mcp.serving.approval_url import through_url_mode
 from b24_mcp.serving.arguments import StrictArguments, invalid_arguments
-from b24_mcp.serving.descriptions import _destructive, describe_batch_tool, describe_tool
+from b24_mcp.serving.descriptions import TYPES_DESCRIPTION, _destructive, describe_batch_tool, describe_tool
 from b24_mcp.serving.observing import CallObserver
 
 MAX_INT32 = 2_147_483_647
@@ -324,10 +324,7 @@ def build_server(app: App, *, server_options: dict[str, Any] | None = None) -> M
         crm_entity_types,
         name=TYPES_TOOL_NAME,
         title="List CRM entity types",
-        description="List the CRM types of this portal with their entityTypeId: the system types (lead 1, deal 2, "
-        "contact 3, company 4, quote 7, invoice 31) and the smart processes, and whether a deleted item of each "
-        "goes to the CRM recycle bin (if the portal keeps one; restorable there, not through this server). Use it "
-        "to find the entityTypeId for crm_item_delete. Read-only.",
+        description=TYPES_DESCRIPTION,
         annotations=ToolAnnotations(
             title="List CRM entity types",
             read_only_hint=True,
